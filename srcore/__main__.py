@@ -1,0 +1,3 @@
+from srcore.cli import main
+
+main()

@@ -1,0 +1,41 @@
+"""`data.source: dir`: a folder of the user's own images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from srcore.errors import SrcoreError
+from srcore.io import is_image_name, probe
+
+
+def folder_images(folder: Path) -> list[tuple[str, Path]]:
+    """(name, file) for every image under `folder`, recursively; names unique and sorted.
+
+    Every file is checked up front (header only) so that all bad files are named in one error.
+    """
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise SrcoreError(f"data.dir={str(folder)!r} is not a folder; set data.dir to a folder "
+                          "of images (e.g. dvc exp run -S data.dir=/path/to/images)")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_name(p))
+    if not files:
+        raise SrcoreError(f"data.dir={str(folder)!r} holds no images "
+                          f"(looked for .png .jpg .jpeg .bmp .tif .tiff .webp, recursively)")
+    problems, images, seen = [], [], {}
+    for path in files:
+        # nested files get their folder in the name so that a/x.png and b/x.png stay apart
+        name = "__".join(path.relative_to(folder).with_suffix("").parts)
+        if name in seen:
+            problems.append(f"{path}: same name as {seen[name]}; rename one of them")
+            continue
+        seen[name] = path
+        try:
+            probe(path)
+        except SrcoreError as err:
+            problems.append(str(err))
+            continue
+        images.append((name, path))
+    if problems:
+        raise SrcoreError(f"{len(problems)} bad file(s) in data.dir={str(folder)!r}; remove or fix "
+                          "them and re-run:\n  " + "\n  ".join(problems))
+    return images

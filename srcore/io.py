@@ -1,0 +1,107 @@
+"""Read and write images of any mode, with clear errors for files that are not images.
+
+PIL reads the header only (format, mode, size: cheap, and lets us refuse decompression bombs
+before decoding); OpenCV decodes (fast, and keeps 16-bit samples that PIL would squash).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from srcore.atomic import atomic_path
+from srcore.errors import SrcoreError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+# 200 megapixels: far above any photo we train on (DIV2K <= 4.2 MP), far below what
+# would exhaust memory; a header claiming more is treated as a decompression bomb.
+MAX_PIXELS = 200_000_000
+
+
+def is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def probe(path: Path) -> tuple[int, int, str]:
+    """Return (width, height, PIL mode) from the header, or raise a clear SrcoreError."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise SrcoreError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise SrcoreError(f"{path}: empty file (0 bytes); remove or replace it")
+    Image.MAX_IMAGE_PIXELS = None  # we apply our own limit below, with a clearer message
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            mode = img.mode
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise SrcoreError(f"{path}: not a readable image ({err}); remove or replace it") from None
+    if width * height > MAX_PIXELS:
+        raise SrcoreError(f"{path}: {width}x{height} exceeds the {MAX_PIXELS:,}-pixel limit "
+                          "(possible decompression bomb); shrink it first")
+    return width, height, mode
+
+
+def read_image(path: Path) -> tuple[np.ndarray, str]:
+    """Decode an image as stored: (H, W) or (H, W, 3|4) RGB(A), uint8 or uint16; plus PIL's mode."""
+    import cv2
+
+    path = Path(path)
+    width, height, mode = probe(path)
+    data = np.fromfile(path, dtype=np.uint8)  # works for any file name, unlike cv2.imread
+    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.shape[:2] != (height, width):
+        raise SrcoreError(f"{path}: image data is corrupt or truncated; remove or replace it")
+    if arr.dtype not in (np.uint8, np.uint16):
+        raise SrcoreError(f"{path}: {arr.dtype} samples are not supported; save it as 8- or "
+                          "16-bit PNG")
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+    elif arr.ndim == 3 and arr.shape[2] == 4:
+        arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA)
+    elif arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    elif arr.ndim != 2:
+        raise SrcoreError(f"{path}: {arr.shape[2]}-channel images are not supported")
+    return arr, mode
+
+
+def to_rgb8(arr: np.ndarray, mode: str = "") -> tuple[np.ndarray, list[str]]:
+    """Convert any decoded image to 8-bit RGB; return it with the conversions made."""
+    conversions = []
+    if mode.startswith("P"):
+        conversions.append("palette")
+    if arr.dtype == np.uint16:
+        conversions.append("16-bit")
+        arr = ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)  # 65535 -> 255 exactly
+    if arr.ndim == 2:
+        conversions.append("grayscale")
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    elif arr.shape[2] == 4:
+        conversions.append("alpha dropped")
+        arr = arr[:, :, :3]
+    return np.ascontiguousarray(arr), conversions
+
+
+def read_rgb8(path: Path) -> np.ndarray:
+    """Decode any supported image as 8-bit RGB (H, W, 3)."""
+    arr, mode = read_image(path)
+    return to_rgb8(arr, mode)[0]
+
+
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    """Write an RGB(A) or grayscale uint8/uint16 array as PNG, atomically."""
+    import cv2
+
+    if rgb.ndim == 3 and rgb.shape[2] == 3:
+        rgb = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    elif rgb.ndim == 3 and rgb.shape[2] == 4:
+        rgb = cv2.cvtColor(rgb, cv2.COLOR_RGBA2BGRA)
+    ok, buf = cv2.imencode(".png", rgb)
+    if not ok:
+        raise SrcoreError(f"{path}: PNG encoding failed")
+    with atomic_path(path) as tmp:
+        buf.tofile(tmp)

@@ -1,0 +1,64 @@
+"""download: the HR photographs of data.source into data/raw/ with a manifest."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from srcore.atomic import atomic_dir
+from srcore.config import load_params
+from srcore.tracking import stage_run
+from stages.paths import DOWNLOADS, MANIFEST, RAW
+
+
+def run(params_path: Path) -> None:
+    params = load_params(params_path)
+    source = params.data.source
+    # find and check the inputs before any tracking or writing starts
+    if source == "sample":
+        from srcore.data.sample import sample_photo_paths
+
+        inputs = sample_photo_paths()
+    elif source == "dir":
+        from srcore.data.folder import folder_images
+
+        inputs = [(name, path, str(path)) for name, path in folder_images(Path(params.data.dir))]
+    with stage_run("download", params.mlflow.experiment, params.model_dump()) as mlflow:
+        with atomic_dir(RAW) as out:
+            images = _div2k(out) if source == "div2k" else _copy(inputs, out, source)
+            manifest = {"source": source, "images": images}
+            (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        mlflow.log_metric("images", len(images))
+        mlflow.log_dict(manifest, "raw_manifest.json")
+    print(f"download: {len(images)} images from source {source!r} in {RAW}/")
+
+
+def _copy(inputs: list[tuple[str, Path, str]], out: Path, source: str) -> list[dict]:
+    """Sample photos are re-encoded as PNG; a user's files are copied byte for byte."""
+    from srcore.io import probe, read_image, write_png
+
+    images = []
+    for name, path, origin in inputs:
+        if source == "sample":
+            file_name = f"{name}.png"
+            write_png(out / file_name, read_image(path)[0])
+        else:
+            file_name = name + path.suffix.lower()
+            shutil.copyfile(path, out / file_name)
+        width, height, _ = probe(out / file_name)
+        images.append({"name": name, "file": file_name, "origin": origin,
+                       "width": width, "height": height})
+    return images
+
+
+def _div2k(out: Path) -> list[dict]:
+    from srcore.data.download import DIV2K_FILES, download_div2k
+    from srcore.io import probe
+
+    images = []
+    for file_name in download_div2k(DOWNLOADS, out, DIV2K_FILES):
+        width, height, _ = probe(out / file_name)
+        images.append({"name": Path(file_name).stem, "file": file_name, "origin": "DIV2K",
+                       "width": width, "height": height})
+    return images

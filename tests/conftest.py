@@ -1,0 +1,64 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path:
+    """The read-only reference folder beside the checkout (SRCORE_SHARED overrides)."""
+    return Path(os.environ.get("SRCORE_SHARED") or REPO.parent / "shared")
+
+
+def run_cli(*args, cwd, env=None, check=True) -> subprocess.CompletedProcess:
+    """Run `python -m srcore ARGS` as a user would, in `cwd`."""
+    full_env = {**os.environ, **(env or {})}
+    result = subprocess.run([sys.executable, "-m", "srcore", *map(str, args)], cwd=cwd,
+                            env=full_env, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"srcore {' '.join(map(str, args))} failed ({result.returncode}):\n"
+                             f"{result.stdout}\n{result.stderr}")
+    return result
+
+
+def write_params(folder: Path, **overrides) -> Path:
+    """params.yaml of the repo with `section__key=value` overrides, written into folder."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for dotted, value in overrides.items():
+        node = params
+        *parents, last = dotted.split("__")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """An empty project folder with the repo's params.yaml and its own MLflow store."""
+    write_params(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    return tmp_path
+
+
+def copy_repo(dest: Path) -> Path:
+    """The git-tracked files of this repo (plus uncommitted ones) copied into a fresh git repo."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "copy"], cwd=dest, check=True)
+    return dest

@@ -1,0 +1,44 @@
+import pytest
+
+from srcore.config import load_params
+from srcore.errors import SrcoreError
+
+from conftest import REPO, write_params
+
+
+def test_repo_params_are_valid():
+    params = load_params(REPO / "params.yaml")
+    assert params.data.source == "sample" and params.data.scale == 4
+    assert (params.split.train, params.split.val, params.split.test) == (700, 101, 102)
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("data__sorce", "x", "data.sorce: unknown key"),
+    ("data__scale", 3, "data.scale = 3"),
+    ("data__hr_max_side", "big", "data.hr_max_side = 'big'"),
+    ("data__source", "imagenet", "data.source = 'imagenet'"),
+    ("data__lr_kernel", "lanczos", "data.lr_kernel = 'lanczos'"),
+    ("data__patch_size", 66, "must be divisible by data.scale"),
+    ("split__val", 0, "split.val = 0"),
+    ("seed", -1, "seed = -1"),
+])
+def test_bad_params_name_the_key(tmp_path, key, value, expected):
+    path = write_params(tmp_path, **{key: value})
+    with pytest.raises(SrcoreError) as err:
+        load_params(path)
+    assert expected in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_dir_source_needs_a_folder(tmp_path):
+    with pytest.raises(SrcoreError, match="data.dir is not set"):
+        load_params(write_params(tmp_path, data__source="dir"))
+
+
+def test_missing_and_broken_params_file(tmp_path):
+    with pytest.raises(SrcoreError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(SrcoreError, match="not valid YAML"):
+        load_params(bad)

@@ -1,0 +1,92 @@
+"""The data stages through the CLI, as DVC runs them."""
+
+import json
+import sqlite3
+
+import numpy as np
+
+from srcore.io import read_rgb8
+
+from conftest import run_cli, write_params
+from images import png_header_only, write_modes
+
+
+def test_sample_download_downsample_split(project):
+    out = run_cli("download", cwd=project)
+    assert "11 images from source 'sample'" in out.stdout
+    manifest = json.loads((project / "data/raw/manifest.json").read_text())
+    assert len(manifest["images"]) == 11
+    names = {img["name"] for img in manifest["images"]}
+    assert "motorcycle_left" in names and "motorcycle_right" not in names
+    first = manifest["images"][0]
+    assert {"name", "origin", "width", "height"} <= set(first)
+    assert read_rgb8(project / "data/raw" / first["file"]).shape == (first["height"],
+                                                                      first["width"], 3)
+
+    run_cli("downsample", cwd=project)
+    hr = json.loads((project / "data/hr/manifest.json").read_text())
+    for img in hr["images"]:
+        width, height = img["size"]
+        assert width % 4 == 0 and height % 4 == 0 and max(width, height) <= 1020
+    retina = next(i for i in hr["images"] if i["name"] == "retina")
+    assert retina["source_size"] == [1411, 1411] and retina["size"] == [1020, 1020]
+
+    out = run_cli("split", cwd=project)
+    assert "train 7, val 2, test 2" in out.stdout
+    split = json.loads((project / "data/split.json").read_text())
+    assert split["counts"] == {"train": 7, "val": 2, "test": 2}
+    assert sorted(split["train"] + split["val"] + split["test"]) == sorted(names)
+
+    with sqlite3.connect(project / "mlflow.db") as db:
+        stages = {row[0] for row in db.execute("select value from tags where key='stage'")}
+    assert stages == {"download", "downsample", "split"}
+
+
+def test_dir_source_reports_conversions_and_small_images(project, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mine")
+    write_modes(folder / "nested")
+    write_params(project, data__source="dir", data__dir=str(folder), data__patch_size=48)
+    run_cli("download", cwd=project)
+    raw = json.loads((project / "data/raw/manifest.json").read_text())
+    assert len(raw["images"]) == 6 and raw["images"][0]["name"].startswith("nested__")
+    out = run_cli("downsample", cwd=project)
+    assert "1 grayscale" in out.stdout and "1 palette" in out.stdout
+    assert "1 16-bit" in out.stdout and "1 alpha dropped" in out.stdout
+    assert "smaller than data.patch_size=48" in out.stdout  # 56x40 images
+    sixteen = read_rgb8(project / "data/hr/nested__sixteen.png")
+    assert sixteen.dtype == np.uint8 and sixteen.shape == (40, 56, 3)
+
+
+def test_dir_source_with_bad_files_fails_before_writing(project, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mine")
+    write_modes(folder)
+    (folder / "broken.png").write_bytes(b"not a png")
+    (folder / "empty.jpg").write_bytes(b"")
+    png_header_only(folder / "bomb.png", 60_000, 60_000)
+    write_params(project, data__source="dir", data__dir=str(folder))
+    out = run_cli("download", cwd=project, check=False)
+    assert out.returncode == 2
+    assert "3 bad file(s)" in out.stderr
+    for name in ("broken.png", "empty.jpg", "bomb.png"):
+        assert name in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (project / "data").exists() and not (project / "mlflow.db").exists()
+
+
+def test_missing_folder_and_missing_inputs_are_clear(project):
+    write_params(project, data__source="dir", data__dir=str(project / "nowhere"))
+    out = run_cli("download", cwd=project, check=False)
+    assert out.returncode == 2 and "is not a folder" in out.stderr and "nowhere" in out.stderr
+    out = run_cli("downsample", cwd=project, check=False)
+    assert out.returncode == 2 and "data/raw/manifest.json not found" in out.stderr
+
+
+def test_failed_rerun_keeps_previous_output(project, tmp_path_factory):
+    run_cli("download", cwd=project)
+    before = sorted(p.name for p in (project / "data/raw").iterdir())
+    folder = tmp_path_factory.mktemp("mine")
+    (folder / "broken.png").write_bytes(b"junk")
+    write_params(project, data__source="dir", data__dir=str(folder))
+    assert run_cli("download", cwd=project, check=False).returncode == 2
+    assert sorted(p.name for p in (project / "data/raw").iterdir()) == before
+    assert [p.name for p in (project / "data").iterdir()] == ["raw"]  # no temp folders left

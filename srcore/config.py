@@ -22,9 +22,13 @@ class DataParams(_Section):
     source: Literal["sample", "div2k", "dir"] = "sample"
     dir: Optional[str] = None
     hr_max_side: int = Field(1020, ge=16)
-    scale: Literal[2, 4] = 4
+    scale: Literal[4] = 4  # the generator is 4x, as in the study
     lr_kernel: Literal["bicubic", "area", "bilinear", "nearest"] = "bicubic"
     patch_size: int = Field(64, ge=8)
+    patches_per_image: int = Field(16, ge=1)
+    hflip: bool = True
+    vflip: bool = True
+    rot90: bool = True
 
     @model_validator(mode="after")
     def _check(self):
@@ -44,6 +48,40 @@ class SplitParams(_Section):
     min_per_split: int = Field(2, ge=1)
 
 
+class ModelParams(_Section):
+    rrdb: int = Field(2, ge=1, le=64)
+    features: int = Field(64, ge=4)
+    growth: int = Field(32, ge=4)
+    skip: Literal["bicubic", "none"] = "bicubic"
+
+
+class TrainParams(_Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    num_workers: int = Field(0, ge=0)
+
+
+class CnnParams(_Section):
+    loss: Literal["l1", "l2"] = "l1"
+    epochs: int = Field(200, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-4, gt=0, le=1)
+    lr_halve_at: int = Field(100, ge=1)
+    betas: tuple[float, float] = (0.9, 0.999)
+    val_every: int = Field(1, ge=1)
+    patience: int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"cnn.betas={list(self.betas)}: each must be in [0, 1)")
+        return self
+
+
+class EvalParams(_Section):
+    crop_border: int = Field(4, ge=0)
+
+
 class MlflowParams(_Section):
     experiment: str = Field("srcore", min_length=1)
 
@@ -52,6 +90,10 @@ class Params(_Section):
     seed: int = Field(42, ge=0)
     data: DataParams = DataParams()
     split: SplitParams = SplitParams()
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    cnn: CnnParams = CnnParams()
+    eval: EvalParams = EvalParams()
     mlflow: MlflowParams = MlflowParams()
 
 

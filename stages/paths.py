@@ -9,3 +9,5 @@ SPLIT = Path("data/split.json")
 PRETRAINED = Path("models/pretrained")
 METRICS = Path("metrics")
 MANIFEST = "manifest.json"
+CNN = Path("models/cnn.pt")
+CNN_LAST = Path("models/cnn_last.pt")

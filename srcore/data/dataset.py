@@ -1,0 +1,58 @@
+"""Training pairs: random HR crops of in-memory images, LR made online.
+
+Each item draws its crop and augmentation from a generator seeded by (seed, epoch, index), so
+a run gives the same batches whatever the number of loader workers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from srcore.data.kernels import downscale
+from srcore.io import read_rgb8
+
+
+def load_images(folder: Path, names: list[str]) -> list[np.ndarray]:
+    """Decode each `folder/<name>.png` once, as 8-bit RGB."""
+    return [read_rgb8(Path(folder) / f"{name}.png") for name in names]
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255
+
+
+class PatchDataset(torch.utils.data.Dataset):
+    """`patches_per_image` random (LR, HR) crop pairs of every image per epoch."""
+
+    def __init__(self, images: list[np.ndarray], patch_size: int, patches_per_image: int,
+                 scale: int, kernel: str, hflip: bool = True, vflip: bool = True,
+                 rot90: bool = True, seed: int = 0):
+        import albumentations as A
+
+        small = [i for i, img in enumerate(images) if min(img.shape[:2]) < patch_size]
+        if small:
+            raise ValueError(f"images {small} are smaller than the {patch_size}-pixel patch")
+        self.images, self.patches_per_image = images, patches_per_image
+        self.scale, self.kernel, self.seed, self.epoch = scale, kernel, seed, 0
+        self.augment = A.Compose([
+            A.RandomCrop(patch_size, patch_size),
+            A.HorizontalFlip(p=0.5 if hflip else 0.0),
+            A.VerticalFlip(p=0.5 if vflip else 0.0),
+            A.RandomRotate90(p=1.0 if rot90 else 0.0),
+        ])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.images) * self.patches_per_image
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        self.augment.set_random_seed(hash((self.seed, self.epoch, index)) & 0x7FFFFFFF)
+        hr = to_tensor(self.augment(image=self.images[index // self.patches_per_image])["image"])
+        lr = downscale(hr[None], self.scale, self.kernel)[0]
+        return lr, hr

@@ -1,0 +1,27 @@
+"""Side-by-side image panels with labels (training grids, comparison figures)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def labelled_row(panels: list[np.ndarray], labels: list[str], gap: int = 4) -> np.ndarray:
+    """Put same-size uint8 RGB panels side by side, each with its label above it."""
+    import cv2
+
+    height, width = panels[0].shape[:2]
+    band = 22
+    row = np.full((height + band, len(panels) * (width + gap) - gap, 3), 255, np.uint8)
+    for i, (panel, label) in enumerate(zip(panels, labels)):
+        x = i * (width + gap)
+        row[band:, x : x + width] = panel
+        cv2.putText(row, label, (x + 2, band - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    return row
+
+
+def center_crop(img: np.ndarray, size: int) -> np.ndarray:
+    height, width = img.shape[:2]
+    size = min(size, height, width)
+    top, left = (height - size) // 2, (width - size) // 2
+    return img[top : top + size, left : left + size]

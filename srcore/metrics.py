@@ -1,0 +1,53 @@
+"""Image-quality metrics: PSNR and SSIM on RGB and on the Y channel (scikit-image).
+
+Y is ITU-R BT.601 luma as MATLAB's rgb2ycbcr computes it (range 16-235), with `crop_border`
+pixels removed on each side: the protocol of the super-resolution literature. SSIM is Wang et
+al. 2004: Gaussian window sigma 1.5, population covariance, per channel then averaged.
+Inputs are uint8 RGB arrays (H, W, 3), the way the images are stored.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def to_y(rgb: np.ndarray) -> np.ndarray:
+    from skimage.color import rgb2ycbcr
+
+    return rgb2ycbcr(rgb)[..., 0]  # float, 16..235 for uint8 input
+
+
+def _crop(img: np.ndarray, border: int) -> np.ndarray:
+    return img[border:-border, border:-border] if border else img
+
+
+def _ssim(ref: np.ndarray, test: np.ndarray, channel_axis) -> float:
+    from skimage.metrics import structural_similarity
+
+    return float(structural_similarity(ref, test, data_range=255, gaussian_weights=True,
+                                       sigma=1.5, use_sample_covariance=False,
+                                       channel_axis=channel_axis))
+
+
+def psnr_ssim(ref: np.ndarray, test: np.ndarray, crop_border: int) -> dict[str, float]:
+    """{psnr, ssim} on RGB over the whole image, {psnr_y, ssim_y} on cropped Y."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    if ref.shape != test.shape:
+        raise ValueError(f"image sizes differ: {ref.shape} vs {test.shape}")
+    ref_y, test_y = _crop(to_y(ref), crop_border), _crop(to_y(test), crop_border)
+    with np.errstate(divide="ignore"):  # identical images: PSNR is inf, which is right
+        return {
+            "psnr": float(peak_signal_noise_ratio(ref, test, data_range=255)),
+            "ssim": _ssim(ref, test, channel_axis=2),
+            "psnr_y": float(peak_signal_noise_ratio(ref_y, test_y, data_range=255)),
+            "ssim_y": _ssim(ref_y, test_y, channel_axis=None),
+        }
+
+
+def to_uint8(img) -> np.ndarray:
+    """(3, H, W) or (1, 3, H, W) float tensor in [0, 1] -> (H, W, 3) uint8, rounded."""
+    img = img.detach().float().clamp(0, 1)
+    if img.dim() == 4:
+        img = img[0]
+    return (img.permute(1, 2, 0) * 255).round().byte().cpu().numpy()

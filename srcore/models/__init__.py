@@ -1,0 +1,1 @@
+"""Networks: the RRDB generator and its checkpoints."""

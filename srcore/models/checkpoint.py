@@ -1,0 +1,77 @@
+"""Save and load generator checkpoints: ours, and BasicSR / Real-ESRGAN RRDBNet files.
+
+Ours is a dict {"format": "srcore-generator", "model": config, "state_dict", "epoch",
+"metrics"}. A foreign file is a plain state dict, or one under "params_ema" / "params"; its
+block count, width and growth are read from the tensor shapes, and it loads with skip "none".
+Every file is read with weights_only=True: a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from srcore.atomic import atomic_path
+from srcore.errors import SrcoreError
+from srcore.models.rrdb import RRDBNet
+
+FORMAT = "srcore-generator"
+
+
+def save_generator(path: Path, model: RRDBNet, **extra) -> None:
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    save_atomic(path, {"format": FORMAT, "model": dict(model.config), "state_dict": state,
+                       **extra})
+
+
+def save_atomic(path: Path, obj) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:  # a file object keeps the archive's inner name fixed
+            torch.save(obj, f)
+
+
+def load_checkpoint(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise SrcoreError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a bad or unsafe file
+        raise SrcoreError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
+
+
+def load_generator(path: Path) -> tuple[RRDBNet, dict]:
+    """(model in eval mode, the checkpoint dict) for our files and BasicSR/Real-ESRGAN ones."""
+    ckpt = load_checkpoint(path)
+    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
+        config, state = ckpt["model"], ckpt["state_dict"]
+    else:
+        state = ckpt
+        for key in ("params_ema", "params"):
+            if isinstance(ckpt, dict) and key in ckpt:
+                state = ckpt[key]
+                break
+        config = infer_config(state, path)
+    model = RRDBNet(**config)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise SrcoreError(f"{path}: weights do not fit an RRDBNet {config}: {err}") from None
+    return model.eval(), ckpt if isinstance(ckpt, dict) else {}
+
+
+def infer_config(state, path: Path) -> dict:
+    """Block count, width and growth of a BasicSR-layout RRDBNet x4 state dict."""
+    if not isinstance(state, dict) or "conv_first.weight" not in state:
+        raise SrcoreError(f"{path}: not an RRDBNet checkpoint (no conv_first.weight); expected "
+                          "a srcore cnn.pt/gan.pt or a BasicSR / Real-ESRGAN RRDBNet x4 file")
+    if state["conv_first.weight"].shape[1] != 3:
+        raise SrcoreError(f"{path}: takes {state['conv_first.weight'].shape[1]} input channels; "
+                          "only RGB x4 RRDBNet (no pixel-unshuffle) is supported")
+    blocks = {int(m.group(1)) for k in state if (m := re.match(r"body\.(\d+)\.", k))}
+    if not blocks or "body.0.rdb1.conv1.weight" not in state:
+        raise SrcoreError(f"{path}: not an RRDBNet checkpoint (no body.N.rdb1 blocks)")
+    return {"rrdb": max(blocks) + 1, "features": state["conv_first.weight"].shape[0],
+            "growth": state["body.0.rdb1.conv1.weight"].shape[0], "skip": "none"}

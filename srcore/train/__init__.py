@@ -1,0 +1,1 @@
+"""Training loops: the CNN with a pixel loss (cnn.py); devices and precision (runtime.py)."""

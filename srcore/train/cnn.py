@@ -1,0 +1,170 @@
+"""The CNN phase: train RRDBNet with an L1 or L2 pixel loss, validate on whole images.
+
+Read top to bottom: set-up (or resume), then per epoch: train, validate, checkpoint, stop early.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from srcore.data.dataset import PatchDataset, to_tensor
+from srcore.data.kernels import downscale, upscale
+from srcore.errors import SrcoreError
+from srcore.metrics import psnr_ssim, to_uint8
+from srcore.models.checkpoint import load_checkpoint, save_atomic, save_generator
+from srcore.models.rrdb import RRDBNet
+from srcore.train.runtime import autocast
+
+LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss}
+
+
+@dataclass
+class CnnConfig:
+    loss: str = "l1"
+    epochs: int = 200
+    batch_size: int = 16
+    lr: float = 1e-4
+    lr_halve_at: int = 100
+    betas: tuple[float, float] = (0.9, 0.999)
+    val_every: int = 1
+    patience: int = 20
+    scale: int = 4
+    kernel: str = "bicubic"
+    crop_border: int = 4
+    seed: int = 0
+    num_workers: int = 0
+
+
+@dataclass
+class ValImage:
+    lr: torch.Tensor  # (1, 3, h, w) in [0, 1], 8-bit levels
+    hr: np.ndarray  # (H, W, 3) uint8
+
+
+def make_val_images(images: list[np.ndarray], scale: int, kernel: str) -> list[ValImage]:
+    return [ValImage(downscale(to_tensor(img)[None], scale, kernel), img) for img in images]
+
+
+def bicubic_scores(val: list[ValImage], scale: int, crop_border: int) -> dict[str, float]:
+    """Mean val PSNR/SSIM of bicubic upsampling: the bar the CNN must clear."""
+    scores = [psnr_ssim(v.hr, to_uint8(upscale(v.lr, scale, "bicubic")), crop_border)
+              for v in val]
+    return {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+
+
+@torch.no_grad()
+def validate(model: RRDBNet, val: list[ValImage], device, precision: str,
+             crop_border: int) -> dict[str, float]:
+    model.eval()
+    scores = []
+    for v in val:
+        with autocast(precision, device):
+            sr = model(v.lr.to(device))
+        scores.append(psnr_ssim(v.hr, to_uint8(sr), crop_border))
+    model.train()
+    return {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+
+
+def train_cnn(model: RRDBNet, data: PatchDataset, val: list[ValImage], cfg: CnnConfig, *,
+              device: torch.device, precision: str, best_path: Path, last_path: Path,
+              fingerprint: str, on_epoch: Callable[[dict], None] = lambda row: None) -> dict:
+    """Train, keeping the best model (by val PSNR-Y) at best_path and a resumable state at
+    last_path (reused only when its fingerprint matches). Returns a summary."""
+    from tqdm import tqdm
+
+    model.to(device).train()
+    loss_fn = LOSSES[cfg.loss]
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [cfg.lr_halve_at], gamma=0.5)
+    # everything a resumed run needs; the best weights live here too, because DVC deletes
+    # best_path (a stage output) before re-running the stage
+    state = {"epoch": 0, "best": None, "best_epoch": 0, "best_model": None, "history": [],
+             "stopped_early": False}
+    resumed = _resume(last_path, fingerprint, model, optimizer, scheduler, state)
+    if resumed:
+        print(f"resuming from {last_path} after epoch {state['epoch']}")
+    started = time.time()
+    first = cfg.epochs + 1 if state["stopped_early"] else state["epoch"] + 1
+    for epoch in range(first, cfg.epochs + 1):
+        data.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(
+            data, batch_size=cfg.batch_size, shuffle=True, drop_last=len(data) >= cfg.batch_size,
+            num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(cfg.seed + epoch))
+        total, count = 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False)
+        for lr_img, hr_img in bar:
+            lr_img, hr_img = lr_img.to(device), hr_img.to(device)
+            with autocast(precision, device):
+                sr = model(lr_img)
+            loss = loss_fn(sr.float(), hr_img)
+            if not math.isfinite(loss.item()):
+                raise SrcoreError(f"epoch {epoch}: the {cfg.loss} loss is {loss.item()}; the "
+                                  f"last good state is kept in {last_path}. Lower cnn.lr or "
+                                  "use train.precision=fp32.")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total, count = total + loss.item() * len(lr_img), count + len(lr_img)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        row = {"epoch": epoch, "train_loss": total / count, "lr": optimizer.param_groups[0]["lr"]}
+        scheduler.step()
+        if epoch % cfg.val_every == 0 or epoch == cfg.epochs:
+            scores = validate(model, val, device, precision, cfg.crop_border)
+            row.update({f"val_{k}": v for k, v in scores.items()})
+            if state["best"] is None or scores["psnr_y"] > state["best"]["psnr_y"]:
+                state["best"], state["best_epoch"] = scores, epoch
+                state["best_model"] = {k: v.detach().cpu().clone()
+                                       for k, v in model.state_dict().items()}
+        state["epoch"] = epoch
+        state["history"].append(row)
+        _save_state(last_path, fingerprint, model, optimizer, scheduler, state)
+        on_epoch(row)
+        _print_row(row)
+        if epoch - state["best_epoch"] >= cfg.patience:
+            print(f"early stop: no val PSNR-Y gain for {cfg.patience} epochs")
+            state["stopped_early"] = True
+            _save_state(last_path, fingerprint, model, optimizer, scheduler, state)
+            break
+    best = RRDBNet(**model.config)
+    best.load_state_dict(state["best_model"])
+    save_generator(best_path, best, epoch=state["best_epoch"], metrics=state["best"])
+    return {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
+            "best": state["best"], "history": state["history"], "resumed": resumed,
+            "stopped_early": state["stopped_early"], "wall_time_s": time.time() - started}
+
+
+def _print_row(row: dict) -> None:
+    text = f"epoch {row['epoch']}: loss {row['train_loss']:.4f}, lr {row['lr']:.2e}"
+    if "val_psnr_y" in row:
+        text += f", val PSNR-Y {row['val_psnr_y']:.2f} dB, SSIM-Y {row['val_ssim_y']:.4f}"
+    print(text, flush=True)
+
+
+def _save_state(path, fingerprint, model, optimizer, scheduler, state) -> None:
+    save_atomic(path, {"format": "srcore-train-state", "fingerprint": fingerprint,
+                       "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                       "scheduler": scheduler.state_dict(), **state})
+
+
+def _resume(path, fingerprint, model, optimizer, scheduler, state) -> bool:
+    """Load the last state when it belongs to this configuration; otherwise start fresh."""
+    if not Path(path).is_file():
+        return False
+    saved = load_checkpoint(path)
+    if saved.get("format") != "srcore-train-state" or saved.get("fingerprint") != fingerprint:
+        print(f"{path} belongs to another configuration: starting from scratch")
+        return False
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    for key in state:
+        state[key] = saved[key]
+    return True

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from srcore.atomic import atomic_path, write_json
+from srcore.atomic import write_json
 from srcore.errors import SrcoreError
 
 if TYPE_CHECKING:
@@ -333,6 +333,8 @@ def prepare_pretrained(out_dir: Path, cache_dir: Path) -> dict:
     """
     import torch
 
+    from srcore.models.checkpoint import save_atomic
+
     out_dir = Path(out_dir)
     states = None
     if torchvision_weights_reachable():
@@ -351,11 +353,7 @@ def prepare_pretrained(out_dir: Path, cache_dir: Path) -> dict:
     for name, (state, source) in states.items():
         path = out_dir / f"{name}.pt"
         plain = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in state.items()}
-        with atomic_path(path) as tmp:
-            # Save through a file object: given a path, torch names the archive inside the file
-            # after it, and the temporary name would make the bytes (and the sha256) vary per run.
-            with open(tmp, "wb") as f:
-                torch.save(plain, f)
+        save_atomic(path, plain)  # byte-identical across runs, so the sha256 is stable
         manifest[path.name] = {"source": source, "sha256": _sha256(path), "tensors": len(plain)}
         print(f"wrote {path} ({len(plain)} tensors, from {source})", flush=True)
     if "vgg19" not in states:

@@ -28,7 +28,9 @@ def save_generator(path: Path, model: RRDBNet, **extra) -> None:
 
 def save_atomic(path: Path, obj) -> None:
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:  # a file object keeps the archive's inner name fixed
+        # through a file object: given a path, torch names the archive inside the file after
+        # it, and the random temporary name would make the bytes differ from run to run
+        with open(tmp, "wb") as f:
             torch.save(obj, f)
 
 

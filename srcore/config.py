@@ -2,6 +2,7 @@
 
 Every stage and command loads params through `load_params`, so a typo (`data.sorce`), a wrong
 type or an out-of-range value is reported once, naming the key, before any work starts.
+No key has a default here: params.yaml is the one place where values live.
 """
 
 from __future__ import annotations
@@ -19,16 +20,16 @@ class _Section(BaseModel):
 
 
 class DataParams(_Section):
-    source: Literal["sample", "div2k", "dir"] = "sample"
-    dir: Optional[str] = None
-    hr_max_side: int = Field(1020, ge=16)
-    scale: Literal[4] = 4  # the generator is 4x, as in the study
-    lr_kernel: Literal["bicubic", "area", "bilinear", "nearest"] = "bicubic"
-    patch_size: int = Field(64, ge=8)
-    patches_per_image: int = Field(16, ge=1)
-    hflip: bool = True
-    vflip: bool = True
-    rot90: bool = True
+    source: Literal["sample", "div2k", "dir"]
+    dir: Optional[str]
+    hr_max_side: int = Field(ge=16)
+    scale: Literal[4]  # the generator is 4x, as in the study
+    lr_kernel: Literal["bicubic", "area", "bilinear", "nearest"]
+    patch_size: int = Field(ge=8)
+    patches_per_image: int = Field(ge=1)
+    hflip: bool
+    vflip: bool
+    rot90: bool
 
     @model_validator(mode="after")
     def _check(self):
@@ -42,59 +43,109 @@ class DataParams(_Section):
 
 
 class SplitParams(_Section):
-    train: int = Field(700, ge=1)
-    val: int = Field(101, ge=1)
-    test: int = Field(102, ge=1)
-    min_per_split: int = Field(2, ge=1)
+    train: int = Field(ge=1)
+    val: int = Field(ge=1)
+    test: int = Field(ge=1)
+    min_per_split: int = Field(ge=1)
 
 
 class ModelParams(_Section):
-    rrdb: int = Field(2, ge=1, le=64)
-    features: int = Field(64, ge=4)
-    growth: int = Field(32, ge=4)
-    skip: Literal["bicubic", "none"] = "bicubic"
+    rrdb: int = Field(ge=1, le=64)
+    features: int = Field(ge=4)
+    growth: int = Field(ge=4)
+    skip: Literal["bicubic", "none"]
 
 
 class TrainParams(_Section):
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    num_workers: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"]
+    precision: Literal["auto", "fp32", "bf16"]
+    num_workers: int = Field(ge=0)
+
+
+def _betas_ok(betas) -> None:
+    if not all(0 <= b < 1 for b in betas):
+        raise ValueError(f"betas={list(betas)}: each must be in [0, 1)")
 
 
 class CnnParams(_Section):
-    loss: Literal["l1", "l2"] = "l1"
-    epochs: int = Field(200, ge=1)
-    batch_size: int = Field(16, ge=1)
-    lr: float = Field(1e-4, gt=0, le=1)
-    lr_halve_at: int = Field(100, ge=1)
-    betas: tuple[float, float] = (0.9, 0.999)
-    val_every: int = Field(1, ge=1)
-    patience: int = Field(20, ge=1)
+    loss: Literal["l1", "l2"]
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0, le=1)
+    lr_halve_at: int = Field(ge=1)
+    betas: tuple[float, float]
+    val_every: int = Field(ge=1)
+    patience: int = Field(ge=1)
 
     @model_validator(mode="after")
     def _check(self):
-        if not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"cnn.betas={list(self.betas)}: each must be in [0, 1)")
+        _betas_ok(self.betas)
+        return self
+
+
+class DiscParams(_Section):
+    pretrain_epochs: int = Field(ge=1)
+    lr: float = Field(gt=0, le=1)
+    widths: list[int] = Field(min_length=4, max_length=4)
+    hidden: list[int] = Field(min_length=2, max_length=2)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if min(self.widths + self.hidden) < 1:
+            raise ValueError("widths and hidden sizes must be positive")
+        return self
+
+
+class PerceptualParams(_Section):
+    net: Literal["vgg16", "vgg19"]
+    layer: str = Field(pattern=r"^conv[1-5]_[1-4]$")
+    activation: Literal["pre", "post"]
+
+
+class GanWeights(_Section):
+    perceptual: float = Field(ge=0)
+    adversarial: float = Field(ge=0)
+    l1: float = Field(ge=0)
+
+
+class GanParams(_Section):
+    loss: Literal["dual", "triad"]
+    schedule: Literal["alternate", "joint"]
+    rounds: int = Field(ge=1)
+    epochs_per_round: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0, le=1)
+    betas: tuple[float, float]
+    relativistic: bool
+    val_every: int = Field(ge=1)
+    perceptual: PerceptualParams
+    weights: GanWeights
+
+    @model_validator(mode="after")
+    def _check(self):
+        _betas_ok(self.betas)
         return self
 
 
 class EvalParams(_Section):
-    crop_border: int = Field(4, ge=0)
+    crop_border: int = Field(ge=0)
 
 
 class MlflowParams(_Section):
-    experiment: str = Field("srcore", min_length=1)
+    experiment: str = Field(min_length=1)
 
 
 class Params(_Section):
-    seed: int = Field(42, ge=0)
-    data: DataParams = DataParams()
-    split: SplitParams = SplitParams()
-    model: ModelParams = ModelParams()
-    train: TrainParams = TrainParams()
-    cnn: CnnParams = CnnParams()
-    eval: EvalParams = EvalParams()
-    mlflow: MlflowParams = MlflowParams()
+    seed: int = Field(ge=0)
+    data: DataParams
+    split: SplitParams
+    model: ModelParams
+    train: TrainParams
+    cnn: CnnParams
+    disc: DiscParams
+    gan: GanParams
+    eval: EvalParams
+    mlflow: MlflowParams
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -123,6 +174,8 @@ def _describe(err: ValidationError) -> str:
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         if e["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key (check the spelling against params.yaml)")
+        elif e["type"] == "missing":
+            lines.append(f"  {key}: missing (every key of the repository's params.yaml is needed)")
         else:
             msg = e["msg"].removeprefix("Value error, ")
             lines.append(f"  {key} = {e.get('input')!r}: {msg}")

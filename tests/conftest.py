@@ -62,3 +62,14 @@ def copy_repo(dest: Path) -> Path:
     subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
     subprocess.run([*git, "commit", "-qm", "copy"], cwd=dest, check=True)
     return dest
+
+
+@pytest.fixture(scope="session")
+def weights_dir(tmp_path_factory):
+    """The real pretrained weights, prepared once per test session (archive cached)."""
+    from srcore.pretrained import prepare_pretrained
+    from stages.pretrained import cache_dir
+
+    out_dir = tmp_path_factory.mktemp("pretrained")
+    prepare_pretrained(out_dir, cache_dir())
+    return out_dir

@@ -42,3 +42,24 @@ def test_missing_and_broken_params_file(tmp_path):
     bad.write_text("data: [unclosed\n")
     with pytest.raises(SrcoreError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_missing_key_is_named(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text().replace("  patch_size: 64", "  #"))
+    with pytest.raises(SrcoreError, match="data.patch_size: missing"):
+        load_params(path)
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("gan__loss", "quad", "gan.loss = 'quad'"),
+    ("gan__perceptual__layer", "fc7", "gan.perceptual.layer = 'fc7'"),
+    ("cnn__betas", [0.9, 1.5], "each must be in [0, 1)"),
+    ("disc__widths", [64, 128], "disc.widths"),
+    ("model__rrdb", 0, "model.rrdb = 0"),
+    ("cnn__lr", 0, "cnn.lr = 0"),
+])
+def test_bad_training_params(tmp_path, key, value, expected):
+    with pytest.raises(SrcoreError) as err:
+        load_params(write_params(tmp_path, **{key: value}))
+    assert expected in str(err.value)

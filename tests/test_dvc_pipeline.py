@@ -8,11 +8,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import copy_repo, write_params
 
 TINY = {"model__rrdb": 1, "model__features": 8, "model__growth": 8, "cnn__epochs": 2,
-        "data__patches_per_image": 1, "data__patch_size": 32}
+        "data__patches_per_image": 1, "data__patch_size": 32, "disc__pretrain_epochs": 1,
+        "disc__widths": [8, 16, 16, 16], "disc__hidden": [16, 8], "gan__rounds": 1,
+        "gan__epochs_per_round": 1}
 
 
 def git(root, *args):
@@ -85,3 +88,25 @@ def test_train_cnn_then_an_experiment_that_skips_the_data_stages(repo):
     assert changed["val_psnr_y"]["new"] is not None
     shown = dvc("exp", "show", "--csv", cwd=root, env=env)
     assert "l2" in shown and "l1" in shown
+
+
+def test_gan_stages_and_precise_params(repo):
+    root, env = repo
+    dvc("repro", "train_gan", cwd=root, env=env)
+    for name in ("disc.pt", "gan.pt", "gan_disc.pt", "gan_last.pt"):
+        assert (root / "models" / name).is_file()
+    gan = json.loads((root / "metrics/train_gan.json").read_text())
+    assert gan["epochs_run"] == 2 and {"val_psnr_y", "val_lpips", "cnn_val_lpips"} <= set(gan)
+    assert json.loads((root / "metrics/pretrain_disc.json").read_text())["epoch"] == 1
+    with sqlite3.connect(root / "mlflow.db") as db:
+        stages = dict(db.execute("select t.value, r.status from runs r join tags t "
+                                 "on t.run_uuid = r.run_uuid where t.key = 'stage'"))
+    assert stages["pretrain_disc"] == "FINISHED" and stages["train_gan"] == "FINISHED"
+
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["gan"]["loss"] = "triad"
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    status = dvc("status", cwd=root, env=env)
+    assert "train_gan:" in status
+    for stage in ("train_cnn:", "pretrain_disc:", "split:"):
+        assert stage not in status

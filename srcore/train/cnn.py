@@ -5,7 +5,6 @@ Read top to bottom: set-up (or resume), then per epoch: train, validate, checkpo
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +16,12 @@ import torch.nn.functional as F
 
 from srcore.data.dataset import PatchDataset, to_tensor
 from srcore.data.kernels import downscale, upscale
-from srcore.errors import SrcoreError
 from srcore.metrics import psnr_ssim, to_uint8
-from srcore.models.checkpoint import load_checkpoint, save_atomic, save_generator
+from srcore.models.checkpoint import save_generator
 from srcore.models.rrdb import RRDBNet
 from srcore.train.runtime import autocast
+from srcore.train.state import (check_finite, cpu_copy, epoch_loader, resume_state,
+                                save_state)
 
 LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss}
 
@@ -88,16 +88,12 @@ def train_cnn(model: RRDBNet, data: PatchDataset, val: list[ValImage], cfg: CnnC
     # best_path (a stage output) before re-running the stage
     state = {"epoch": 0, "best": None, "best_epoch": 0, "best_model": None, "history": [],
              "stopped_early": False}
-    resumed = _resume(last_path, fingerprint, model, optimizer, scheduler, state)
-    if resumed:
-        print(f"resuming from {last_path} after epoch {state['epoch']}")
+    objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
+    resumed = resume_state(last_path, fingerprint, objects, state)
     started = time.time()
     first = cfg.epochs + 1 if state["stopped_early"] else state["epoch"] + 1
     for epoch in range(first, cfg.epochs + 1):
-        data.set_epoch(epoch)
-        loader = torch.utils.data.DataLoader(
-            data, batch_size=cfg.batch_size, shuffle=True, drop_last=len(data) >= cfg.batch_size,
-            num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(cfg.seed + epoch))
+        loader = epoch_loader(data, cfg.batch_size, cfg.seed, epoch, cfg.num_workers)
         total, count = 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False)
         for lr_img, hr_img in bar:
@@ -105,10 +101,8 @@ def train_cnn(model: RRDBNet, data: PatchDataset, val: list[ValImage], cfg: CnnC
             with autocast(precision, device):
                 sr = model(lr_img)
             loss = loss_fn(sr.float(), hr_img)
-            if not math.isfinite(loss.item()):
-                raise SrcoreError(f"epoch {epoch}: the {cfg.loss} loss is {loss.item()}; the "
-                                  f"last good state is kept in {last_path}. Lower cnn.lr or "
-                                  "use train.precision=fp32.")
+            check_finite(loss.item(), epoch, cfg.loss, last_path,
+                         "Lower cnn.lr or use train.precision=fp32.")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -121,17 +115,16 @@ def train_cnn(model: RRDBNet, data: PatchDataset, val: list[ValImage], cfg: CnnC
             row.update({f"val_{k}": v for k, v in scores.items()})
             if state["best"] is None or scores["psnr_y"] > state["best"]["psnr_y"]:
                 state["best"], state["best_epoch"] = scores, epoch
-                state["best_model"] = {k: v.detach().cpu().clone()
-                                       for k, v in model.state_dict().items()}
+                state["best_model"] = cpu_copy(model)
         state["epoch"] = epoch
         state["history"].append(row)
-        _save_state(last_path, fingerprint, model, optimizer, scheduler, state)
+        save_state(last_path, fingerprint, objects, state)
         on_epoch(row)
         _print_row(row)
         if epoch - state["best_epoch"] >= cfg.patience:
             print(f"early stop: no val PSNR-Y gain for {cfg.patience} epochs")
             state["stopped_early"] = True
-            _save_state(last_path, fingerprint, model, optimizer, scheduler, state)
+            save_state(last_path, fingerprint, objects, state)
             break
     best = RRDBNet(**model.config)
     best.load_state_dict(state["best_model"])
@@ -146,25 +139,3 @@ def _print_row(row: dict) -> None:
     if "val_psnr_y" in row:
         text += f", val PSNR-Y {row['val_psnr_y']:.2f} dB, SSIM-Y {row['val_ssim_y']:.4f}"
     print(text, flush=True)
-
-
-def _save_state(path, fingerprint, model, optimizer, scheduler, state) -> None:
-    save_atomic(path, {"format": "srcore-train-state", "fingerprint": fingerprint,
-                       "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                       "scheduler": scheduler.state_dict(), **state})
-
-
-def _resume(path, fingerprint, model, optimizer, scheduler, state) -> bool:
-    """Load the last state when it belongs to this configuration; otherwise start fresh."""
-    if not Path(path).is_file():
-        return False
-    saved = load_checkpoint(path)
-    if saved.get("format") != "srcore-train-state" or saved.get("fingerprint") != fingerprint:
-        print(f"{path} belongs to another configuration: starting from scratch")
-        return False
-    model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    for key in state:
-        state[key] = saved[key]
-    return True

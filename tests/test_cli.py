@@ -1,0 +1,36 @@
+import subprocess
+import sys
+
+from conftest import REPO, run_cli
+
+
+def test_help_lists_one_command_per_stage(tmp_path):
+    out = run_cli("--help", cwd=tmp_path).stdout
+    for command in ("download", "downsample", "split", "pretrained", "train-cnn",
+                    "pretrain-disc", "train-gan"):
+        assert command in out
+
+
+def test_dvc_stages_call_the_cli():
+    import yaml
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        assert stage["cmd"].startswith("python -m srcore "), name
+
+
+def test_starting_the_cli_imports_no_heavy_library():
+    """`--help` must answer at once: torch, mlflow, albumentations and lpips load in commands."""
+    code = ("import sys, srcore.cli; "
+            "print(sorted(m for m in ('torch', 'mlflow', 'albumentations', 'lpips', 'cv2') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_errors_are_one_line_without_traceback(tmp_path):
+    out = run_cli("split", cwd=tmp_path, check=False)
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: params.yaml: params file not found")
+    assert "Traceback" not in out.stderr

@@ -59,6 +59,123 @@ def train_cnn(params: Path = PARAMS) -> None:
     stage.run(params)
 
 
+@app.command("pretrain-disc")
+def pretrain_disc(params: Path = PARAMS) -> None:
+    """Stage 5: pretrain the discriminator against the frozen CNN into models/disc.pt."""
+    from stages import pretrain_disc as stage
+
+    stage.run(params)
+
+
+@app.command("train-gan")
+def train_gan(params: Path = PARAMS) -> None:
+    """Stage 6: train the CNN as a GAN generator (perceptual + adversarial loss): models/gan.pt."""
+    from stages import train_gan as stage
+
+    stage.run(params)
+
+
+@app.command()
+def upscale(
+    inputs: list[Path] = typer.Argument(..., show_default=False,
+                                        help="Image files and/or folders of images."),
+    output: Path = typer.Option(..., "-o", "--output", show_default=False,
+                                help="Output folder (created if missing); each result is "
+                                     "<stem>_x4.<ext>, so it may be the input folder."),
+    model: Path = typer.Option(..., "--model", show_default=False,
+                               help="Generator: models/cnn.pt or gan.pt, or a BasicSR / "
+                                    "Real-ESRGAN RRDBNet x4 file (e.g. RealESRGAN_x4plus.pth)."),
+    tile: int = typer.Option(256, "--tile", min=0,
+                             help="Tile size in input pixels; smaller needs less memory, "
+                                  "0 = whole image at once."),
+    tile_pad: int = typer.Option(16, "--tile-pad", min=0,
+                                 help="Input pixels of context around each tile."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    precision: str = typer.Option("auto", "--precision",
+                                  help="auto (bf16 where the hardware runs it natively), fp32 "
+                                       "or bf16."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+    recursive: bool = typer.Option(False, "--recursive", "-r",
+                                   help="Search input folders' subfolders too (the output "
+                                        "keeps the subfolders)."),
+    ext: str = typer.Option(None, "--ext", show_default=False,
+                            help="Output format (png, jpg, webp, tif, bmp); default: the "
+                                 "input's."),
+) -> None:
+    """Upscale your own images 4x with a trained generator (any mode; 16-bit stays 16-bit).
+
+    Exits with code 2 if any image failed or was skipped because its output exists.
+    """
+    from srcore.upscale import run
+
+    summary = run(inputs, output, model, tile=tile, tile_pad=tile_pad, device=device,
+                  precision=precision, overwrite=overwrite, recursive=recursive, ext=ext)
+    typer.echo(summary.line())
+    if not summary.ok:
+        raise typer.Exit(2)
+
+
+@app.command("evaluate-baselines")
+def evaluate_baselines(params: Path = PARAMS) -> None:
+    """Stage 7a: nearest, bilinear and bicubic on the test split: metrics/evaluate_baselines.json."""
+    from stages import evaluate as stage
+
+    stage.run_baselines(params)
+
+
+@app.command()
+def evaluate(params: Path = PARAMS) -> None:
+    """Stage 7b: CNN and GAN on the test split with the baselines: metrics/evaluate.json, figure."""
+    from stages import evaluate as stage
+
+    stage.run_models(params)
+
+
+@app.command()
+def compare(
+    reference: Path = typer.Argument(..., help="ground-truth image"),
+    test: Path = typer.Argument(..., help="image to score against it (same size)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+    crop_border: int = typer.Option(4, help="border removed for the Y-channel metrics"),
+    weights: Path = typer.Option(Path("models/pretrained"),
+                                 help="folder of the pretrained stage's weights (LPIPS)"),
+) -> None:
+    """PSNR, SSIM (RGB and Y channel) and LPIPS of TEST against REFERENCE."""
+    import json
+
+    from srcore.errors import SrcoreError
+    from srcore.io import read_rgb8
+    from srcore.metrics import image_metrics
+    from srcore.pretrained import load_lpips
+
+    ref, other = read_rgb8(reference), read_rgb8(test)
+    if ref.shape != other.shape:
+        raise SrcoreError(f"{test} is {other.shape[1]}x{other.shape[0]} but {reference} is "
+                          f"{ref.shape[1]}x{ref.shape[0]}: compare images of the same size")
+    scores = image_metrics(ref, other, crop_border, load_lpips(weights))
+    if as_json:
+        print(json.dumps(scores))
+    else:
+        for key, value in scores.items():
+            print(f"{key:7s} {value:.4f}")
+
+
+@app.command()
+def report(
+    repo: Path = typer.Option(Path("."), "--repo", help="the project (git + DVC repo) to read."),
+    out: Path = typer.Option(None, "--out", show_default=False,
+                             help="also write the Markdown to this file (e.g. docs/results.md)."),
+) -> None:
+    """The report's five ablation tables (Markdown) from the experiments of `dvc exp show`."""
+    from srcore.atomic import write_text
+    from srcore.report import collect, tables
+
+    text = tables(collect(repo))
+    if out is not None:
+        write_text(out, text)
+    print(text, end="")
+
+
 def main() -> None:
     try:
         app()

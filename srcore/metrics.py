@@ -51,3 +51,21 @@ def to_uint8(img) -> np.ndarray:
     if img.dim() == 4:
         img = img[0]
     return (img.permute(1, 2, 0) * 255).round().byte().cpu().numpy()
+
+
+def lpips_distance(lpips_model, ref: np.ndarray, test: np.ndarray) -> float:
+    """LPIPS v0.1 between two uint8 RGB images, on inputs scaled to [-1, 1] (the metric's own
+    convention). Load the model once per process (srcore.pretrained.load_lpips) and reuse it."""
+    import torch
+
+    def to_input(img):
+        return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+    with torch.no_grad():
+        return float(lpips_model(to_input(test), to_input(ref)).item())
+
+
+def image_metrics(ref: np.ndarray, test: np.ndarray, crop_border: int,
+                  lpips_model) -> dict[str, float]:
+    """psnr, ssim (RGB, whole image), psnr_y, ssim_y (Y, border cropped), lpips."""
+    return {**psnr_ssim(ref, test, crop_border), "lpips": lpips_distance(lpips_model, ref, test)}

@@ -103,10 +103,97 @@ def test_gan_stages_and_precise_params(repo):
                                  "on t.run_uuid = r.run_uuid where t.key = 'stage'"))
     assert stages["pretrain_disc"] == "FINISHED" and stages["train_gan"] == "FINISHED"
 
-    params = yaml.safe_load((root / "params.yaml").read_text())
+    original = (root / "params.yaml").read_text()
+    params = yaml.safe_load(original)
     params["gan"]["loss"] = "triad"
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     status = dvc("status", cwd=root, env=env)
+    (root / "params.yaml").write_text(original)
     assert "train_gan:" in status
-    for stage in ("train_cnn:", "pretrain_disc:", "split:"):
+    for stage in ("train_cnn:", "pretrain_disc:", "split:", "evaluate_baselines:"):
         assert stage not in status
+
+
+def test_evaluation_and_two_experiments_side_by_side(repo):
+    root, env = repo
+    dvc("repro", cwd=root, env=env)
+    scores = json.loads((root / "metrics/evaluate.json").read_text())
+    assert list(scores) == ["nearest", "bilinear", "bicubic", "cnn", "gan"]
+    for method in scores.values():
+        assert set(method) == {"psnr", "ssim", "psnr_y", "ssim_y", "lpips"}
+    assert scores["nearest"]["psnr"] < scores["bicubic"]["psnr"]
+    rows = (root / "metrics/evaluate_per_image.csv").read_text().splitlines()
+    assert rows[0] == "method,image,psnr,ssim,psnr_y,ssim_y,lpips" and len(rows) == 1 + 5 * 2
+    assert (root / "metrics/comparison.png").stat().st_size > 0
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "evaluated")
+
+    out = dvc("exp", "run", "-n", "triad", "-S", "gan.loss=triad", cwd=root, env=env)
+    assert "Running stage 'train_gan'" in out and "Running stage 'evaluate'" in out
+    for stage in ("evaluate_baselines", "train_cnn", "pretrain_disc"):
+        assert f"Running stage '{stage}'" not in out
+    diff = json.loads(dvc("metrics", "diff", "--json", cwd=root, env=env))
+    assert "gan" in str(diff["metrics/evaluate.json"])
+    shown = dvc("exp", "show", "--csv", cwd=root, env=env)
+    assert "triad" in shown and "dual" in shown
+    plots = json.loads(dvc("plots", "diff", "--json", cwd=root, env=env))["data"]
+    assert {"cnn_train_loss", "gan_losses", "gan_val", "metrics/comparison.png"} <= set(plots)
+
+
+def _get(url, data=None):
+    import urllib.request
+
+    body = json.dumps(data).encode() if data is not None else None
+    request = urllib.request.Request(url, data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def test_mlflow_ui_shows_every_stage_run(repo):
+    """The README's `mlflow ui` command, on loopback, against the store the pipeline filled."""
+    import socket
+    import time
+    import urllib.error
+
+    root, env = repo
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", "sqlite:///mlflow.db",
+         "--host", "127.0.0.1", "--port", str(port)],
+        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    api = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                experiment = _get(f"{api}/experiments/get-by-name?experiment_name=srcore")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.time() < deadline and server.poll() is None, "mlflow ui did not start"
+                time.sleep(1)
+        runs = _get(f"{api}/runs/search", {"experiment_ids": [
+            experiment["experiment"]["experiment_id"]], "max_results": 200})["runs"]
+        by_stage = {}
+        for run in runs:
+            tags = {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+            by_stage.setdefault(tags["stage"], []).append((run, tags))
+        assert set(by_stage) >= {"download", "downsample", "split", "pretrained", "train_cnn",
+                                 "pretrain_disc", "train_gan", "evaluate_baselines", "evaluate"}
+        assert any(tags["dvc_experiment"] == "triad" for _, tags in by_stage["train_gan"])
+        run, tags = by_stage["train_cnn"][0]
+        run_id = run["info"]["run_id"]
+        params = {p["key"]: p["value"] for p in run["data"]["params"]}
+        assert params["model.rrdb"] == "1" and len(tags["git_commit"]) == 40
+        history = _get(f"{api}/metrics/get-history?run_id={run_id}&metric_key=train_loss")
+        assert [m["step"] for m in history["metrics"]] == [1, 2]
+        files = {f["path"] for f in _get(f"{api}/artifacts/list?run_id={run_id}")["files"]}
+        assert {"cnn.pt", "grids"} <= files
+        evaluate_id = by_stage["evaluate"][0][0]["info"]["run_id"]
+        files = {f["path"] for f in _get(f"{api}/artifacts/list?run_id={evaluate_id}")["files"]}
+        assert "comparison.png" in files
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

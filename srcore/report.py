@@ -1,0 +1,141 @@
+"""The report's five ablation tables, as Markdown, from the experiments DVC knows of.
+
+`collect` reads `dvc exp show` (the workspace, HEAD and HEAD's experiments, queued ones too)
+and keeps those that have `metrics/evaluate.json`; `tables` picks a record per table row.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from srcore.errors import SrcoreError
+
+METHODS = ("nearest", "bilinear", "bicubic", "cnn", "gan")
+SCORES = ("psnr", "ssim", "lpips", "psnr_y", "ssim_y")  # the column order of the tables
+DEFAULTS = {"model.rrdb": 2, "cnn.loss": "l1", "gan.loss": "dual",
+            "gan.perceptual.activation": "post"}
+# title, param, its variants, the evaluate.json method scored, row label
+ABLATIONS = {
+    1: ("RRDB blocks (CNN)", "model.rrdb", (2, 10, 15), "cnn", "CNN, {} RRDB"),
+    2: ("pixel loss (CNN)", "cnn.loss", ("l1", "l2"), "cnn", "CNN, {}"),
+    4: ("generator loss (GAN)", "gan.loss", ("dual", "triad"), "gan", "GAN, {}"),
+    5: ("perceptual features (GAN)", "gan.perceptual.activation", ("pre", "post"), "gan",
+        "GAN, {}-activation"),
+}
+HEADER = "| method | PSNR | SSIM | LPIPS | PSNR-Y | SSIM-Y |\n|---|---:|---:|---:|---:|---:|"
+
+
+def collect(repo: Path) -> list[dict]:
+    """One record {"name", "params", "evaluate"} per experiment or commit with evaluate metrics.
+
+    Identical records (the workspace after `dvc exp run` repeats that experiment) count once.
+    """
+    import dvc.api
+    from dvc.exceptions import DvcException
+
+    repo = Path(repo)
+    if not (repo / ".dvc").is_dir():
+        raise SrcoreError(f"{repo} is not a DVC project (no .dvc folder): pass --repo with the "
+                          "project's root")
+    try:
+        rows = dvc.api.exp_show(repo=str(repo))
+    except DvcException as err:
+        raise SrcoreError(f"cannot list the experiments of {repo}: {err}") from err
+    # the workspace last, so that a duplicate keeps the experiment's name
+    rows.sort(key=lambda row: row.get("rev") == "workspace")
+    records, seen = [], set()
+    for row in rows:
+        evaluate = {m: s for m in METHODS if (s := _scores(row, m))}
+        if not evaluate:
+            continue  # queued, failed, or a commit without metrics/evaluate.json
+        params = {key: _plain(_cell(row, "params.yaml", key)) for key in DEFAULTS}
+        key = json.dumps([params, evaluate], sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            records.append({"name": row.get("Experiment") or row.get("rev"),
+                            "params": params, "evaluate": evaluate})
+    return records
+
+
+def tables(records: list[dict]) -> str:
+    """Markdown: tables 1-5 of the report; missing variants are named with their command."""
+    records = [r for r in records if r.get("evaluate")]
+    if not records:
+        raise SrcoreError("no experiment has metrics/evaluate.json yet: run `dvc repro`, or "
+                          "queue the ablations and `dvc queue start` "
+                          "(docs/reproducing-the-report.md), first")
+    parts = ["Test split. PSNR and SSIM on RGB (the report's protocol), PSNR-Y and SSIM-Y on "
+             "the Y channel with the border crop; LPIPS: lower is better.\n"]
+    for number in range(1, 6):
+        if number == 3:
+            parts.append(_cnn_vs_gan(records))
+        else:
+            parts.append(_ablation(number, records, *ABLATIONS[number]))
+    return "\n".join(parts)
+
+
+def _ablation(number, records, title, key, variants, method, label) -> str:
+    lines, missing = [f"## Table {number}: {title}", "", HEADER], []
+    for value in variants:
+        matches = [r for r in records if r["params"].get(key) == value and method in r["evaluate"]]
+        if not matches:
+            missing.append(value)
+            continue
+        best = min(matches, key=lambda r: len(_off_default(r, key)))  # the first closest one
+        lines.append(_row(label.format(value) + _note(_off_default(best, key)),
+                          best["evaluate"][method]))
+    if missing:
+        names = ", ".join(label.format(v) for v in missing)
+        commands = "; ".join(f"`dvc exp run -S {key}={v}`" for v in missing)
+        lines += ["", f"Missing: {names}. Add with {commands}."]
+    return "\n".join(lines) + "\n"
+
+
+def _cnn_vs_gan(records) -> str:
+    record = next((r for r in records if not _off_default(r)), records[0])
+    lines = ["## Table 3: CNN vs GAN", "", HEADER]
+    for method in METHODS:
+        if method in record["evaluate"]:
+            lines.append(_row(method.upper() if method in ("cnn", "gan") else method,
+                              record["evaluate"][method]))
+    off = _off_default(record)
+    lines += ["", f"From `{record['name']}`" + (
+        f", not the default configuration{_note(off)}: add it with "
+        f"`dvc exp run {' '.join(f'-S {k}={v}' for k, v in DEFAULTS.items())}`." if off else ".")]
+    return "\n".join(lines) + "\n"
+
+
+def _row(label: str, scores: dict) -> str:
+    cells = [_fmt(scores.get(s), 2 if s.startswith("psnr") else 4) for s in SCORES]
+    return f"| {label} | " + " | ".join(cells) + " |"
+
+
+def _fmt(value, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _off_default(record: dict, skip: str | None = None) -> dict:
+    """The record's params that differ from the defaults, but `skip`."""
+    return {k: record["params"].get(k) for k, v in DEFAULTS.items()
+            if k != skip and record["params"].get(k) != v}
+
+
+def _note(off: dict) -> str:
+    return f" ({', '.join(f'{k}={v}' for k, v in off.items())})" if off else ""
+
+
+def _cell(row: dict, file: str, name: str):
+    """exp_show's column: bare `name`, or `file:name` where another file has that name too."""
+    return row.get(f"{file}:{name}", row.get(name))
+
+
+def _scores(row: dict, method: str) -> dict:
+    values = {s: _cell(row, "metrics/evaluate.json", f"{method}.{s}") for s in SCORES}
+    return {s: v for s, v in values.items() if isinstance(v, (int, float))
+            and not isinstance(v, bool)}
+
+
+def _plain(value):
+    """exp_show gives numbers as floats: 10.0 -> 10."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value

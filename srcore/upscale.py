@@ -1,0 +1,213 @@
+"""The `upscale` command: find the images, name the outputs, upscale each one, report.
+
+One bad file does not stop the batch: a file that cannot be read, or whose output already
+exists (without --overwrite), is reported by name and skipped, and the summary counts it.
+Problems with the whole request (a missing input path, outputs that would collide with each
+other or with inputs, a checkpoint that is not an RRDBNet) stop before any image is touched.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from srcore.atomic import atomic_path
+from srcore.errors import SrcoreError
+from srcore.io import IMAGE_SUFFIXES, is_image_name
+
+SCALE = 4
+SUFFIX = f"_x{SCALE}"
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+SIXTEEN_BIT_FORMATS = {".png", ".tif", ".tiff"}
+NO_ALPHA_FORMATS = {".jpg", ".jpeg"}
+TILE_BAR_MIN = 4  # a progress bar over tiles for images with at least this many
+
+
+@dataclass
+class Job:
+    src: Path
+    dst: Path
+
+
+@dataclass
+class Summary:
+    done: int = 0
+    failed: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)  # outputs that exist already
+    seconds: float = 0.0
+    megapixels: float = 0.0  # of output
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.skipped
+
+    def line(self) -> str:
+        rate = self.megapixels / self.seconds if self.seconds > 0 else 0.0
+        return (f"upscaled {self.done} image(s), {len(self.failed)} failed, "
+                f"{len(self.skipped)} skipped (output exists) in {self.seconds:.1f} s, "
+                f"{rate:.2f} MP/s of output")
+
+
+def normalize_ext(ext: str | None) -> str | None:
+    if ext is None:
+        return None
+    suffix = "." + ext.lower().lstrip(".")
+    if suffix not in IMAGE_SUFFIXES:
+        allowed = ", ".join(sorted(s[1:] for s in IMAGE_SUFFIXES))
+        raise SrcoreError(f"--ext {ext}: not a supported format; use one of {allowed}")
+    return suffix
+
+
+def collect_jobs(inputs: list[Path], outdir: Path, recursive: bool = False,
+                 ext: str | None = None) -> list[Job]:
+    """One job per input image: files as given, folders searched for image files.
+
+    The output is OUTDIR/<stem>_x4.<ext>, below the same subfolder as the input inside a given
+    folder; <ext> is the input's unless `ext` is given.
+    """
+    suffix = normalize_ext(ext)
+    pairs: list[tuple[Path, Path]] = []  # (input file, output folder)
+    for given in map(Path, inputs):
+        if given.is_file():
+            pairs.append((given, outdir))
+        elif given.is_dir():
+            # hidden files are skipped, and so are earlier results in an output folder inside
+            found = sorted(p for p in (given.rglob("*") if recursive else given.iterdir())
+                           if p.is_file() and is_image_name(p)
+                           and not any(part.startswith(".")
+                                       for part in p.relative_to(given).parts)
+                           and not (outdir.resolve() != given.resolve()
+                                    and p.resolve().is_relative_to(outdir.resolve())))
+            if not found:
+                hint = "" if recursive else " (add --recursive to search subfolders)"
+                print(f"note: no images in {given}{hint}", file=sys.stderr)
+            pairs += [(p, outdir / p.parent.relative_to(given)) for p in found]
+        else:
+            raise SrcoreError(f"{given}: no such file or folder; check the path")
+    if not pairs:
+        names = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise SrcoreError(f"no images found in {', '.join(map(str, inputs))} (looked for {names})")
+
+    jobs, seen, by_dst = [], set(), {}
+    for src, folder in pairs:
+        if src.resolve() in seen:
+            continue
+        seen.add(src.resolve())
+        out_suffix = suffix or (src.suffix.lower() if is_image_name(src) else ".png")
+        job = Job(src, folder / f"{src.stem}{SUFFIX}{out_suffix}")
+        other = by_dst.setdefault(job.dst.resolve(), job)
+        if other is not job:
+            raise SrcoreError(f"{other.src} and {src} would both be written to {job.dst}; "
+                              "rename one of them or upscale them into different folders")
+        jobs.append(job)
+    for job in jobs:
+        if job.dst.resolve() in seen:
+            raise SrcoreError(f"the output of {job.src} would be {job.dst}, which is one of the "
+                              "inputs; choose another output folder (-o) or move that file")
+    return jobs
+
+
+def write_image(path: Path, arr: np.ndarray) -> list[str]:
+    """Encode by the file's extension and write atomically; return the conversions made.
+
+    JPEG gets no alpha; formats other than PNG/TIFF get 8-bit. The array's RGB(A) channels are
+    swapped to OpenCV's BGR(A) in place (no copy of a large output), so it is consumed.
+    """
+    import cv2
+
+    suffix = path.suffix.lower()
+    notes = []
+    if arr.ndim == 3 and arr.shape[2] == 4 and suffix in NO_ALPHA_FORMATS:
+        notes.append(f"alpha dropped ({suffix[1:]} has none)")
+        arr = np.ascontiguousarray(arr[:, :, :3])
+    if arr.dtype == np.uint16 and suffix not in SIXTEEN_BIT_FORMATS:
+        notes.append(f"16-bit reduced to 8-bit ({suffix[1:]} has no 16-bit)")
+        arr8 = np.empty(arr.shape, np.uint8)
+        for r in range(0, arr.shape[0], 256):  # in strips: no full-size uint32 temporary
+            arr8[r:r + 256] = (arr[r:r + 256].astype(np.uint32) + 128) // 257
+        arr = arr8
+    if arr.ndim == 3:
+        for r in range(0, arr.shape[0], 256):
+            rows = arr[r:r + 256]
+            rows[:, :, :3] = rows[:, :, 2::-1].copy()
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if suffix in NO_ALPHA_FORMATS else []
+    try:
+        ok, buf = cv2.imencode(suffix, arr, params)
+    except cv2.error as err:
+        raise SrcoreError(f"{path}: could not encode as {suffix[1:]} ({err})") from None
+    if not ok:
+        raise SrcoreError(f"{path}: could not encode as {suffix[1:]}; try --ext png")
+    with atomic_path(path) as tmp:
+        buf.tofile(tmp)
+    return notes
+
+
+def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int = 256, tile_pad: int = 16,
+        device: str = "auto", precision: str = "auto", overwrite: bool = False,
+        recursive: bool = False, ext: str | None = None) -> Summary:
+    """Upscale every input image into outdir; per-file problems are counted, not raised."""
+    if device not in DEVICES:
+        raise SrcoreError(f"--device {device}: use one of {', '.join(DEVICES)}")
+    if precision not in PRECISIONS:
+        raise SrcoreError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
+    if tile < 0 or tile_pad < 0:
+        raise SrcoreError("--tile and --tile-pad must be >= 0 (--tile 0: the whole image at once)")
+    jobs = collect_jobs(inputs, outdir, recursive, ext)
+
+    import torch
+    from tqdm import tqdm
+
+    from srcore.infer import receptive_radius, tile_boxes, upscale_array
+    from srcore.io import read_image
+    from srcore.models.checkpoint import load_generator
+    from srcore.train.runtime import pick_device, pick_precision
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SrcoreError("--device cuda but no CUDA GPU is available; use --device auto or cpu")
+    model, _ = load_generator(checkpoint)  # a non-RRDBNet file stops here, before any image
+    dev = pick_device(device)
+    prec = pick_precision(precision, dev)
+    model.to(dev).eval()
+    print(f"model: RRDBNet {model.config} from {checkpoint} on {dev}, {prec}; tile "
+          f"{tile or 'off'}, pad {tile_pad} (exact from pad {receptive_radius(model)})",
+          file=sys.stderr)
+
+    summary = Summary()
+    start = time.perf_counter()
+    bar = tqdm(jobs, unit="img", desc="upscale", disable=None)
+    for job in bar:
+        if job.dst.exists() and not overwrite:
+            summary.skipped.append(job.src)
+            tqdm.write(f"skipped: {job.dst} exists; pass --overwrite to replace it",
+                       file=sys.stderr)
+            continue
+        try:
+            img, mode = read_image(job.src)
+            height, width = img.shape[:2]
+            n_tiles = len(tile_boxes(height, width, tile))
+            with tqdm(total=n_tiles, unit="tile", desc=job.src.name, leave=False,
+                      disable=True if n_tiles < TILE_BAR_MIN else None) as tiles:
+                out = upscale_array(model, img, tile, tile_pad, dev, prec, tiles.update)
+            del img
+            notes = ["palette expanded"] if mode.startswith("P") else []
+            notes += write_image(job.dst, out)
+            summary.megapixels += out.shape[0] * out.shape[1] / 1e6
+            del out
+        except Exception as err:  # noqa: BLE001 - one bad file must not stop the batch
+            summary.failed.append(job.src)
+            message = str(err) if isinstance(err, SrcoreError) else \
+                f"{job.src}: {type(err).__name__}: {err}"
+            if isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)):
+                message += "; out of memory: use a smaller --tile"
+            tqdm.write(f"failed: {message}", file=sys.stderr)
+            continue
+        summary.done += 1
+        if notes:
+            tqdm.write(f"{job.dst}: {', '.join(notes)}", file=sys.stderr)
+    summary.seconds = time.perf_counter() - start
+    return summary

@@ -1,0 +1,120 @@
+"""evaluate_baselines and evaluate: the test split scored by PSNR, SSIM and LPIPS.
+
+Baselines have their own stage so that a model change does not recompute them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from srcore.atomic import write_json, write_text
+from srcore.config import load_params
+from srcore.errors import SrcoreError
+from srcore.tracking import stage_run
+from stages.common import history_csv, read_split
+from stages.paths import CNN, GAN, HR, METRICS, PRETRAINED
+
+BASELINES_JSON = METRICS / "evaluate_baselines.json"
+BASELINES_CSV = METRICS / "evaluate_baselines_per_image.csv"
+EVALUATE_JSON = METRICS / "evaluate.json"
+EVALUATE_CSV = METRICS / "evaluate_per_image.csv"
+FIGURE = METRICS / "comparison.png"
+CSV_COLUMNS = ["method", "image", "psnr", "ssim", "psnr_y", "ssim_y", "lpips"]
+
+
+def _test_images(params):
+    from srcore.data.dataset import load_images
+
+    names = read_split()["test"]
+    return dict(zip(names, load_images(HR, names)))
+
+
+def run_baselines(params_path: Path) -> None:
+    from srcore.evaluate import BASELINES, baseline, evaluate, summarize
+    from srcore.pretrained import load_lpips
+
+    params = load_params(params_path)
+    images = _test_images(params)
+    lpips_model = load_lpips(PRETRAINED)
+    scale, kernel = params.data.scale, params.data.lr_kernel
+    with stage_run("evaluate_baselines", params.mlflow.experiment, params.model_dump()) as mlflow:
+        rows = evaluate({k: baseline(k, scale) for k in BASELINES}, images, scale, kernel,
+                        params.eval.crop_border, lpips_model)
+        summary = summarize(rows)
+        write_json(BASELINES_JSON, summary)
+        write_text(BASELINES_CSV, history_csv(rows, CSV_COLUMNS))
+        for method, scores in summary.items():
+            mlflow.log_metrics({f"{method}_{k}": v for k, v in scores.items()})
+    _print_table(summary, len(images))
+
+
+def run_models(params_path: Path) -> None:
+    import torch
+
+    from srcore.evaluate import BASELINES, baseline, evaluate, model_upscaler, summarize
+    from srcore.models.checkpoint import load_generator
+    from srcore.pretrained import load_lpips
+    from srcore.train.runtime import pick_device, pick_precision
+
+    params = load_params(params_path)
+    try:
+        baselines = json.loads(BASELINES_JSON.read_text())
+        baseline_rows = BASELINES_CSV.read_text()
+    except FileNotFoundError as err:
+        raise SrcoreError(f"{err.filename} not found: run dvc repro evaluate_baselines") from None
+    models = {"cnn": load_generator(CNN)[0], "gan": load_generator(GAN)[0]}
+    images = _test_images(params)
+    lpips_model = load_lpips(PRETRAINED)
+    device = pick_device(params.train.device)
+    precision = pick_precision(params.train.precision, device)
+    scale, kernel = params.data.scale, params.data.lr_kernel
+    with stage_run("evaluate", params.mlflow.experiment, params.model_dump()) as mlflow:
+        methods = {name: model_upscaler(m, device, precision) for name, m in models.items()}
+        rows = evaluate(methods, images, scale, kernel, params.eval.crop_border, lpips_model)
+        summary = {**baselines, **summarize(rows)}
+        write_json(EVALUATE_JSON, summary)
+        per_image = baseline_rows + history_csv(rows, CSV_COLUMNS).split("\n", 1)[1]
+        write_text(EVALUATE_CSV, per_image)
+        all_methods = {**{k: baseline(k, scale) for k in BASELINES}, **methods}
+        with torch.no_grad():
+            figure = comparison_figure(images, all_methods, scale, kernel)
+        from srcore.io import write_png
+
+        write_png(FIGURE, figure)
+        for method, scores in summary.items():
+            mlflow.log_metrics({f"{method}_{k}": v for k, v in scores.items()})
+        mlflow.log_artifact(str(EVALUATE_JSON))
+        mlflow.log_artifact(str(EVALUATE_CSV))
+        mlflow.log_artifact(str(FIGURE))
+    _print_table(summary, len(images))
+
+
+def comparison_figure(images: dict, methods: dict, scale: int, kernel: str, crop: int = 128,
+                      rows: int = 3):
+    """The report's figure 6: the same crop of ground truth and each method, for a few images."""
+    import numpy as np
+
+    from srcore.evaluate import make_lr
+    from srcore.figures import labelled_row
+
+    lines = []
+    for name, hr in list(images.items())[:rows]:
+        size = min(crop, *hr.shape[:2]) // scale * scale
+        top = (hr.shape[0] - size) // 2 // scale * scale
+        left = (hr.shape[1] - size) // 2 // scale * scale
+        lr = make_lr(hr, scale, kernel)
+        window = (slice(top, top + size), slice(left, left + size))
+        panels = [hr[window]] + [sr_of(lr)[window] for sr_of in methods.values()]
+        lines.append(labelled_row(panels, [f"{name} (HR)"[:16]] + list(methods)))
+    width = max(line.shape[1] for line in lines)
+    padded = [np.pad(line, ((0, 6), (0, width - line.shape[1]), (0, 0)), constant_values=255)
+              for line in lines]
+    return np.concatenate(padded)
+
+
+def _print_table(summary: dict, count: int) -> None:
+    print(f"test split, {count} images:  PSNR  SSIM  PSNR-Y  SSIM-Y  LPIPS")
+    for method, s in summary.items():
+        print(f"  {method:9s} {s['psnr']:6.2f} {s['ssim']:.4f} {s['psnr_y']:6.2f} "
+              f"{s['ssim_y']:.4f} {s['lpips']:.4f}")

@@ -1,0 +1,66 @@
+"""`compare` and the metrics library against the LPIPS reference and independent formulas."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from srcore.metrics import image_metrics
+from srcore.pretrained import load_lpips
+
+from conftest import run_cli, shared_dir
+from images import photo
+
+
+def gaussian_ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM (Wang et al. 2004) written out with scipy: 11x11-ish Gaussian window (sigma 1.5,
+    truncated at 3.5 sigma as scikit-image does), population statistics, C1/C2 of L=255."""
+    from scipy.ndimage import gaussian_filter
+
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    blur = lambda x: gaussian_filter(x, 1.5, truncate=3.5)
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a**2
+    var_b = blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    ssim = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    pad = 5  # scikit-image leaves out the border where the window does not fit
+    return float(ssim[pad:-pad, pad:-pad].mean())
+
+
+def test_ssim_agrees_with_an_independent_implementation(weights_dir):
+    ref = photo(64, 80, seed=1)
+    test = np.clip(ref.astype(int) + np.random.default_rng(2).integers(-20, 21, ref.shape),
+                   0, 255).astype(np.uint8)
+    scores = image_metrics(ref, test, 4, load_lpips(weights_dir))
+    rgb = np.mean([gaussian_ssim(ref[..., c], test[..., c]) for c in range(3)])
+    assert scores["ssim"] == pytest.approx(rgb, abs=1e-3)
+
+
+def test_compare_command_on_the_lpips_reference_pair(weights_dir, tmp_path):
+    ref_dir = shared_dir() / "reference" / "lpips"
+    out = run_cli("compare", ref_dir / "ex_ref.png", ref_dir / "ex_p1.png", "--json",
+                  "--weights", weights_dir, cwd=tmp_path)
+    scores = json.loads(out.stdout)
+    assert set(scores) == {"psnr", "ssim", "psnr_y", "ssim_y", "lpips"}
+    assert round(scores["lpips"], 3) == 0.138
+    ref = np.asarray(Image.open(ref_dir / "ex_ref.png").convert("RGB"), dtype=np.float64)
+    p1 = np.asarray(Image.open(ref_dir / "ex_p1.png").convert("RGB"), dtype=np.float64)
+    expected_psnr = 10 * np.log10(255**2 / np.mean((ref - p1) ** 2))
+    assert scores["psnr"] == pytest.approx(expected_psnr, abs=0.01)
+    text = run_cli("compare", ref_dir / "ex_ref.png", ref_dir / "ex_p0.png", "--weights",
+                   weights_dir, cwd=tmp_path).stdout
+    table = dict(line.split() for line in text.splitlines())
+    assert round(float(table["lpips"]), 3) == 0.722 and set(table) == set(scores)
+
+
+def test_compare_refuses_different_sizes_and_missing_files(weights_dir, tmp_path):
+    Image.fromarray(photo(40, 56)).save(tmp_path / "a.png")
+    Image.fromarray(photo(44, 56)).save(tmp_path / "b.png")
+    out = run_cli("compare", "a.png", "b.png", "--weights", weights_dir, cwd=tmp_path,
+                  check=False)
+    assert out.returncode == 2 and "56x40" in out.stderr and "56x44" in out.stderr
+    out = run_cli("compare", "a.png", "nope.png", cwd=tmp_path, check=False)
+    assert out.returncode == 2 and "nope.png" in out.stderr

@@ -1,0 +1,124 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+from srcore.errors import SrcoreError
+from srcore.report import collect, tables
+from conftest import run_cli
+
+METHODS = ("nearest", "bilinear", "bicubic", "cnn", "gan")
+
+
+def record(name, rrdb=2, loss="l1", gan_loss="dual", activation="post"):
+    """Fake scores that encode the params: cnn PSNR = 20 + rrdb (+0.5 for l2)."""
+    cnn = 20 + rrdb + (0.5 if loss == "l2" else 0)
+    gan = 18 + rrdb + (1 if gan_loss == "triad" else 0) + (0.25 if activation == "pre" else 0)
+    psnr = {"nearest": 15, "bilinear": 16, "bicubic": 17, "cnn": cnn, "gan": gan}
+    return {"name": name,
+            "params": {"model.rrdb": rrdb, "cnn.loss": loss, "gan.loss": gan_loss,
+                       "gan.perceptual.activation": activation},
+            "evaluate": {m: {"psnr": psnr[m], "ssim": 0.5, "psnr_y": psnr[m] + 1,
+                             "ssim_y": 0.6, "lpips": 0.25} for m in METHODS}}
+
+
+def test_tables_complete():
+    records = [record("a"), record("b", rrdb=10), record("c", rrdb=15), record("d", loss="l2"),
+               record("e", gan_loss="triad"), record("f", activation="pre")]
+    text = tables(records)
+    for number in range(1, 6):
+        assert f"## Table {number}:" in text
+    assert "Missing" not in text and "not the default" not in text
+    assert "| method | PSNR | SSIM | LPIPS | PSNR-Y | SSIM-Y |" in text
+    assert "| CNN, 2 RRDB | 22.00 | 0.5000 | 0.2500 | 23.00 | 0.6000 |" in text
+    assert "| CNN, 15 RRDB | 35.00 |" in text
+    assert "| CNN, l2 | 22.50 |" in text
+    assert "| GAN, triad | 21.00 |" in text
+    assert "| GAN, pre-activation | 20.25 |" in text
+    assert "| GAN, post-activation | 20.00 |" in text
+    table3 = text.split("## Table 3")[1].split("## Table 4")[0]
+    assert [line.split(" | ")[0] for line in table3.splitlines() if line.startswith("| ")][1:] \
+        == ["| nearest", "| bilinear", "| bicubic", "| CNN", "| GAN"]
+    assert "From `a`." in table3
+
+
+def test_tables_missing_variants_name_their_command():
+    text = tables([record("x", rrdb=10, loss="l2")])
+    assert "| CNN, 10 RRDB (cnn.loss=l2) | 30.50 |" in text
+    assert "Missing: CNN, 2 RRDB, CNN, 15 RRDB." in text
+    assert "`dvc exp run -S model.rrdb=2`; `dvc exp run -S model.rrdb=15`" in text
+    assert "`dvc exp run -S cnn.loss=l1`" in text
+    assert "`dvc exp run -S gan.loss=triad`" in text
+    assert "`dvc exp run -S gan.perceptual.activation=pre`" in text
+    assert "From `x`, not the default configuration (model.rrdb=10, cnn.loss=l2)" in text
+
+
+def test_tables_without_metrics_raise():
+    with pytest.raises(SrcoreError, match="dvc repro"):
+        tables([])
+    with pytest.raises(SrcoreError, match="dvc queue start"):
+        tables([{"name": "workspace", "params": {}, "evaluate": {}}])
+
+
+# The stage writes evaluate.json from the params, and a baselines file whose keys collide with
+# it, as the real pipeline does (exp show then names those columns "metrics/evaluate.json:...").
+STAGE = """\
+stages:
+  evaluate:
+    cmd: >-
+      python -c "import json, yaml; p = yaml.safe_load(open('params.yaml'));
+      r = p['model']['rrdb']; t = p['gan']['loss'] == 'triad';
+      s = lambda v: dict(psnr=v, ssim=0.5, psnr_y=v + 1, ssim_y=0.6, lpips=0.25);
+      b = dict(nearest=s(15), bilinear=s(16), bicubic=s(17));
+      json.dump(b, open('metrics/evaluate_baselines.json', 'w'));
+      json.dump(dict(b, cnn=s(20 + r), gan=s(18 + r + t)), open('metrics/evaluate.json', 'w'))"
+    params: [model.rrdb, cnn.loss, gan.loss, gan.perceptual.activation]
+    metrics:
+      - metrics/evaluate_baselines.json: {cache: false}
+      - metrics/evaluate.json: {cache: false}
+"""
+PARAMS = """\
+model: {rrdb: 2}
+cnn: {loss: l1}
+gan: {loss: dual, perceptual: {activation: post}}
+"""
+
+
+def test_report_from_dvc_experiments(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "DVC_"))}
+    env.update(GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
+               GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com",
+               PATH=os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""))
+
+    def sh(*args):
+        subprocess.run(args, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=120)
+
+    (tmp_path / "dvc.yaml").write_text(STAGE)
+    (tmp_path / "params.yaml").write_text(PARAMS)
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / ".gitkeep").write_text("")
+    sh("git", "init", "-q")
+    sh(sys.executable, "-m", "dvc", "init", "-q")
+    sh("git", "add", "-A")
+    sh("git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "x")
+    dvc = (sys.executable, "-m", "dvc", "exp", "run", "-q")
+    sh(*dvc)
+    sh(*dvc, "-S", "model.rrdb=10")
+    sh(*dvc, "-S", "model.rrdb=2", "-S", "gan.loss=triad")  # the workspace now repeats this one
+
+    records = collect(tmp_path)
+    assert sorted((r["params"]["model.rrdb"], r["params"]["gan.loss"]) for r in records) \
+        == [(2, "dual"), (2, "triad"), (10, "dual")]
+    assert all(r["name"] != "workspace" for r in records)
+
+    out = tmp_path / "results.md"
+    text = run_cli("report", "--repo", tmp_path, "--out", out, cwd=tmp_path, env=env).stdout
+    assert out.read_text() == text
+    assert "| CNN, 2 RRDB | 22.00 | 0.5000 | 0.2500 | 23.00 | 0.6000 |" in text
+    assert "| CNN, 10 RRDB | 30.00 |" in text
+    assert "Missing: CNN, 15 RRDB. Add with `dvc exp run -S model.rrdb=15`." in text
+    assert "| GAN, dual | 20.00 |" in text and "| GAN, triad | 21.00 |" in text
+    assert "| bicubic | 17.00 |" in text and "| GAN | 20.00 |" in text
+    assert "`dvc exp run -S cnn.loss=l2`" in text
+    assert "`dvc exp run -S gan.perceptual.activation=pre`" in text

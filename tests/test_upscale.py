@@ -1,0 +1,239 @@
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, run_cli
+from images import photo, write_modes
+from srcore.errors import SrcoreError
+from srcore.infer import receptive_radius, tile_boxes, upscale_array
+from srcore.models.checkpoint import load_generator, save_generator
+from srcore.models.rrdb import RRDBNet
+from srcore.upscale import collect_jobs, run
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: beside another busy process, two threads can be several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(skip="bicubic", seed=0):
+    torch.manual_seed(seed)
+    return RRDBNet(rrdb=1, features=8, growth=8, skip=skip).eval()
+
+
+def far_sighted():
+    """A tiny model whose output really depends on far context: a fresh init barely looks
+    beyond 4 LR pixels (its residual branches start near zero), so its dense blocks and
+    conv_body are made 15x stronger. Tiling with tile_pad 4 then misses by several 8-bit
+    levels; with 16, by well under one."""
+    model = tiny()
+    with torch.no_grad():
+        for conv in [*model.body.modules(), model.conv_body]:
+            if isinstance(conv, torch.nn.Conv2d):
+                conv.weight.mul_(15)
+    return model
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    path = tmp_path / "cnn.pt"
+    save_generator(path, tiny())
+    return path
+
+
+def max_diff(a, b):
+    return int(np.abs(a.astype(np.int64) - b.astype(np.int64)).max())
+
+
+@pytest.mark.parametrize("tile", [8, 16, 33])
+def test_tiles_match_one_pass_within_one_level(tile):
+    model, img = far_sighted(), photo(37, 45)  # sides no tile size divides
+    whole = upscale_array(model, img, tile=0)
+    calls = []
+    tiled = upscale_array(model, img, tile=tile, progress=calls.append)  # default pad 16
+    assert tiled.shape == whole.shape == (148, 180, 3) and tiled.dtype == np.uint8
+    assert max_diff(tiled, whole) <= 1
+    assert len(calls) == len(tile_boxes(37, 45, tile)) > 1
+    # the check can fail: too little context gives visible seams
+    assert max_diff(upscale_array(model, img, tile=tile, tile_pad=4), whole) > 1
+
+
+def test_tiling_is_exact_with_the_receptive_radius_as_pad():
+    model = far_sighted()
+    img = photo(37, 45).astype(np.uint16) * 257  # 16-bit: 1/65535 resolution
+    whole = upscale_array(model, img, tile=0)
+    assert whole.dtype == np.uint16
+    for tile in (8, 33):
+        tiled = upscale_array(model, img, tile=tile, tile_pad=receptive_radius(model))
+        assert max_diff(tiled, whole) <= 8  # float rounding of different conv shapes only
+
+
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_receptive_radius_is_the_reach_of_one_pixel(blocks):
+    # a NaN reaches every output pixel that depends on it, however small the weights
+    torch.manual_seed(0)
+    model = RRDBNet(rrdb=blocks, features=8, growth=8).eval()
+    radius = receptive_radius(model)
+    assert radius == 15 * blocks + 4
+    size, c = 2 * radius + 12, radius + 6
+    x = torch.rand(1, 3, size, size)
+    x[..., c, c] = float("nan")
+    with torch.no_grad():
+        reached = model(x).isnan().any(1)[0].nonzero() // 4 - c  # in LR pixels
+    assert reached.abs().max().item() == radius
+
+
+def test_basicsr_layout_checkpoints_give_the_same_images(tmp_path):
+    model = tiny(skip="none")  # foreign files load with skip "none"
+    state = {k: v.clone() for k, v in model.state_dict().items()}  # the same names as BasicSR
+    save_generator(tmp_path / "ours.pt", model)
+    torch.save(state, tmp_path / "plain.pth")
+    torch.save({"params_ema": state, "iter": 1}, tmp_path / "ema.pth")
+    img = photo(20, 28)
+    outputs = []
+    for name in ("ours.pt", "plain.pth", "ema.pth"):
+        loaded, _ = load_generator(tmp_path / name)
+        assert loaded.config == {"rrdb": 1, "features": 8, "growth": 8, "skip": "none"}
+        outputs.append(upscale_array(loaded, img, tile=8))
+    assert np.array_equal(outputs[0], outputs[1]) and np.array_equal(outputs[0], outputs[2])
+
+
+def read(path):
+    return cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
+
+
+def test_every_mode_keeps_its_mode_depth_and_format(tmp_path, ckpt):
+    paths = write_modes(tmp_path / "in")
+    summary = run([tmp_path / "in"], tmp_path / "out", ckpt, tile=16, device="cpu",
+                  precision="fp32")
+    assert (summary.done, summary.failed, summary.skipped) == (6, [], [])
+    out = {key: read(tmp_path / "out" / f"{p.stem}_x4{p.suffix}") for key, p in paths.items()}
+    assert out["rgb"].shape == out["palette"].shape == out["jpeg"].shape == (160, 224, 3)
+    assert out["gray"].shape == (160, 224) and out["gray"].dtype == np.uint8
+    assert out["sixteen"].dtype == np.uint16
+    # 16-bit input rgb * 257 gives the 8-bit result * 257, to the 8-bit rounding
+    assert max_diff(out["sixteen"].astype(np.float64) / 257, out["rgb"]) <= 1
+    assert (tmp_path / "out" / "photo_x4.jpg").read_bytes()[:2] == b"\xff\xd8"  # a JPEG
+    # alpha: plain bicubic, not the network
+    rgba = read(paths["rgba"])
+    assert out["rgba"].shape == (160, 224, 4)
+    bicubic = cv2.resize(rgba[:, :, 3], (224, 160), interpolation=cv2.INTER_CUBIC)
+    assert max_diff(out["rgba"][:, :, 3], bicubic) <= 1
+    # --ext: RGBA into JPEG drops alpha, 16-bit into JPEG becomes 8-bit
+    summary = run([paths["rgba"], paths["sixteen"]], tmp_path / "jpg", ckpt, device="cpu",
+                  ext="JPG")
+    assert summary.done == 2
+    assert read(tmp_path / "jpg" / "rgba_x4.jpg").shape == (160, 224, 3)
+    assert read(tmp_path / "jpg" / "sixteen_x4.jpg").dtype == np.uint8
+
+
+def test_output_folder_may_be_the_input_folder_unless_names_collide(tmp_path, ckpt):
+    folder = tmp_path / "photos"
+    write_modes(folder)
+    assert run([folder], folder, ckpt, device="cpu").done == 6
+    assert (folder / "rgb_x4.png").is_file()
+    with pytest.raises(SrcoreError, match="_x4.png, which is one of the inputs"):
+        run([folder], folder, ckpt, device="cpu")
+    (tmp_path / "two").mkdir()
+    for name in ("a.png", "a.jpg"):
+        cv2.imwrite(str(tmp_path / "two" / name), photo(8, 8))
+    assert len(collect_jobs([tmp_path / "two"], tmp_path / "o")) == 2
+    with pytest.raises(SrcoreError, match="would both be written to"):
+        collect_jobs([tmp_path / "two"], tmp_path / "o", ext="png")
+    assert len(collect_jobs([folder / "rgb.png", tmp_path / "photos/rgb.png"], folder)) == 1
+    nested = tmp_path / "nested" / "a" / "b"
+    nested.mkdir(parents=True)
+    cv2.imwrite(str(nested / "x.png"), photo(8, 8))
+    assert collect_jobs([tmp_path / "nested"], tmp_path / "o", recursive=True)[0].dst == \
+        tmp_path / "o" / "a" / "b" / "x_x4.png"
+    with pytest.raises(SrcoreError, match="no images found"):
+        collect_jobs([tmp_path / "nested"], tmp_path / "o")
+    # earlier results in an output folder inside the input folder are not inputs
+    (tmp_path / "nested" / "up").mkdir()
+    assert cv2.imwrite(str(tmp_path / "nested" / "up" / "x_x4.png"), photo(8, 8))
+    jobs = collect_jobs([tmp_path / "nested"], tmp_path / "nested" / "up", recursive=True)
+    assert [job.src.name for job in jobs] == ["x.png"]
+
+
+def test_cli_skips_bad_files_and_existing_outputs(tmp_path, ckpt):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "good.png"), photo(12, 16))
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a PNG")
+    args = ("upscale", folder, "-o", "out", "--model", ckpt, "--device", "cpu")
+    result = run_cli(*args, cwd=tmp_path, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "broken.png" in result.stderr
+    assert "upscaled 1 image(s), 1 failed" in result.stdout
+    good = tmp_path / "out" / "good_x4.png"
+    assert read(good).shape == (48, 64, 3)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good_x4.png"]
+
+    before = good.stat().st_mtime_ns
+    result = run_cli(*args[:1], folder / "good.png", *args[2:], cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert "good_x4.png exists; pass --overwrite" in result.stderr
+    assert good.stat().st_mtime_ns == before
+    summary = run([folder / "good.png"], tmp_path / "out", ckpt, overwrite=True)  # in-process
+    assert (summary.done, summary.failed, summary.skipped) == (1, [], [])
+    assert good.stat().st_mtime_ns != before
+
+
+def test_cli_refuses_a_checkpoint_that_is_not_an_rrdbnet(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.png"), photo(8, 8))
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "classifier.pt")
+    result = run_cli("upscale", "a.png", "-o", "out", "--model", "classifier.pt",
+                     cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert "classifier.pt: not an RRDBNet checkpoint" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_names_a_missing_input(tmp_path, ckpt):
+    result = run_cli("upscale", "nowhere.png", "-o", "out", "--model", ckpt,
+                     cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert "nowhere.png: no such file or folder" in result.stderr
+
+
+MEMORY_SCRIPT = """
+import json, resource, sys
+import numpy as np, torch
+from srcore.infer import upscale_array
+from srcore.models.rrdb import RRDBNet
+
+torch.manual_seed(0)
+torch.set_num_threads(1)  # see one_thread()
+model = RRDBNet(rrdb=1, features=8, growth=8).eval()
+img = np.random.default_rng(0).integers(0, 256, (750, 1000, 3), dtype=np.uint8)
+upscale_array(model, img[:200, :200], tile=64, tile_pad=4)  # warm up at the tile size
+rss = int(open("/proc/self/statm").read().split()[1]) * 4096
+out = upscale_array(model, img, tile=64, tile_pad=4)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"growth": peak - rss, "out": out.nbytes, "shape": out.shape}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
+def test_large_image_memory_depends_on_the_tile_not_the_image(tmp_path):
+    # A 1000x750 input gives a 4000x3000 output: 34 MiB as uint8. The float32 output alone
+    # would be 137 MiB, and a one-pass forward would hold several 8-channel float maps of the
+    # output's size (366 MiB each), over 1 GiB. Tiled, the peak grows by the uint8 output plus
+    # a few tile-sized buffers: measured 47-56 MiB. The bound is the float output's size.
+    result = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    stats = json.loads(result.stdout)
+    assert stats["shape"] == [3000, 4000, 3]
+    float_output = 3000 * 4000 * 3 * 4
+    assert stats["out"] <= stats["growth"] < float_output, stats

@@ -58,8 +58,11 @@ def lpips_distance(lpips_model, ref: np.ndarray, test: np.ndarray) -> float:
     convention). Load the model once per process (srcore.pretrained.load_lpips) and reuse it."""
     import torch
 
+    device = next(lpips_model.parameters()).device
+
     def to_input(img):
-        return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 127.5 - 1
+        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
+        return (x / 127.5 - 1).to(device)
 
     with torch.no_grad():
         return float(lpips_model(to_input(test), to_input(ref)).item())

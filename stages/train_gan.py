@@ -19,8 +19,9 @@ def run(params_path: Path) -> None:
     from srcore.losses import PerceptualLoss
     from srcore.models.checkpoint import load_checkpoint, load_generator, save_generator
     from srcore.pretrained import load_features, load_lpips
+    from srcore.train.cnn import validate
     from srcore.train.gan import (GanConfig, load_discriminator, save_discriminator, schedule,
-                                  train_gan, validate_gan)
+                                  train_gan)
     from srcore.train.runtime import pick_device, pick_precision
 
     params = load_params(params_path)
@@ -44,8 +45,8 @@ def run(params_path: Path) -> None:
     run_key = fingerprint(params.seed, params.data.model_dump(exclude={"source", "dir"}),
                           gan.model_dump(), params.disc.lr, params.train.precision,
                           split["train"], split["val"], file_digest(CNN), file_digest(DISC))
-    cnn_scores = validate_gan(generator.to(device), val, lpips_model, device, precision,
-                              params.eval.crop_border)
+    cnn_scores = validate(generator.to(device), val, device, precision,
+                          params.eval.crop_border, lpips_model)
     print(f"train_gan: {gan.schedule} schedule, {gan.loss} loss, {len(dataset)} crops/epoch, "
           f"{device} {precision}; the CNN starts at val PSNR-Y {cnn_scores['psnr_y']:.2f} dB, "
           f"LPIPS {cnn_scores['lpips']:.4f}")

@@ -38,6 +38,10 @@ def repo(tmp_path_factory):
     # `python` in dvc.yaml must be this interpreter; MLflow uses the default store at the root
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    # `dvc exp run` commits experiments: give git an identity on machines without one
+    for role in ("AUTHOR", "COMMITTER"):
+        env.setdefault(f"GIT_{role}_NAME", "srcore tests")
+        env.setdefault(f"GIT_{role}_EMAIL", "tests@srcore.invalid")
     return root, env
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from srcore.data.dataset import PatchDataset, to_tensor
 from srcore.data.kernels import downscale, upscale
-from srcore.metrics import psnr_ssim, to_uint8
+from srcore.metrics import image_metrics, psnr_ssim, to_uint8
 from srcore.models.checkpoint import save_generator
 from srcore.models.rrdb import RRDBNet
 from srcore.train.runtime import autocast
@@ -61,15 +61,18 @@ def bicubic_scores(val: list[ValImage], scale: int, crop_border: int) -> dict[st
 
 
 @torch.no_grad()
-def validate(model: RRDBNet, val: list[ValImage], device, precision: str,
-             crop_border: int) -> dict[str, float]:
+def validate(model: RRDBNet, val: list[ValImage], device, precision: str, crop_border: int,
+             lpips_model=None) -> dict[str, float]:
+    """Mean PSNR/SSIM (RGB and Y) of the model on whole val images, and LPIPS if given."""
+    was_training = model.training
     model.eval()
     scores = []
     for v in val:
         with autocast(precision, device):
-            sr = model(v.lr.to(device))
-        scores.append(psnr_ssim(v.hr, to_uint8(sr), crop_border))
-    model.train()
+            sr = to_uint8(model(v.lr.to(device)).float())
+        scores.append(image_metrics(v.hr, sr, crop_border, lpips_model) if lpips_model
+                      else psnr_ssim(v.hr, sr, crop_border))
+    model.train(was_training)
     return {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
 
 

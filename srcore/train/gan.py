@@ -12,17 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from srcore.data.dataset import PatchDataset
 from srcore.losses import PerceptualLoss, discriminator_loss, generator_adversarial
-from srcore.metrics import psnr_ssim, to_uint8
-from srcore.models.checkpoint import save_atomic, save_generator
+from srcore.models.checkpoint import save_atomic
 from srcore.models.discriminator import Discriminator
 from srcore.models.rrdb import RRDBNet
-from srcore.train.cnn import ValImage
+from srcore.train.cnn import ValImage, validate
 from srcore.train.runtime import autocast
 from srcore.train.state import check_finite, epoch_loader, resume_state, save_state
 
@@ -118,25 +116,6 @@ def pretrain_disc(generator: RRDBNet, disc: Discriminator, data: PatchDataset, *
             "wall_time_s": time.time() - started}
 
 
-@torch.no_grad()
-def validate_gan(generator: RRDBNet, val: list[ValImage], lpips_model, device, precision: str,
-                 crop_border: int) -> dict[str, float]:
-    """PSNR/SSIM (RGB and Y) and LPIPS of the generator on whole val images."""
-    generator.eval()
-    scores = []
-    for v in val:
-        with autocast(precision, device):
-            sr = generator(v.lr.to(device)).float().clamp(0, 1)
-        sr8 = to_uint8(sr)
-        score = psnr_ssim(v.hr, sr8, crop_border)
-        hr = torch.from_numpy(v.hr).permute(2, 0, 1)[None].float().to(device) / 255
-        sr_q = torch.from_numpy(sr8).permute(2, 0, 1)[None].float().to(device) / 255
-        score["lpips"] = lpips_model(sr_q * 2 - 1, hr * 2 - 1).item()
-        scores.append(score)
-    generator.train()
-    return {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
-
-
 def train_gan(generator: RRDBNet, disc: Discriminator, perceptual: PerceptualLoss,
               data: PatchDataset, val: list[ValImage], lpips_model, cfg: GanConfig, *, device,
               precision: str, last_path: Path, fingerprint: str,
@@ -203,8 +182,8 @@ def train_gan(generator: RRDBNet, disc: Discriminator, perceptual: PerceptualLos
             bar.set_postfix(d=f"{d_loss.item():.3f}", g=f"{logged.get('g_total', 0):.3f}")
         row = {"epoch": epoch, "phase": phase, **{k: v / count for k, v in sums.items()}}
         if epoch % cfg.val_every == 0 or epoch == len(plan):
-            scores = validate_gan(generator, val, lpips_model, device, precision,
-                                  cfg.crop_border)
+            scores = validate(generator, val, device, precision, cfg.crop_border,
+                              lpips_model)
             row.update({f"val_{k}": v for k, v in scores.items()})
         state["epoch"] = epoch
         state["history"].append(row)

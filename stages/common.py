@@ -49,7 +49,9 @@ def fingerprint(*parts) -> str:
 
 
 def file_digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    from srcore.data.download import sha256_of
+
+    return sha256_of(path).hexdigest()
 
 
 def history_csv(history: list[dict], columns: list[str]) -> str:

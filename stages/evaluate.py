@@ -23,7 +23,7 @@ FIGURE = METRICS / "comparison.png"
 CSV_COLUMNS = ["method", "image", "psnr", "ssim", "psnr_y", "ssim_y", "lpips"]
 
 
-def _test_images(params):
+def _test_images():
     from srcore.data.dataset import load_images
 
     names = read_split()["test"]
@@ -35,7 +35,7 @@ def run_baselines(params_path: Path) -> None:
     from srcore.pretrained import load_lpips
 
     params = load_params(params_path)
-    images = _test_images(params)
+    images = _test_images()
     lpips_model = load_lpips(PRETRAINED)
     scale, kernel = params.data.scale, params.data.lr_kernel
     with stage_run("evaluate_baselines", params.mlflow.experiment, params.model_dump()) as mlflow:
@@ -64,7 +64,7 @@ def run_models(params_path: Path) -> None:
     except FileNotFoundError as err:
         raise SrcoreError(f"{err.filename} not found: run dvc repro evaluate_baselines") from None
     models = {"cnn": load_generator(CNN)[0], "gan": load_generator(GAN)[0]}
-    images = _test_images(params)
+    images = _test_images()
     lpips_model = load_lpips(PRETRAINED)
     device = pick_device(params.train.device)
     precision = pick_precision(params.train.precision, device)

@@ -63,7 +63,7 @@ def fetch(remote: RemoteFile, downloads_dir: Path, *, timeout: float = 30,
         if have > remote.size:  # cannot be a prefix of the right file
             part.unlink()
             have = 0
-        digest = _sha256_of(part) if have else hashlib.sha256()
+        digest = sha256_of(part) if have else hashlib.sha256()
     except OSError as err:
         raise _disk_error(part, err, _RESUME_NOTE) from err
 
@@ -202,7 +202,7 @@ def _check_entry(info: zipfile.ZipInfo, zip_path: Path, root: Path) -> None:
 def _verify_placed(remote: RemoteFile, path: Path) -> None:
     try:
         size = path.stat().st_size
-        actual = _sha256_of(path).hexdigest() if size == remote.size else None
+        actual = sha256_of(path).hexdigest() if size == remote.size else None
     except OSError as err:
         raise SrcoreError(f"cannot read {path}: {err.strerror or err}. "
                           "Check its permissions, or delete it and re-run.") from err
@@ -216,7 +216,8 @@ def _verify_placed(remote: RemoteFile, path: Path) -> None:
                       f"re-run to download it from {remote.url}, or place the right file there.")
 
 
-def _sha256_of(path: Path):
+def sha256_of(path: Path):
+    """The running SHA-256 of a file, read in 1 MiB blocks (so it can be continued)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

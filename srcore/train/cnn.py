@@ -53,11 +53,15 @@ def make_val_images(images: list[np.ndarray], scale: int, kernel: str) -> list[V
     return [ValImage(downscale(to_tensor(img)[None], scale, kernel), img) for img in images]
 
 
+def _mean(scores: list[dict[str, float]]) -> dict[str, float]:
+    return {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+
+
 def bicubic_scores(val: list[ValImage], scale: int, crop_border: int) -> dict[str, float]:
     """Mean val PSNR/SSIM of bicubic upsampling: the bar the CNN must clear."""
     scores = [psnr_ssim(v.hr, to_uint8(upscale(v.lr, scale, "bicubic")), crop_border)
               for v in val]
-    return {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+    return _mean(scores)
 
 
 @torch.no_grad()
@@ -73,7 +77,7 @@ def validate(model: RRDBNet, val: list[ValImage], device, precision: str, crop_b
         scores.append(image_metrics(v.hr, sr, crop_border, lpips_model) if lpips_model
                       else psnr_ssim(v.hr, sr, crop_border))
     model.train(was_training)
-    return {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+    return _mean(scores)
 
 
 def train_cnn(model: RRDBNet, data: PatchDataset, val: list[ValImage], cfg: CnnConfig, *,

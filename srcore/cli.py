@@ -57,7 +57,7 @@ def train_cnn(params: Path = PARAMS) -> None:
     """Stage 4: train the RRDB CNN with an L1/L2 pixel loss into models/cnn.pt."""
     from stages import train_cnn as stage
 
-    stage.run(params)
+    _train(stage, "train-cnn", params)
 
 
 @app.command("pretrain-disc")
@@ -65,7 +65,7 @@ def pretrain_disc(params: Path = PARAMS) -> None:
     """Stage 5: pretrain the discriminator against the frozen CNN into models/disc.pt."""
     from stages import pretrain_disc as stage
 
-    stage.run(params)
+    _train(stage, "pretrain-disc", params)
 
 
 @app.command("train-gan")
@@ -73,6 +73,24 @@ def train_gan(params: Path = PARAMS) -> None:
     """Stage 6: train the CNN as a GAN generator (perceptual + adversarial loss): models/gan.pt."""
     from stages import train_gan as stage
 
+    _train(stage, "train-gan", params)
+
+
+def _train(stage, command: str, params: Path) -> None:
+    """Run a training stage here, or in train.nproc processes through torchrun."""
+    from srcore.config import load_params
+    from srcore.launch import check_devices, run_under_torchrun
+    from srcore.train.distributed import launched_by_torchrun
+
+    train = load_params(params).train  # a bad params file stops here, before any launch
+    if train.nproc > 1 and not launched_by_torchrun():
+        stage.check_inputs()  # missing inputs: one message, not one per process
+        check_devices(train.nproc, train.device)
+        code = run_under_torchrun(train.nproc, [command, "--params", str(params)])
+        if code:
+            raise SrcoreError(f"{command}: a training process failed (exit code {code}); its "
+                              "error is above")
+        return
     stage.run(params)
 
 
@@ -93,8 +111,8 @@ def upscale(
                                  help="Input pixels of context around each tile."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     precision: str = typer.Option("auto", "--precision",
-                                  help="auto (bf16 where the hardware runs it natively), fp32 "
-                                       "or bf16."),
+                                  help="auto (bf16 where the hardware runs it natively), fp32, "
+                                       "bf16, or fp16 (CUDA)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
     recursive: bool = typer.Option(False, "--recursive", "-r",
                                    help="Search input folders' subfolders too (the output "
@@ -175,6 +193,30 @@ def report(
     if out is not None:
         write_text(out, text)
     print(text, end="")
+
+
+@app.command()
+def benchmark(
+    params: Path = PARAMS,
+    as_json: bool = typer.Option(False, "--json", help="print the figures as JSON instead."),
+    device: str = typer.Option(None, "--device", show_default=False,
+                               help="auto, cpu or cuda (default: train.device)."),
+) -> None:
+    """Speed on this machine at the params.yaml config: training steps per precision, GAN
+    steps, data loading, inference and evaluation (medians after warm-up; ~1-2 min on a CPU)."""
+    import json
+
+    from srcore.benchmark import run, table
+    from srcore.config import load_params
+    from srcore.train.runtime import pick_device
+
+    config = load_params(params)
+    if device not in (None, "auto", "cpu", "cuda"):
+        raise SrcoreError(f"--device {device}: use auto, cpu or cuda")
+    dev = pick_device(device or config.train.device)
+    results = run(config, dev, lambda step: print(f"measuring: {step}", file=sys.stderr,
+                                                  flush=True))
+    print(json.dumps(results, indent=2) if as_json else table(results))
 
 
 class Interrupted(BaseException):

@@ -58,8 +58,9 @@ class ModelParams(_Section):
 
 class TrainParams(_Section):
     device: Literal["auto", "cpu", "cuda"]
-    precision: Literal["auto", "fp32", "bf16"]
+    precision: Literal["auto", "fp32", "bf16", "fp16"]
     num_workers: int = Field(ge=0)
+    nproc: int = Field(ge=1, le=1024)
 
 
 def _betas_ok(betas) -> None:
@@ -147,6 +148,15 @@ class Params(_Section):
     eval: EvalParams
     mlflow: MlflowParams
 
+    @model_validator(mode="after")
+    def _check(self):
+        for key, batch in (("cnn.batch_size", self.cnn.batch_size),
+                           ("gan.batch_size", self.gan.batch_size)):
+            if batch % self.train.nproc:
+                raise ValueError(f"{key}={batch} is the global batch, shared by train.nproc="
+                                 f"{self.train.nproc} processes: make it a multiple of it")
+        return self
+
 
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml; every problem is one SrcoreError naming the key."""
@@ -176,6 +186,8 @@ def _describe(err: ValidationError) -> str:
             lines.append(f"  {key}: unknown key (check the spelling against params.yaml)")
         elif e["type"] == "missing":
             lines.append(f"  {key}: missing (every key of the repository's params.yaml is needed)")
+        elif not e["loc"]:  # a check across sections: its message names the keys
+            lines.append(f"  {e['msg'].removeprefix('Value error, ')}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
             lines.append(f"  {key} = {e.get('input')!r}: {msg}")

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from srcore.train.runtime import autocast
+from srcore.train.runtime import autocast, inference_layout
 
 DEFAULT_TILE = 256
 DEFAULT_TILE_PAD = 16
@@ -93,7 +93,7 @@ def upscale_array(model, img: np.ndarray, tile: int = DEFAULT_TILE,
             else:
                 x = patch[:, :, :3].permute(2, 0, 1)[None]
             with autocast(precision, device):
-                y = model(x)
+                y = model(inference_layout(x))
             # the tile's own area in the padded tile's output
             oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
             crop = (slice(oy, oy + (y1 - y0) * scale), slice(ox, ox + (x1 - x0) * scale))

@@ -61,8 +61,13 @@ def check_server(uri: str, timeout: float = 5) -> None:
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, experiment: str, params: dict[str, Any]) -> Iterator[Any]:
-    """Start an MLflow run for one stage, log its params and tags, and yield the mlflow module."""
+def stage_run(stage: str, experiment: str, params: dict[str, Any],
+              enabled: bool = True) -> Iterator[Any]:
+    """Start an MLflow run for one stage, log its params and tags, and yield the mlflow module.
+    enabled=False (training processes other than the main one) records nothing, yields None."""
+    if not enabled:
+        yield None
+        return
     import mlflow
 
     uri = tracking_uri()

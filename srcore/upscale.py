@@ -22,7 +22,7 @@ from srcore.io import IMAGE_SUFFIXES, is_image_name
 SCALE = 4
 SUFFIX = f"_x{SCALE}"
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SIXTEEN_BIT_FORMATS = {".png", ".tif", ".tiff"}
 NO_ALPHA_FORMATS = {".jpg", ".jpeg"}
 TILE_BAR_MIN = 4  # a progress bar over tiles for images with at least this many
@@ -171,7 +171,7 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int = 256, til
         raise SrcoreError("--device cuda but no CUDA GPU is available; use --device auto or cpu")
     model, _ = load_generator(checkpoint)  # a non-RRDBNet file stops here, before any image
     dev = pick_device(device)
-    prec = pick_precision(precision, dev)
+    prec = pick_precision(precision, dev, "--precision")
     model.to(dev).eval()
     print(f"model: RRDBNet {model.config} from {checkpoint} on {dev}, {prec}; tile "
           f"{tile or 'off'}, pad {tile_pad} (exact from pad {receptive_radius(model)})",

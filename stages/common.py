@@ -7,10 +7,17 @@ import hashlib
 import io
 import json
 from pathlib import Path
+from typing import Callable
 
 from srcore.config import Params
 from srcore.errors import SrcoreError
 from stages.paths import HR, SPLIT
+
+
+def require(path: Path, stage: str) -> None:
+    """Before expensive work (and before launching training processes): an input is there."""
+    if not Path(path).exists():
+        raise SrcoreError(f"{path} not found: run the {stage} stage first (dvc repro {stage})")
 
 
 def read_split(path: Path = SPLIT) -> dict:
@@ -41,6 +48,24 @@ def training_data(params: Params, split: dict):
                            data.lr_kernel, data.hflip, data.vflip, data.rot90, params.seed)
     val = make_val_images(load_images(HR, split["val"]), data.scale, data.lr_kernel)
     return dataset, val
+
+
+def run_training(params_path: Path, check_inputs: Callable[[], None], train) -> None:
+    """What every training stage does: check params and inputs, then call
+    `train(params, split, dist, device)` as this process, which under torchrun is one of
+    several (srcore/train/distributed.py)."""
+    from srcore.config import load_params
+    from srcore.train import distributed
+    from srcore.train.runtime import pick_device
+
+    params = load_params(params_path)
+    check_inputs()
+    split = read_split()
+    dist, device = distributed.setup(pick_device(params.train.device))
+    try:
+        train(params, split, dist, device)
+    finally:
+        distributed.teardown()
 
 
 def fingerprint(*parts) -> str:

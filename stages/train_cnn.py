@@ -5,25 +5,30 @@ from __future__ import annotations
 from pathlib import Path
 
 from srcore.atomic import write_json, write_text
-from srcore.config import load_params
 from srcore.tracking import stage_run
-from stages.common import fingerprint, history_csv, read_split, sample_grid, training_data
+from stages.common import (fingerprint, history_csv, read_split, run_training, sample_grid,
+                           training_data)
 from stages.paths import CNN, CNN_LAST, METRICS
 
 CSV_COLUMNS = ["epoch", "train_loss", "lr", "val_psnr_y", "val_ssim_y", "val_psnr", "val_ssim"]
 
 
+def check_inputs() -> None:
+    read_split()
+
+
 def run(params_path: Path) -> None:
+    run_training(params_path, check_inputs, _train)
+
+
+def _train(params, split, dist, device) -> None:
     import torch
 
     from srcore.models.rrdb import RRDBNet
     from srcore.train.cnn import CnnConfig, bicubic_scores, train_cnn
-    from srcore.train.runtime import pick_device, pick_precision
+    from srcore.train.runtime import pick_precision
 
-    params = load_params(params_path)
     data, cnn = params.data, params.cnn
-    split = read_split()
-    device = pick_device(params.train.device)
     precision = pick_precision(params.train.precision, device)
     dataset, val = training_data(params, split)
     torch.manual_seed(params.seed)
@@ -35,16 +40,20 @@ def run(params_path: Path) -> None:
                     crop_border=params.eval.crop_border, seed=params.seed,
                     num_workers=params.train.num_workers)
     bicubic = bicubic_scores(val, data.scale, params.eval.crop_border)
-    print(f"train_cnn: {len(dataset)} crops/epoch from {len(dataset.images)} images, "
-          f"{len(val)} val images, {device} {precision}, {params.model.rrdb} RRDB, "
-          f"bicubic val PSNR-Y {bicubic['psnr_y']:.2f} dB")
+    if dist.main:
+        print(f"train_cnn: {len(dataset)} crops/epoch from {len(dataset.images)} images, "
+              f"{len(val)} val images, {device} {precision} x {dist.world} process(es), "
+              f"{params.model.rrdb} RRDB, bicubic val PSNR-Y {bicubic['psnr_y']:.2f} dB")
     run_key = fingerprint(params.seed, params.data.model_dump(exclude={"source", "dir"}),
                           params.model.model_dump(), cnn.model_dump(), params.train.precision,
-                          split["train"], split["val"])
+                          params.train.nproc, split["train"], split["val"])
 
-    with stage_run("train_cnn", params.mlflow.experiment, params.model_dump()) as mlflow:
-        mlflow.log_params({"device": str(device), "precision_used": precision})
-        mlflow.log_metrics({f"bicubic_val_{k}": v for k, v in bicubic.items()})
+    with stage_run("train_cnn", params.mlflow.experiment, params.model_dump(),
+                   enabled=dist.main) as mlflow:
+        if dist.main:
+            mlflow.log_params({"device": str(device), "precision_used": precision,
+                               "processes": dist.world})
+            mlflow.log_metrics({f"bicubic_val_{k}": v for k, v in bicubic.items()})
         grid_every = max(1, cnn.epochs // 5)
 
         def on_epoch(row: dict) -> None:
@@ -55,7 +64,9 @@ def run(params_path: Path) -> None:
 
         summary = train_cnn(model, dataset, val, cfg, device=device, precision=precision,
                             best_path=CNN, last_path=CNN_LAST, fingerprint=run_key,
-                            on_epoch=on_epoch)
+                            on_epoch=on_epoch, dist=dist)
+        if not dist.main:
+            return
         best = summary["best"]
         metrics = {"val_psnr_y": best["psnr_y"], "val_ssim_y": best["ssim_y"],
                    "val_psnr": best["psnr"], "val_ssim": best["ssim"],

@@ -5,33 +5,40 @@ from __future__ import annotations
 from pathlib import Path
 
 from srcore.atomic import write_json, write_text
-from srcore.config import load_params
 from srcore.tracking import stage_run
-from stages.common import (file_digest, fingerprint, history_csv, read_split, sample_grid,
-                           training_data)
+from stages.common import (file_digest, fingerprint, history_csv, read_split, require,
+                           run_training, sample_grid, training_data)
 from stages.paths import CNN, DISC, GAN, GAN_DISC, GAN_LAST, METRICS, PRETRAINED
 
 CSV_COLUMNS = ["epoch", "phase", "g_perceptual", "g_adversarial", "g_l1", "g_total", "d_loss",
                "d_real", "d_fake", "d_accuracy", "val_psnr_y", "val_ssim_y", "val_lpips"]
 
 
+def check_inputs() -> None:
+    read_split()
+    require(CNN, "train_cnn")
+    require(DISC, "pretrain_disc")
+    require(PRETRAINED, "pretrained")
+
+
 def run(params_path: Path) -> None:
+    run_training(params_path, check_inputs, _train)
+
+
+def _train(params, split, dist, device) -> None:
     from srcore.losses import PerceptualLoss
     from srcore.models.checkpoint import load_checkpoint, load_generator, save_generator
     from srcore.pretrained import load_features, load_lpips
     from srcore.train.cnn import validate
     from srcore.train.gan import (GanConfig, load_discriminator, save_discriminator, schedule,
                                   train_gan)
-    from srcore.train.runtime import pick_device, pick_precision
+    from srcore.train.runtime import pick_precision
 
-    params = load_params(params_path)
     gan = params.gan
-    split = read_split()
     generator, _ = load_generator(CNN)
     disc = load_discriminator(load_checkpoint(DISC))
     features = load_features(PRETRAINED, gan.perceptual.net)
     lpips_model = load_lpips(PRETRAINED)
-    device = pick_device(params.train.device)
     precision = pick_precision(params.train.precision, device)
     lpips_model.to(device)
     dataset, val = training_data(params, split)
@@ -44,11 +51,16 @@ def run(params_path: Path) -> None:
                     seed=params.seed, num_workers=params.train.num_workers)
     run_key = fingerprint(params.seed, params.data.model_dump(exclude={"source", "dir"}),
                           gan.model_dump(), params.disc.lr, params.train.precision,
-                          split["train"], split["val"], file_digest(CNN), file_digest(DISC))
+                          params.train.nproc, split["train"], split["val"], file_digest(CNN),
+                          file_digest(DISC))
+    if not dist.main:
+        train_gan(generator, disc, perceptual, dataset, val, lpips_model, cfg, device=device,
+                  precision=precision, last_path=GAN_LAST, fingerprint=run_key, dist=dist)
+        return
     cnn_scores = validate(generator.to(device), val, device, precision,
                           params.eval.crop_border, lpips_model)
     print(f"train_gan: {gan.schedule} schedule, {gan.loss} loss, {len(dataset)} crops/epoch, "
-          f"{device} {precision}; the CNN starts at val PSNR-Y {cnn_scores['psnr_y']:.2f} dB, "
+          f"{device} {precision} x {dist.world} process(es); the CNN starts at val PSNR-Y {cnn_scores['psnr_y']:.2f} dB, "
           f"LPIPS {cnn_scores['lpips']:.4f}")
 
     with stage_run("train_gan", params.mlflow.experiment, params.model_dump()) as mlflow:
@@ -64,7 +76,7 @@ def run(params_path: Path) -> None:
 
         summary = train_gan(generator, disc, perceptual, dataset, val, lpips_model, cfg,
                             device=device, precision=precision, last_path=GAN_LAST,
-                            fingerprint=run_key, on_epoch=on_epoch)
+                            fingerprint=run_key, on_epoch=on_epoch, dist=dist)
         save_generator(GAN, generator.cpu(), epoch=summary["epochs_run"])
         save_discriminator(GAN_DISC, disc.cpu(), epoch=summary["epochs_run"])
         final = summary["history"][-1]

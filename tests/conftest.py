@@ -40,6 +40,20 @@ def write_params(folder: Path, **overrides) -> Path:
     return path
 
 
+def write_training_data(project: Path, train: int, val: int = 1, test: int = 1) -> None:
+    """data/hr/ of small 64x64 photos and the data/split.json that splits them."""
+    from images import photo
+    from srcore.atomic import write_json
+    from srcore.io import write_png
+
+    names = [f"p{i}" for i in range(train + val + test)]
+    for i, name in enumerate(names):
+        write_png(project / "data/hr" / f"{name}.png", photo(64, 64, seed=i))
+    write_json(project / "data/split.json", {"train": names[:train],
+                                             "val": names[train:train + val],
+                                             "test": names[train + val:]})
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """An empty project folder with the repo's params.yaml and its own MLflow store."""

@@ -21,6 +21,9 @@ def test_repo_params_are_valid():
     ("data__patch_size", 66, "must be divisible by data.scale"),
     ("split__val", 0, "split.val = 0"),
     ("seed", -1, "seed = -1"),
+    ("train__nproc", 0, "train.nproc = 0"),
+    ("train__nproc", 3, "cnn.batch_size=16 is the global batch, shared by train.nproc=3"),
+    ("train__precision", "fp8", "train.precision = 'fp8'"),
 ])
 def test_bad_params_name_the_key(tmp_path, key, value, expected):
     path = write_params(tmp_path, **{key: value})

@@ -2,6 +2,7 @@ import torch
 
 from srcore.data.dataset import PatchDataset
 from srcore.data.kernels import downscale
+from srcore.train.distributed import Dist, epoch_loader
 
 from images import photo
 
@@ -32,11 +33,26 @@ def test_batches_do_not_depend_on_worker_count():
     data = make()
     batches = []
     for workers in (0, 2):
-        loader = torch.utils.data.DataLoader(data, batch_size=4, shuffle=True,
-                                             num_workers=workers,
-                                             generator=torch.Generator().manual_seed(3))
+        loader = epoch_loader(data, 4, seed=3, epoch=1, num_workers=workers, dist=Dist())
         batches.append(torch.cat([hr for _, hr in loader]))
     assert torch.equal(*batches)
+
+
+def test_ranks_share_out_exactly_the_one_process_batches():
+    """With N processes each step's N per-rank batches hold the 1-process batch's crops."""
+    data = make()  # 12 crops: steps of 8 and 4
+    one = [hr for _, hr in epoch_loader(data, 8, seed=3, epoch=2, num_workers=0, dist=Dist())]
+    ranks = [[hr for _, hr in epoch_loader(data, 8, seed=3, epoch=2, num_workers=0,
+                                           dist=Dist(rank=r, world=2))] for r in (0, 1)]
+    assert len(one) == len(ranks[0]) == len(ranks[1]) == 2
+    for step, batch in enumerate(one):
+        shared = torch.cat([ranks[0][step], ranks[1][step]])
+        assert sorted(map(_key, batch)) == sorted(map(_key, shared))
+    assert not torch.equal(ranks[0][0], ranks[1][0])
+
+
+def _key(crop: torch.Tensor) -> bytes:
+    return crop.numpy().tobytes()
 
 
 def test_no_augmentation_gives_plain_crops():

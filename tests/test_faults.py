@@ -12,11 +12,9 @@ import pytest
 
 from srcore.atomic import atomic_path, write_json
 from srcore.errors import SrcoreError
-from srcore.io import write_png
 from srcore.tracking import stage_run
 
-from conftest import run_cli, write_params
-from images import photo
+from conftest import run_cli, write_params, write_training_data
 
 TINY = {"model__rrdb": 1, "model__features": 8, "model__growth": 8, "cnn__epochs": 40,
         "cnn__val_every": 1, "cnn__patience": 100, "data__patch_size": 32,
@@ -26,11 +24,7 @@ TINY = {"model__rrdb": 1, "model__features": 8, "model__growth": 8, "cnn__epochs
 @pytest.fixture
 def training_project(project):
     """data/hr and data/split.json for a few small photos, and tiny params."""
-    names = [f"p{i}" for i in range(5)]
-    for i, name in enumerate(names):
-        write_png(project / "data/hr" / f"{name}.png", photo(64, 64, seed=i))
-    write_json(project / "data/split.json", {"train": names[:3], "val": names[3:4],
-                                             "test": names[4:]})
+    write_training_data(project, train=3)
     write_params(project, **TINY)
     return project
 

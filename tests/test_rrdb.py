@@ -36,6 +36,17 @@ def test_bicubic_skip_makes_the_output_bicubic_plus_detail():
         assert torch.allclose(skip(x), plain(x) + bicubic, atol=1e-6)
 
 
+def test_a_fresh_bicubic_skip_model_is_exactly_bicubic_and_learns_from_there():
+    model = RRDBNet(rrdb=1, features=8, growth=8, skip="bicubic")
+    x = torch.rand(2, 3, 6, 7)
+    bicubic = torch.nn.functional.interpolate(x, scale_factor=4, mode="bicubic",
+                                              align_corners=False)
+    assert torch.equal(model(x).detach(), bicubic)
+    torch.nn.functional.l1_loss(model(x), torch.rand(2, 3, 24, 28)).backward()
+    assert model.conv_last.weight.grad.abs().sum() > 0
+    assert RRDBNet(rrdb=1, features=8, growth=8, skip="none").conv_last.weight.abs().sum() > 0
+
+
 def test_dense_block_convs_start_small_like_basicsr():
     torch.manual_seed(0)
     model = RRDBNet(rrdb=1, features=64, growth=32)

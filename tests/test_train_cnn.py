@@ -86,3 +86,11 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path):
     data.images[0] = data.images[0].astype("float32") * float("nan")
     with pytest.raises(SrcoreError, match=r"epoch 1: the l1 loss is nan"):
         train_cnn(model, data, val, cfg, **kw)
+
+
+def test_patience_shorter_than_the_validation_interval_waits_for_a_validation(tmp_path):
+    model, data, val, cfg, kw = setup(tmp_path, epochs=4, val_every=3)
+    cfg.patience = 1
+    summary = train_cnn(model, data, val, cfg, **kw)
+    assert summary["best_epoch"] >= 3 and summary["epochs_run"] >= 3
+    assert load_generator(tmp_path / "cnn.pt")[1]["epoch"] == summary["best_epoch"]

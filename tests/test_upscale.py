@@ -24,9 +24,11 @@ def tiny(skip="bicubic", seed=0):
 def far_sighted():
     """A tiny model whose output really depends on far context: a fresh init barely looks
     beyond 4 LR pixels (its residual branches start near zero), so its dense blocks and
-    conv_body are made 15x stronger. Tiling with tile_pad 4 then misses by several 8-bit
-    levels; with 16, by well under one."""
+    conv_body are made 15x stronger, and its last conv (zero at init, so that a fresh model is
+    exactly bicubic) gets PyTorch's default init. Tiling with tile_pad 4 then misses by several
+    8-bit levels; with 16, by well under one."""
     model = tiny()
+    model.conv_last.reset_parameters()
     with torch.no_grad():
         for conv in [*model.body.modules(), model.conv_body]:
             if isinstance(conv, torch.nn.Conv2d):
@@ -229,3 +231,21 @@ def test_large_image_memory_depends_on_the_tile_not_the_image(tmp_path):
     assert stats["shape"] == [3000, 4000, 3]
     float_output = 3000 * 4000 * 3 * 4
     assert stats["out"] <= stats["growth"] < float_output, stats
+
+
+def test_cli_refuses_fp16_on_a_cpu_before_any_image(tmp_path, ckpt):
+    cv2.imwrite(str(tmp_path / "a.png"), photo(8, 8))
+    result = run_cli("upscale", "a.png", "-o", "out", "--model", ckpt, "--device", "cpu",
+                     "--precision", "fp16", cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert "--precision=fp16 needs a CUDA GPU" in result.stderr
+    assert not (tmp_path / "out" / "a_x4.png").exists()
+
+
+def test_bf16_upscale_stays_close_to_fp32():
+    model, img = far_sighted(), photo(20, 24)
+    fp32 = upscale_array(model, img, tile=0, precision="fp32")
+    bf16 = upscale_array(model, img, tile=0, precision="bf16")
+    print(f"bf16 vs fp32: mean {np.abs(bf16.astype(int) - fp32).mean():.2f} levels, "
+          f"max {max_diff(bf16, fp32)}")
+    assert np.abs(bf16.astype(int) - fp32).mean() < 1.5

@@ -1,1 +1,3 @@
-"""Training loops: the CNN with a pixel loss (cnn.py); devices and precision (runtime.py)."""
+"""Training: the CNN with a pixel loss (cnn.py), the GAN phases (gan.py), devices and precision
+(runtime.py), resumable state (state.py), data-parallel processes under torchrun
+(distributed.py)."""

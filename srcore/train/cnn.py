@@ -19,9 +19,10 @@ from srcore.data.kernels import downscale, upscale
 from srcore.metrics import image_metrics, psnr_ssim, to_uint8
 from srcore.models.checkpoint import save_generator
 from srcore.models.rrdb import RRDBNet
-from srcore.train.runtime import autocast
-from srcore.train.state import (check_finite, cpu_copy, epoch_loader, resume_state,
-                                save_state)
+from srcore.train import distributed
+from srcore.train.distributed import Dist
+from srcore.train.runtime import autocast, grad_scaler, inference_layout, optimize
+from srcore.train.state import check_finite, cpu_copy, resume_state, save_state
 
 LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss}
 
@@ -64,7 +65,7 @@ def bicubic_scores(val: list[ValImage], scale: int, crop_border: int) -> dict[st
     return _mean(scores)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def validate(model: RRDBNet, val: list[ValImage], device, precision: str, crop_border: int,
              lpips_model=None) -> dict[str, float]:
     """Mean PSNR/SSIM (RGB and Y) of the model on whole val images, and LPIPS if given."""
@@ -73,69 +74,96 @@ def validate(model: RRDBNet, val: list[ValImage], device, precision: str, crop_b
     scores = []
     for v in val:
         with autocast(precision, device):
-            sr = to_uint8(model(v.lr.to(device)).float())
+            sr = to_uint8(model(inference_layout(v.lr.to(device))).float())
         scores.append(image_metrics(v.hr, sr, crop_border, lpips_model) if lpips_model
                       else psnr_ssim(v.hr, sr, crop_border))
     model.train(was_training)
     return _mean(scores)
 
 
+def pixel_step(model, optimizer, scaler, loss_fn, lr_img: torch.Tensor, hr_img: torch.Tensor,
+               precision: str, device, check: Callable[[float], None]) -> float:
+    """One training batch of the CNN phase; `check` sees the loss before the update."""
+    with autocast(precision, device):
+        sr = model(lr_img.to(device))
+    loss = loss_fn(sr.float(), hr_img.to(device))
+    check(loss.item())
+    optimize(loss, optimizer, scaler)
+    return loss.item()
+
+
 def train_cnn(model: RRDBNet, data: PatchDataset, val: list[ValImage], cfg: CnnConfig, *,
               device: torch.device, precision: str, best_path: Path, last_path: Path,
-              fingerprint: str, on_epoch: Callable[[dict], None] = lambda row: None) -> dict:
+              fingerprint: str, on_epoch: Callable[[dict], None] = lambda row: None,
+              dist: Dist = Dist()) -> dict:
     """Train, keeping the best model (by val PSNR-Y) at best_path and a resumable state at
-    last_path (reused only when its fingerprint matches). Returns a summary."""
+    last_path (reused only when its fingerprint matches). Returns a summary.
+
+    Under torchrun every process runs this; only the main one validates and writes files, and
+    the others follow its decisions (see distributed.py)."""
     from tqdm import tqdm
 
+    distributed.check_batch(cfg.batch_size, "cnn.batch_size", dist)
     model.to(device).train()
     loss_fn = LOSSES[cfg.loss]
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [cfg.lr_halve_at], gamma=0.5)
+    scaler = grad_scaler(precision, device)
     # everything a resumed run needs; the best weights live here too, because DVC deletes
     # best_path (a stage output) before re-running the stage
     state = {"epoch": 0, "best": None, "best_epoch": 0, "best_model": None, "history": [],
              "stopped_early": False}
-    objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
-    resumed = resume_state(last_path, fingerprint, objects, state)
+    objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler,
+               "scaler": scaler}
+    resumed = resume_state(last_path, fingerprint, objects, state, quiet=not dist.main)
+    trained = distributed.wrap(model, dist, device)
     started = time.time()
     first = cfg.epochs + 1 if state["stopped_early"] else state["epoch"] + 1
     for epoch in range(first, cfg.epochs + 1):
-        loader = epoch_loader(data, cfg.batch_size, cfg.seed, epoch, cfg.num_workers)
-        total, count = 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False)
-        for lr_img, hr_img in bar:
-            lr_img, hr_img = lr_img.to(device), hr_img.to(device)
-            with autocast(precision, device):
-                sr = model(lr_img)
-            loss = loss_fn(sr.float(), hr_img)
-            check_finite(loss.item(), epoch, cfg.loss, last_path,
+        loader = distributed.epoch_loader(data, cfg.batch_size, cfg.seed, epoch,
+                                          cfg.num_workers, dist)
+
+        def check(value: float) -> None:
+            check_finite(value, epoch, cfg.loss, last_path,
                          "Lower cnn.lr or use train.precision=fp32.")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total, count = total + loss.item() * len(lr_img), count + len(lr_img)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+
+        total, count = 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False,
+                   disable=not dist.main or None)
+        for lr_img, hr_img in bar:
+            loss = pixel_step(trained, optimizer, scaler, loss_fn, lr_img, hr_img, precision,
+                              device, check)
+            total, count = total + loss * len(lr_img), count + len(lr_img)
+            bar.set_postfix(loss=f"{loss:.4f}")
+        total, count = distributed.sum_over_ranks([total, count], dist)
         row = {"epoch": epoch, "train_loss": total / count, "lr": optimizer.param_groups[0]["lr"]}
         scheduler.step()
         if epoch % cfg.val_every == 0 or epoch == cfg.epochs:
-            scores = validate(model, val, device, precision, cfg.crop_border)
+            scores = validate(model, val, device, precision, cfg.crop_border) if dist.main \
+                else None
+            scores = distributed.from_main(scores, dist)
             row.update({f"val_{k}": v for k, v in scores.items()})
             if state["best"] is None or scores["psnr_y"] > state["best"]["psnr_y"]:
                 state["best"], state["best_epoch"] = scores, epoch
-                state["best_model"] = cpu_copy(model)
+                state["best_model"] = cpu_copy(model) if dist.main else None
         state["epoch"] = epoch
         state["history"].append(row)
-        save_state(last_path, fingerprint, objects, state)
-        on_epoch(row)
-        _print_row(row)
-        if epoch - state["best_epoch"] >= cfg.patience:
-            print(f"early stop: no val PSNR-Y gain for {cfg.patience} epochs")
-            state["stopped_early"] = True
+        # patience counts from the best validation (none yet: no reason to stop)
+        stop = state["best"] is not None and epoch - state["best_epoch"] >= cfg.patience
+        state["stopped_early"] = stop
+        if dist.main:
             save_state(last_path, fingerprint, objects, state)
+            on_epoch(row)
+            _print_row(row)
+            if stop:
+                print(f"early stop: no val PSNR-Y gain for {cfg.patience} epochs")
+        if stop:
             break
-    best = RRDBNet(**model.config)
-    best.load_state_dict(state["best_model"])
-    save_generator(best_path, best, epoch=state["best_epoch"], metrics=state["best"])
+    if dist.main:
+        best = RRDBNet(**model.config)
+        best.load_state_dict(state["best_model"])
+        save_generator(best_path, best, epoch=state["best_epoch"], metrics=state["best"])
+    distributed.barrier(dist)
     return {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
             "best": state["best"], "history": state["history"], "resumed": resumed,
             "stopped_early": state["stopped_early"], "wall_time_s": time.time() - started}

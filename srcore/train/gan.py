@@ -21,8 +21,10 @@ from srcore.models.checkpoint import save_atomic
 from srcore.models.discriminator import Discriminator
 from srcore.models.rrdb import RRDBNet
 from srcore.train.cnn import ValImage, validate
-from srcore.train.runtime import autocast
-from srcore.train.state import check_finite, epoch_loader, resume_state, save_state
+from srcore.train import distributed
+from srcore.train.distributed import Dist, unwrap
+from srcore.train.runtime import autocast, grad_scaler, optimize
+from srcore.train.state import check_finite, resume_state, save_state
 
 DISC_FORMAT = "srcore-discriminator"
 
@@ -72,46 +74,118 @@ def d_stats(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, f
             "d_accuracy": right.item() / (len(real_logits) + len(fake_logits))}
 
 
+@dataclass
+class GanNets:
+    """The networks of a GAN batch with their optimizers and gradient scalers. generator and
+    disc may be DDP-wrapped: the wrapper is used only by the network that learns in a pass, so
+    DDP synchronises G's and D's gradients separately, each in its own step."""
+    generator: torch.nn.Module
+    disc: torch.nn.Module
+    perceptual: PerceptualLoss | None = None
+    opt_g: torch.optim.Optimizer | None = None
+    opt_d: torch.optim.Optimizer | None = None
+    scaler_g: torch.amp.GradScaler | None = None
+    scaler_d: torch.amp.GradScaler | None = None
+
+
+def _disc_logits(disc, hr: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """D on real and fake in one pass (one forward per backward, as DDP requires; D has no
+    batch statistics, so this equals two passes)."""
+    logits = disc(torch.cat((hr, fake))).float()
+    return logits[:len(hr)], logits[len(hr):]
+
+
+def gan_batch(phase: str, nets: GanNets, lr_img: torch.Tensor, hr: torch.Tensor,
+              cfg: GanConfig, precision: str, device,
+              check: Callable[[str, float, str], None]) -> dict[str, float]:
+    """One batch: phase "G", "D" or "GD" says which networks learn. Returns the logged values;
+    `check(term, value, remedy)` sees every loss before its update."""
+    lr_img, hr = lr_img.to(device), hr.to(device)
+    logged = {}
+    if "G" in phase:
+        disc = unwrap(nets.disc).requires_grad_(False)  # G's loss must leave no grads in D
+        with autocast(precision, device):
+            sr = nets.generator(lr_img).float()
+            fake = sr.clamp(0, 1)
+            if cfg.relativistic:
+                real_logits, fake_logits = _disc_logits(disc, hr, fake)
+            else:
+                real_logits, fake_logits = None, disc(fake).float()
+            terms = {"perceptual": nets.perceptual(sr, hr)}
+        terms["adversarial"] = generator_adversarial(fake_logits, real_logits, cfg.relativistic)
+        if cfg.loss == "triad":
+            terms["l1"] = F.l1_loss(sr, hr)
+        for term, value in terms.items():
+            check(f"generator {term}", value.item(), "Lower gan.lr or the weight of that term.")
+        loss = sum(cfg.weights[term] * value for term, value in terms.items())
+        optimize(loss, nets.opt_g, nets.scaler_g)
+        disc.requires_grad_("D" in phase)
+        logged.update({f"g_{k}": v.item() for k, v in terms.items()})
+        logged["g_total"] = loss.item()
+        fake = fake.detach()
+    else:
+        with torch.no_grad(), autocast(precision, device):
+            fake = unwrap(nets.generator)(lr_img).float().clamp(0, 1)
+    disc = nets.disc if "D" in phase else unwrap(nets.disc)
+    with torch.set_grad_enabled("D" in phase), autocast(precision, device):
+        real_logits, fake_logits = _disc_logits(disc, hr, fake)
+    d_loss = discriminator_loss(real_logits, fake_logits, cfg.relativistic)
+    check("discriminator", d_loss.item(), "Lower disc.lr.")
+    if "D" in phase:
+        optimize(d_loss, nets.opt_d, nets.scaler_d)
+    return {**logged, "d_loss": d_loss.item(), **d_stats(real_logits, fake_logits)}
+
+
+def _epoch_means(sums: dict[str, float], count: int, dist: Dist) -> dict[str, float]:
+    keys = sorted(sums)
+    totals = distributed.sum_over_ranks([sums[k] for k in keys] + [count], dist)
+    return {k: v / totals[-1] for k, v in zip(keys, totals)}
+
+
 def pretrain_disc(generator: RRDBNet, disc: Discriminator, data: PatchDataset, *, epochs: int,
                   batch_size: int, lr: float, betas, relativistic: bool, seed: int,
                   num_workers: int, device, precision: str, last_path: Path, fingerprint: str,
-                  on_epoch: Callable[[dict], None] = lambda row: None) -> dict:
+                  on_epoch: Callable[[dict], None] = lambda row: None,
+                  dist: Dist = Dist()) -> dict:
     """Train D on real HR crops vs the frozen CNN's SR crops."""
     from tqdm import tqdm
 
+    distributed.check_batch(batch_size, "gan.batch_size", dist)
     generator.to(device).eval().requires_grad_(False)
     disc.to(device).train()
     optimizer = torch.optim.Adam(disc.parameters(), lr=lr, betas=betas)
+    scaler = grad_scaler(precision, device)
     state = {"epoch": 0, "history": []}
-    objects = {"discriminator": disc, "optimizer": optimizer}
-    resume_state(last_path, fingerprint, objects, state)
+    objects = {"discriminator": disc, "optimizer": optimizer, "scaler": scaler}
+    resume_state(last_path, fingerprint, objects, state, quiet=not dist.main)
+    nets = GanNets(generator, distributed.wrap(disc, dist, device), opt_d=optimizer,
+                   scaler_d=scaler)
+    cfg = GanConfig(relativistic=relativistic)
     started = time.time()
     for epoch in range(state["epoch"] + 1, epochs + 1):
+        def check(term: str, value: float, remedy: str) -> None:
+            check_finite(value, epoch, term, last_path, remedy)
+
         sums, count = defaultdict(float), 0
-        bar = tqdm(epoch_loader(data, batch_size, seed, epoch, num_workers),
-                   desc=f"disc epoch {epoch}/{epochs}", unit="batch", leave=False)
+        bar = tqdm(distributed.epoch_loader(data, batch_size, seed, epoch, num_workers, dist),
+                   desc=f"disc epoch {epoch}/{epochs}", unit="batch", leave=False,
+                   disable=not dist.main or None)
         for lr_img, hr in bar:
-            lr_img, hr = lr_img.to(device), hr.to(device)
-            with torch.no_grad(), autocast(precision, device):
-                fake = generator(lr_img).float().clamp(0, 1)
-            with autocast(precision, device):
-                real_logits, fake_logits = disc(hr).float(), disc(fake).float()
-            loss = discriminator_loss(real_logits, fake_logits, relativistic)
-            check_finite(loss.item(), epoch, "discriminator", last_path, "Lower disc.lr.")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            for key, value in {"d_loss": loss.item(), **d_stats(real_logits, fake_logits)}.items():
+            logged = gan_batch("D", nets, lr_img, hr, cfg, precision, device, check)
+            for key, value in logged.items():
                 sums[key] += value
             count += 1
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        row = {"epoch": epoch, **{k: v / count for k, v in sums.items()}}
+            bar.set_postfix(loss=f"{logged['d_loss']:.4f}")
+        row = {"epoch": epoch, **_epoch_means(sums, count, dist)}
         state["epoch"] = epoch
         state["history"].append(row)
-        save_state(last_path, fingerprint, objects, state)
-        on_epoch(row)
-        print(f"disc epoch {epoch}: loss {row['d_loss']:.4f}, accuracy {row['d_accuracy']:.3f}, "
-              f"D(real) {row['d_real']:.3f}, D(fake) {row['d_fake']:.3f}", flush=True)
+        if dist.main:
+            save_state(last_path, fingerprint, objects, state)
+            on_epoch(row)
+            print(f"disc epoch {epoch}: loss {row['d_loss']:.4f}, accuracy "
+                  f"{row['d_accuracy']:.3f}, D(real) {row['d_real']:.3f}, "
+                  f"D(fake) {row['d_fake']:.3f}", flush=True)
+    distributed.barrier(dist)
     return {"history": state["history"], "final": state["history"][-1],
             "wall_time_s": time.time() - started}
 
@@ -119,79 +193,66 @@ def pretrain_disc(generator: RRDBNet, disc: Discriminator, data: PatchDataset, *
 def train_gan(generator: RRDBNet, disc: Discriminator, perceptual: PerceptualLoss,
               data: PatchDataset, val: list[ValImage], lpips_model, cfg: GanConfig, *, device,
               precision: str, last_path: Path, fingerprint: str,
-              on_epoch: Callable[[dict], None] = lambda row: None) -> dict:
-    """Train G (perceptual + adversarial [+ L1]) and D by cfg.schedule; returns a summary."""
+              on_epoch: Callable[[dict], None] = lambda row: None,
+              dist: Dist = Dist()) -> dict:
+    """Train G (perceptual + adversarial [+ L1]) and D by cfg.schedule; returns a summary.
+
+    G is validated only after epochs in which it learned: in D's epochs its scores cannot
+    change, so the last ones are carried over."""
     from tqdm import tqdm
 
-    generator.to(device).train()
-    disc.to(device).train()
+    distributed.check_batch(cfg.batch_size, "gan.batch_size", dist)
+    generator.to(device).train().requires_grad_(True)  # DDP hooks only what needs gradients
+    disc.to(device).train().requires_grad_(True)
     perceptual.to(device)
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=cfg.betas)
-    state = {"epoch": 0, "history": []}
-    objects = {"generator": generator, "discriminator": disc, "opt_g": opt_g, "opt_d": opt_d}
-    resume_state(last_path, fingerprint, objects, state)
+    scaler_g, scaler_d = grad_scaler(precision, device), grad_scaler(precision, device)
+    state = {"epoch": 0, "history": [], "scores": None}
+    objects = {"generator": generator, "discriminator": disc, "opt_g": opt_g, "opt_d": opt_d,
+               "scaler_g": scaler_g, "scaler_d": scaler_d}
+    resume_state(last_path, fingerprint, objects, state, quiet=not dist.main)
+    nets = GanNets(distributed.wrap(generator, dist, device), distributed.wrap(disc, dist, device),
+                   perceptual, opt_g, opt_d, scaler_g, scaler_d)
     plan = schedule(cfg)
     started = time.time()
     for epoch in range(state["epoch"] + 1, len(plan) + 1):
         phase = plan[epoch - 1]
         generator.requires_grad_("G" in phase)
         disc.requires_grad_("D" in phase)
+
+        def check(term: str, value: float, remedy: str) -> None:
+            check_finite(value, epoch, term, last_path, remedy)
+
         sums, count = defaultdict(float), 0
-        bar = tqdm(epoch_loader(data, cfg.batch_size, cfg.seed, epoch, cfg.num_workers),
-                   desc=f"gan epoch {epoch}/{len(plan)} ({phase})", unit="batch", leave=False)
+        bar = tqdm(distributed.epoch_loader(data, cfg.batch_size, cfg.seed, epoch,
+                                            cfg.num_workers, dist),
+                   desc=f"gan epoch {epoch}/{len(plan)} ({phase})", unit="batch", leave=False,
+                   disable=not dist.main or None)
         for lr_img, hr in bar:
-            lr_img, hr = lr_img.to(device), hr.to(device)
-            with torch.set_grad_enabled("G" in phase), autocast(precision, device):
-                sr = generator(lr_img).float()
-            fake = sr.clamp(0, 1)
-            logged = {}
-            if "G" in phase:
-                disc.requires_grad_(False)  # G's loss must not leave gradients in D
-                with autocast(precision, device):
-                    fake_logits = disc(fake).float()
-                    real_logits = disc(hr).float().detach() if cfg.relativistic else None
-                terms = {"perceptual": perceptual(sr, hr),
-                         "adversarial": generator_adversarial(fake_logits, real_logits,
-                                                              cfg.relativistic)}
-                if cfg.loss == "triad":
-                    terms["l1"] = F.l1_loss(sr, hr)
-                for term, value in terms.items():
-                    check_finite(value.item(), epoch, f"generator {term}", last_path,
-                                 "Lower gan.lr or the weight of that term.")
-                loss = sum(cfg.weights[term] * value for term, value in terms.items())
-                opt_g.zero_grad(set_to_none=True)
-                loss.backward()
-                opt_g.step()
-                disc.requires_grad_("D" in phase)
-                logged.update({f"g_{k}": v.item() for k, v in terms.items()})
-                logged["g_total"] = loss.item()
-            with torch.set_grad_enabled("D" in phase), autocast(precision, device):
-                real_logits = disc(hr).float()
-                fake_logits = disc(fake.detach()).float()
-            d_loss = discriminator_loss(real_logits, fake_logits, cfg.relativistic)
-            check_finite(d_loss.item(), epoch, "discriminator", last_path, "Lower disc.lr.")
-            if "D" in phase:
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_d.step()
-            logged.update({"d_loss": d_loss.item(), **d_stats(real_logits, fake_logits)})
+            logged = gan_batch(phase, nets, lr_img, hr, cfg, precision, device, check)
             for key, value in logged.items():
                 sums[key] += value
             count += 1
-            bar.set_postfix(d=f"{d_loss.item():.3f}", g=f"{logged.get('g_total', 0):.3f}")
-        row = {"epoch": epoch, "phase": phase, **{k: v / count for k, v in sums.items()}}
+            bar.set_postfix(d=f"{logged['d_loss']:.3f}", g=f"{logged.get('g_total', 0):.3f}")
+        row = {"epoch": epoch, "phase": phase, **_epoch_means(sums, count, dist)}
+        if "G" in phase:
+            state["scores"] = None  # G changed: its last scores are stale
         if epoch % cfg.val_every == 0 or epoch == len(plan):
-            scores = validate(generator, val, device, precision, cfg.crop_border,
-                              lpips_model)
-            row.update({f"val_{k}": v for k, v in scores.items()})
+            if state["scores"] is None:
+                scores = validate(generator, val, device, precision, cfg.crop_border,
+                                  lpips_model) if dist.main else None
+                state["scores"] = distributed.from_main(scores, dist)
+            row.update({f"val_{k}": v for k, v in state["scores"].items()})
         state["epoch"] = epoch
         state["history"].append(row)
-        save_state(last_path, fingerprint, objects, state)
-        on_epoch(row)
-        _print_row(row)
+        if dist.main:
+            save_state(last_path, fingerprint, objects, state)
+            on_epoch(row)
+            _print_row(row)
     generator.requires_grad_(True)
     disc.requires_grad_(True)
+    distributed.barrier(dist)
     return {"history": state["history"], "epochs_run": state["epoch"],
             "wall_time_s": time.time() - started}
 

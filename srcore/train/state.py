@@ -18,13 +18,6 @@ from srcore.models.checkpoint import load_checkpoint, save_atomic
 STATE_FORMAT = "srcore-train-state"
 
 
-def epoch_loader(data, batch_size: int, seed: int, epoch: int, num_workers: int):
-    """Shuffled batches whose order depends only on (seed, epoch): resumes replay exactly."""
-    data.set_epoch(epoch)
-    return torch.utils.data.DataLoader(
-        data, batch_size=batch_size, shuffle=True, num_workers=num_workers, generator=torch.Generator().manual_seed(seed + epoch))
-
-
 def check_finite(value: float, epoch: int, term: str, last_path: Path, remedy: str) -> None:
     if not math.isfinite(value):
         raise SrcoreError(f"epoch {epoch}: the {term} loss is {value}; training stopped and the "
@@ -37,19 +30,23 @@ def save_state(path: Path, fingerprint: str, objects: dict, state: dict) -> None
                        "objects": {k: v.state_dict() for k, v in objects.items()}, **state})
 
 
-def resume_state(path: Path, fingerprint: str, objects: dict, state: dict) -> bool:
+def resume_state(path: Path, fingerprint: str, objects: dict, state: dict,
+                 quiet: bool = False) -> bool:
     """Load a saved state into `objects` and `state` when it belongs to this configuration."""
     if not Path(path).is_file():
         return False
     saved = load_checkpoint(path)
-    if saved.get("format") != STATE_FORMAT or saved.get("fingerprint") != fingerprint:
-        print(f"{path} belongs to another configuration: starting from scratch")
+    if (saved.get("format") != STATE_FORMAT or saved.get("fingerprint") != fingerprint
+            or set(saved.get("objects", {})) != set(objects)):
+        if not quiet:
+            print(f"{path} belongs to another configuration: starting from scratch")
         return False
     for name, obj in objects.items():
         obj.load_state_dict(saved["objects"][name])
     for key in state:
         state[key] = saved[key]
-    print(f"resuming from {path} after epoch {state['epoch']}")
+    if not quiet:
+        print(f"resuming from {path} after epoch {state['epoch']}")
     return True
 
 

@@ -1,0 +1,231 @@
+"""`python -m srcore benchmark`: how fast this machine trains, feeds, upscales and evaluates at
+the params.yaml configuration.
+
+Each figure is the median of timed runs after a warm-up run, with the same functions the
+pipeline calls (pixel_step, gan_batch, epoch_loader, upscale_array, image_metrics). Inputs are
+synthetic and network weights random: speed does not depend on their values, and the benchmark
+needs neither data nor pretrained weights. Low-precision runs that the hardware only emulates
+(bf16 on a CPU without bf16 instructions: ~20x slower) get one timed run and no GAN figures, to
+keep the whole benchmark to about a minute or two on a laptop CPU.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from srcore.config import Params
+
+REPEATS = 5
+BUDGET_S = 6.0  # stop repeating a measurement after this long (at least one timed run)
+INFER_TILE = 64  # input pixels: several tiles on the benchmark image
+
+
+def median_seconds(fn: Callable[[], object], device: torch.device, warmup: int = 1,
+                   repeats: int = REPEATS, budget_s: float = BUDGET_S) -> tuple[float, int]:
+    """(median seconds of one call, number of timed calls)."""
+    def timed() -> float:
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    for _ in range(warmup):
+        timed()
+    times, started = [], time.perf_counter()
+    while not times or (len(times) < repeats and time.perf_counter() - started < budget_s):
+        times.append(timed())
+    return statistics.median(times), len(times)
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def synthetic_images(params: Params, count: int = 8) -> list[np.ndarray]:
+    """HR-sized noise images (the sizes the downsample stage produces)."""
+    side = params.data.hr_max_side
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (side * 3 // 4, side, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def run(params: Params, device: torch.device, log: Callable[[str], None]) -> dict:
+    """All measurements; a flat dict whose keys name what was measured and its unit."""
+    from srcore.data.dataset import PatchDataset
+    from srcore.losses import PerceptualLoss
+    from srcore.models.discriminator import Discriminator
+    from srcore.models.rrdb import RRDBNet
+    from srcore.train.cnn import LOSSES, pixel_step
+    from srcore.train.distributed import Dist, epoch_loader
+    from srcore.train.gan import GanConfig, GanNets, gan_batch
+    from srcore.train.runtime import grad_scaler, native_precisions
+
+    batch, patch, scale = params.cnn.batch_size, params.data.patch_size, params.data.scale
+    native = native_precisions(device)
+    candidates = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])
+    if device.type == "cuda" and "bf16" not in native:
+        candidates.remove("bf16")
+    out: dict = {"device": str(device), "device_name": torch.cuda.get_device_name(device)
+                 if device.type == "cuda" else cpu_name(), "torch_threads": torch.get_num_threads(),
+                 "torch_version": torch.__version__, "native_precisions": native,
+                 "rrdb_blocks": params.model.rrdb, "features": params.model.features,
+                 "batch_size": batch, "patch_size_px": patch}
+    torch.manual_seed(0)
+    lr_img = torch.rand(batch, 3, patch // scale, patch // scale, device=device)
+    hr_img = torch.rand(batch, 3, patch, patch, device=device)
+
+    def new_generator() -> RRDBNet:
+        return RRDBNet(params.model.rrdb, params.model.features, params.model.growth,
+                       params.model.skip).to(device).train()
+
+    def no_check(*args) -> None:
+        """The NaN guard's hook: random inputs give finite losses."""
+
+    for precision in candidates:
+        emulated = precision not in native
+        model = new_generator()
+        optimizer = torch.optim.Adam(model.parameters(), lr=params.cnn.lr)
+        scaler = grad_scaler(precision, device)
+        log(f"CNN training step, {precision}" + (" (emulated: one run)" if emulated else ""))
+        seconds, runs = median_seconds(
+            lambda: pixel_step(model, optimizer, scaler, LOSSES[params.cnn.loss], lr_img, hr_img,
+                               precision, device, no_check),
+            device, warmup=0 if emulated else 1, repeats=1 if emulated else REPEATS)
+        out[f"cnn_train_{precision}_step_s"] = seconds
+        out[f"cnn_train_{precision}_patches_per_s"] = batch / seconds
+        out[f"cnn_train_{precision}_runs"] = runs
+        out[f"cnn_train_{precision}_emulated"] = emulated
+    if "bf16" in candidates:
+        out["cnn_train_bf16_speedup_over_fp32"] = (out["cnn_train_fp32_step_s"]
+                                                   / out["cnn_train_bf16_step_s"])
+
+    gan_cfg = GanConfig(loss=params.gan.loss, relativistic=params.gan.relativistic,
+                        weights=params.gan.weights.model_dump())
+    perceptual = PerceptualLoss(_random_features(params.gan.perceptual.net),
+                                params.gan.perceptual.layer,
+                                params.gan.perceptual.activation).to(device)
+    gan_batch_size = params.gan.batch_size
+    lr_gan, hr_gan = lr_img[:gan_batch_size], hr_img[:gan_batch_size]
+    for precision in [p for p in candidates if p in native]:
+        generator = new_generator()
+        disc = Discriminator(params.disc.widths, params.disc.hidden).to(device).train()
+        nets = GanNets(generator, disc, perceptual,
+                       torch.optim.Adam(generator.parameters(), lr=params.gan.lr),
+                       torch.optim.Adam(disc.parameters(), lr=params.disc.lr),
+                       grad_scaler(precision, device), grad_scaler(precision, device))
+        for phase, name in (("G", "generator"), ("D", "discriminator"), ("GD", "joint")):
+            log(f"GAN {name} step, {precision}")
+            generator.requires_grad_("G" in phase)
+            disc.requires_grad_("D" in phase)
+            seconds, runs = median_seconds(
+                lambda: gan_batch(phase, nets, lr_gan, hr_gan, gan_cfg, precision, device,
+                                  no_check), device)
+            out[f"gan_{name}_{precision}_step_s"] = seconds
+            out[f"gan_{name}_{precision}_runs"] = runs
+        out[f"gan_joint_{precision}_step_over_cnn_step"] = (
+            out[f"gan_joint_{precision}_step_s"] / out[f"cnn_train_{precision}_step_s"])
+    skipped = [p for p in candidates if p not in native]
+    if skipped:
+        out["gan_not_measured"] = (f"{', '.join(skipped)}: emulated on this device, not worth "
+                                   "training in; see the CNN figure")
+
+    log("data loader (one epoch of the training crops)")
+    images = synthetic_images(params)
+    per_image = max(1, 8 * batch // len(images))  # an epoch of 8 batches
+    dataset = PatchDataset(images, patch, per_image, scale, params.data.lr_kernel, params.data.hflip, params.data.vflip,
+                           params.data.rot90, params.seed)
+    loader_s, runs = median_seconds(
+        lambda: sum(len(hr) for _, hr in epoch_loader(dataset, batch, params.seed, 1,
+                                                      params.train.num_workers, Dist())),
+        torch.device("cpu"), repeats=3)
+    trained_in = "bf16" if "bf16" in native else "fp32"
+    out["loader_patches_per_s"] = len(dataset) / loader_s
+    out["loader_num_workers"] = params.train.num_workers
+    out["training_consumes_patches_per_s"] = out[f"cnn_train_{trained_in}_patches_per_s"]
+    out["loader_headroom_x"] = out["loader_patches_per_s"] / out["training_consumes_patches_per_s"]
+
+    out.update(_inference(params, device, new_generator().eval(), trained_in, log))
+    out.update(_evaluation(params, log))
+    return out
+
+
+def _random_features(net: str) -> torch.nn.Module:
+    """torchvision's VGG features with random weights (no download, no 500 MB classifier)."""
+    import torchvision
+
+    with torch.device("meta"):
+        features = getattr(torchvision.models, net)(weights=None).features
+    features = features.to_empty(device="cpu")
+    for param in features.parameters():
+        torch.nn.init.normal_(param, std=0.02)
+    return features
+
+
+def _inference(params: Params, device, model, precision: str, log) -> dict:
+    from srcore.infer import upscale_array
+
+    side = params.data.hr_max_side // params.data.scale
+    lr = np.random.default_rng(1).integers(0, 256, (side * 3 // 4, side, 3), dtype=np.uint8)
+    megapixels = lr.shape[0] * lr.shape[1] * params.data.scale ** 2 / 1e6
+    out = {"inference_precision": precision, "inference_output_megapixels": megapixels,
+           "inference_tile_px": INFER_TILE}
+    for name, tile in (("untiled", 0), ("tiled", INFER_TILE)):
+        log(f"inference, {name}")
+        seconds, runs = median_seconds(
+            lambda: upscale_array(model, lr, tile=tile, device=device, precision=precision),
+            device, repeats=3)
+        out[f"inference_{name}_megapixels_per_s"] = megapixels / seconds
+        out[f"inference_{name}_runs"] = runs
+    return out
+
+
+def _evaluation(params: Params, log) -> dict:
+    """Metrics of one HR-sized image pair: PSNR/SSIM (RGB and Y) and LPIPS, on CPU as in the
+    evaluate stage."""
+    import warnings
+
+    import lpips
+
+    from srcore.metrics import image_metrics
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning)
+        lpips_model = lpips.LPIPS(net="alex", version="0.1", pretrained=False, pnet_rand=True,
+                                  verbose=False).eval()
+    hr, sr = synthetic_images(params, 2)
+    log("evaluation metrics")
+    seconds, runs = median_seconds(lambda: image_metrics(hr, sr, params.eval.crop_border,
+                                                         lpips_model), torch.device("cpu"),
+                                   repeats=3)
+    return {"eval_images_per_s": 1 / seconds, "eval_image_megapixels": hr.shape[0] * hr.shape[1]
+            / 1e6, "eval_runs": runs}
+
+
+UNITS = (("_patches_per_s", "patches/s"), ("_megapixels_per_s", "MP/s"), ("_images_per_s",
+         "images/s"), ("_step_s", "s"), ("_over_cnn_step", "x"), ("_speedup_over_fp32", "x"),
+         ("_headroom_x", "x"))
+
+
+def table(results: dict) -> str:
+    """The figures as aligned text lines, measurements first, then the context."""
+    lines = []
+    for key, value in results.items():
+        unit = next((u for suffix, u in UNITS if key.endswith(suffix)), None)
+        if unit and isinstance(value, float):
+            lines.append(f"{key:45s} {value:12.3f} {unit}")
+    lines.append("")
+    lines += [f"{key:45s} {value}" for key, value in results.items()
+              if not any(key.endswith(suffix) for suffix, _ in UNITS)]
+    return "\n".join(lines)

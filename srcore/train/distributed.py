@@ -1,0 +1,120 @@
+"""Data-parallel training under torchrun: one process per device, gradients averaged by DDP.
+
+Outside torchrun (no WORLD_SIZE in the environment) a `Dist` of one process makes every helper
+here a plain single-process call, so the training loops have one code path.
+
+Batch sizes in params.yaml are global: each of N processes takes batch/N crops of a step. The
+epoch's crop order is the same permutation (seeded by seed + epoch) whatever N is, and rank r
+takes every N-th crop of it, so the N per-rank batches of a step together hold exactly the crops
+one process would put in that batch: N processes follow the 1-process run up to float rounding.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as torch_dist
+
+from srcore.errors import SrcoreError
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Only the main process writes checkpoints, metrics, plots and MLflow records."""
+        return self.rank == 0
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def setup(device: torch.device) -> tuple[Dist, torch.device]:
+    """Join the process group torchrun described in the environment (nccl on CUDA, gloo on
+    CPU); returns this process's Dist and device (its own GPU on CUDA)."""
+    if not launched_by_torchrun():
+        return Dist(), device
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise SrcoreError(f"local rank {local_rank} has no GPU: this machine has "
+                              f"{torch.cuda.device_count()}; start at most that many processes "
+                              "per node (train.nproc or torchrun --nproc-per-node)")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not torch_dist.is_initialized():
+        torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(rank, world, local_rank), device
+
+
+def teardown() -> None:
+    if torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def check_batch(batch_size: int, key: str, dist: Dist) -> None:
+    if batch_size % dist.world:
+        raise SrcoreError(f"{key}={batch_size} is the global batch and must divide evenly by "
+                          f"the {dist.world} training processes; change {key} or train.nproc")
+
+
+def wrap(module: torch.nn.Module, dist: Dist, device: torch.device) -> torch.nn.Module:
+    """DDP around `module` when there are several processes (it starts from rank 0's weights)."""
+    if dist.world == 1:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda"
+                                   else None)
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The network inside a DDP wrapper: for passes whose gradients must not be synchronised."""
+    return getattr(module, "module", module)
+
+
+def epoch_loader(data, batch_size: int, seed: int, epoch: int, num_workers: int, dist: Dist):
+    """This process's share of the epoch's shuffled batches; the order depends only on
+    (seed, epoch), so a resumed run replays exactly. The last batch may be smaller; with
+    several processes a few crops are repeated so that every process gets as many."""
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    data.set_epoch(epoch)
+    sampler = DistributedSampler(data, num_replicas=dist.world, rank=dist.rank, shuffle=True,
+                                 seed=seed)
+    sampler.set_epoch(epoch)
+    return DataLoader(data, batch_size=batch_size // dist.world, sampler=sampler,
+                      num_workers=num_workers)
+
+
+def sum_over_ranks(values: list[float], dist: Dist) -> list[float]:
+    """Element-wise sums over processes (for epoch means of the training losses)."""
+    if dist.world == 1:
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64)
+    if torch_dist.get_backend() == "nccl":
+        tensor = tensor.cuda()
+    torch_dist.all_reduce(tensor)
+    return tensor.cpu().tolist()
+
+
+def from_main(obj, dist: Dist):
+    """rank 0's `obj` on every process (e.g. validation scores, so that all stop together)."""
+    if dist.world == 1:
+        return obj
+    box = [obj]
+    torch_dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(dist: Dist) -> None:
+    if dist.world > 1:
+        torch_dist.barrier()

@@ -1,0 +1,51 @@
+"""`python -m srcore benchmark`, run as a user runs it, at a tiny configuration."""
+
+import json
+
+from srcore.train.runtime import native_precisions
+
+import torch
+
+from conftest import run_cli, write_params
+
+TINY = {"model__rrdb": 1, "model__features": 8, "model__growth": 8, "data__patch_size": 16,
+        "data__hr_max_side": 64, "cnn__batch_size": 4, "gan__batch_size": 4,
+        "disc__widths": [8, 16, 16, 16], "disc__hidden": [16, 8],
+        "gan__perceptual__layer": "conv2_2"}
+
+
+def test_benchmark_json_reports_every_figure(tmp_path):
+    write_params(tmp_path, **TINY)
+    result = run_cli("benchmark", "--json", cwd=tmp_path)
+    figures = json.loads(result.stdout)
+    assert "measuring: CNN training step, fp32" in result.stderr
+    native = native_precisions(torch.device("cpu"))
+    assert figures["native_precisions"] == native and figures["device"] == "cpu"
+    assert figures["batch_size"] == 4 and figures["patch_size_px"] == 16
+    for precision in ("fp32", "bf16"):
+        assert figures[f"cnn_train_{precision}_patches_per_s"] > 0
+        assert figures[f"cnn_train_{precision}_emulated"] == (precision not in native)
+    assert figures["cnn_train_bf16_speedup_over_fp32"] == \
+        figures["cnn_train_fp32_step_s"] / figures["cnn_train_bf16_step_s"]
+    for precision in native:
+        for step in ("generator", "discriminator", "joint"):
+            assert figures[f"gan_{step}_{precision}_step_s"] > 0
+        assert figures[f"gan_joint_{precision}_step_over_cnn_step"] > 0
+    if "bf16" not in native:
+        assert "bf16" in figures["gan_not_measured"]
+        assert figures["cnn_train_bf16_runs"] == 1
+    else:
+        assert figures["cnn_train_fp32_runs"] >= 1
+    assert figures["loader_headroom_x"] == \
+        figures["loader_patches_per_s"] / figures["training_consumes_patches_per_s"]
+    for key in ("inference_untiled_megapixels_per_s", "inference_tiled_megapixels_per_s",
+                "eval_images_per_s"):
+        assert figures[key] > 0
+
+
+def test_benchmark_table_and_bad_device(tmp_path):
+    write_params(tmp_path, **TINY)
+    text = run_cli("benchmark", cwd=tmp_path).stdout
+    assert "cnn_train_fp32_patches_per_s" in text and "patches/s" in text and "MP/s" in text
+    bad = run_cli("benchmark", "--device", "tpu", cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "--device tpu" in bad.stderr

@@ -1,0 +1,101 @@
+"""Data-parallel training: 2 CPU processes (gloo) under torchrun against 1 process."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from srcore.atomic import write_json
+from srcore.models.checkpoint import load_generator
+
+from conftest import run_cli, write_params, write_training_data
+
+WORKER = Path(__file__).with_name("ddp_worker.py")
+# 1 process with batch B against 2 with B/2 each: the same crops, gradients summed in another
+# order; a few Adam steps keep the weights this close (measured differences are ~1e-7)
+ATOL = 1e-5
+
+
+def launch(nproc: int, out: Path, phase: str, epochs: int, weights: Path) -> None:
+    out.mkdir(exist_ok=True)
+    args = [str(WORKER), phase, str(out), str(epochs), str(weights)]
+    runner = [sys.executable] if nproc == 1 else \
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    result = subprocess.run(runner + args, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def weights_of(path: Path) -> dict[str, torch.Tensor]:
+    saved = torch.load(path, weights_only=True)
+    return {f"{net}.{k}": v for net, state in saved.items() for k, v in state.items()}
+
+
+def max_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+def rows(path: Path) -> list[dict]:
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("phase", ["cnn", "gan-alternate", "gan-joint"])
+def test_two_processes_match_one_process_and_each_other(tmp_path, weights_dir, phase):
+    launch(2, tmp_path / "two", phase, 2, weights_dir)
+    launch(1, tmp_path / "one", phase, 2, weights_dir)
+    rank0, rank1 = (weights_of(tmp_path / "two" / f"rank{r}.pt") for r in (0, 1))
+    assert max_difference(rank0, rank1) == 0  # DDP keeps the replicas identical
+    one = weights_of(tmp_path / "one" / "rank0.pt")
+    assert max_difference(one, rank0) < ATOL
+    # only the main process reports epochs (MLflow, metrics, plots hang on this hook)
+    assert rows(tmp_path / "two" / "rank1.json") == []
+    two_rows, one_rows = rows(tmp_path / "two" / "rank0.json"), rows(tmp_path / "one" / "rank0.json")
+    assert [r["epoch"] for r in two_rows] == [r["epoch"] for r in one_rows]
+    loss = "train_loss" if phase == "cnn" else "d_loss"
+    for a, b in zip(one_rows, two_rows):  # epoch means gathered over both processes
+        assert a[loss] == pytest.approx(b[loss], rel=1e-4)
+    assert not list((tmp_path / "two").glob("*.tmp*"))
+
+
+def test_two_process_run_resumes_as_it_would_have_continued(tmp_path, weights_dir):
+    launch(2, tmp_path / "resumed", "cnn", 1, weights_dir)
+    launch(2, tmp_path / "resumed", "cnn", 3, weights_dir)  # same fingerprint: resumes at 2
+    launch(2, tmp_path / "straight", "cnn", 3, weights_dir)
+    resumed = weights_of(tmp_path / "resumed" / "rank0.pt")
+    assert max_difference(resumed, weights_of(tmp_path / "straight" / "rank0.pt")) == 0
+    assert [r["epoch"] for r in rows(tmp_path / "resumed" / "rank0.json")] == [2, 3]
+
+
+TINY = {"model__rrdb": 1, "model__features": 8, "model__growth": 8, "cnn__epochs": 2,
+        "cnn__val_every": 1, "data__patch_size": 32, "data__patches_per_image": 4,
+        "cnn__batch_size": 4, "train__nproc": 2}
+
+
+def test_train_cnn_with_nproc_2_launches_torchrun_and_records_once(project):
+    write_training_data(project, train=2)
+    write_params(project, **TINY)
+    result = run_cli("train-cnn", cwd=project)
+    assert "launching 2 training processes: torchrun --standalone" in result.stderr
+    assert "cpu fp32 x 2 process(es)" in result.stdout
+    assert result.stdout.count("train_cnn: best val PSNR-Y") == 1  # the main process reports
+    assert json.loads((project / "metrics/train_cnn.json").read_text())["epochs_run"] == 2
+    load_generator(project / "models/cnn.pt")
+    import mlflow
+
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(experiment_names=["srcore"])
+    assert list(runs["status"]) == ["FINISHED"] and list(runs["params.processes"]) == ["2"]
+
+
+def test_missing_inputs_stop_before_any_process_is_launched(project):
+    write_params(project, **TINY)
+    write_json(project / "data/split.json", {"train": ["a"], "val": ["b"], "test": ["c"]})
+    result = run_cli("train-gan", cwd=project, check=False)
+    assert result.returncode == 2 and "launching" not in result.stderr
+    assert result.stderr.count("error:") == 1
+    assert "models/cnn.pt not found: run the train_cnn stage first" in result.stderr

@@ -1,0 +1,59 @@
+"""Precision choice, and tiny trainings in bf16 and fp16 (gradient-scaled) against fp32."""
+
+import pytest
+import torch
+
+from srcore.errors import SrcoreError
+from srcore.models.checkpoint import load_checkpoint
+from srcore.train.cnn import train_cnn
+from srcore.train.runtime import (cpu_has_native_bf16, grad_scaler, native_precisions,
+                                  pick_precision)
+
+from test_train_cnn import setup
+
+CPU = torch.device("cpu")
+# bf16 keeps 8 bits of mantissa; over a few dozen steps of the tiny model it may cost at most
+# this much val PSNR-Y against fp32 (measured: see test output)
+BF16_MARGIN_DB = 0.3
+
+
+def test_auto_is_bf16_only_where_the_cpu_has_it():
+    assert pick_precision("auto", CPU) == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert native_precisions(CPU)[0] == "fp32"
+    assert pick_precision("bf16", CPU) == "bf16"  # asked for: allowed, even if emulated
+
+
+def test_fp16_on_a_cpu_is_refused_with_the_key_named():
+    with pytest.raises(SrcoreError, match="train.precision=fp16 needs a CUDA GPU"):
+        pick_precision("fp16", CPU)
+    with pytest.raises(SrcoreError, match="--precision=fp16"):
+        pick_precision("fp16", CPU, "--precision")
+
+
+def test_only_fp16_scales_gradients():
+    assert grad_scaler("fp16", CPU).is_enabled()
+    assert not grad_scaler("bf16", CPU).is_enabled()
+    assert not grad_scaler("fp32", CPU).is_enabled()
+
+
+def trained(tmp_path, precision: str) -> dict:
+    (tmp_path / precision).mkdir()
+    model, data, val, cfg, kw = setup(tmp_path / precision, epochs=6, lr=2e-3)
+    kw["precision"] = precision
+    return train_cnn(model, data, val, cfg, **kw)
+
+
+def test_bf16_training_is_not_worse_than_fp32_by_more_than_the_margin(tmp_path):
+    fp32, bf16 = trained(tmp_path, "fp32"), trained(tmp_path, "bf16")
+    print(f"val PSNR-Y after 24 steps: fp32 {fp32['best']['psnr_y']:.3f} dB, "
+          f"bf16 {bf16['best']['psnr_y']:.3f} dB")
+    assert bf16["best"]["psnr_y"] >= fp32["best"]["psnr_y"] - BF16_MARGIN_DB
+    assert bf16["history"][-1]["train_loss"] < bf16["history"][0]["train_loss"]
+
+
+def test_fp16_trains_through_the_gradient_scaler(tmp_path):
+    """The CUDA fp16 path (autocast + GradScaler) run on the CPU, where torch supports both."""
+    summary = trained(tmp_path, "fp16")
+    assert summary["history"][-1]["train_loss"] < summary["history"][0]["train_loss"]
+    state = load_checkpoint(tmp_path / "fp16" / "last.pt")
+    assert state["objects"]["scaler"]["scale"] > 0  # the scaler's state is saved for resuming

@@ -83,8 +83,12 @@ def run(params: Params, device: torch.device, log: Callable[[str], None]) -> dic
                  "rrdb_blocks": params.model.rrdb, "features": params.model.features,
                  "batch_size": batch, "patch_size_px": patch}
     torch.manual_seed(0)
-    lr_img = torch.rand(batch, 3, patch // scale, patch // scale, device=device)
-    hr_img = torch.rand(batch, 3, patch, patch, device=device)
+
+    def random_batch(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.rand(size, 3, patch // scale, patch // scale, device=device),
+                torch.rand(size, 3, patch, patch, device=device))
+
+    lr_img, hr_img = random_batch(batch)
 
     def new_generator() -> RRDBNet:
         return RRDBNet(params.model.rrdb, params.model.features, params.model.growth,
@@ -116,8 +120,7 @@ def run(params: Params, device: torch.device, log: Callable[[str], None]) -> dic
     perceptual = PerceptualLoss(_random_features(params.gan.perceptual.net),
                                 params.gan.perceptual.layer,
                                 params.gan.perceptual.activation).to(device)
-    gan_batch_size = params.gan.batch_size
-    lr_gan, hr_gan = lr_img[:gan_batch_size], hr_img[:gan_batch_size]
+    lr_gan, hr_gan = random_batch(params.gan.batch_size)
     for precision in [p for p in candidates if p in native]:
         generator = new_generator()
         disc = Discriminator(params.disc.widths, params.disc.hidden).to(device).train()
@@ -163,11 +166,9 @@ def run(params: Params, device: torch.device, log: Callable[[str], None]) -> dic
 
 def _random_features(net: str) -> torch.nn.Module:
     """torchvision's VGG features with random weights (no download, no 500 MB classifier)."""
-    import torchvision
+    from srcore.pretrained import empty_features
 
-    with torch.device("meta"):
-        features = getattr(torchvision.models, net)(weights=None).features
-    features = features.to_empty(device="cpu")
+    features = empty_features(net).to_empty(device="cpu")
     for param in features.parameters():
         torch.nn.init.normal_(param, std=0.02)
     return features

@@ -8,9 +8,10 @@ No key has a default here: params.yaml is the one place where values live.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError,
+                      model_validator)
 
 from srcore.errors import SrcoreError
 
@@ -63,9 +64,13 @@ class TrainParams(_Section):
     nproc: int = Field(ge=1, le=1024)
 
 
-def _betas_ok(betas) -> None:
+def _betas_ok(betas: tuple[float, float]) -> tuple[float, float]:
     if not all(0 <= b < 1 for b in betas):
-        raise ValueError(f"betas={list(betas)}: each must be in [0, 1)")
+        raise ValueError("each must be in [0, 1)")
+    return betas
+
+
+Betas = Annotated[tuple[float, float], AfterValidator(_betas_ok)]
 
 
 class CnnParams(_Section):
@@ -74,14 +79,9 @@ class CnnParams(_Section):
     batch_size: int = Field(ge=1)
     lr: float = Field(gt=0, le=1)
     lr_halve_at: int = Field(ge=1)
-    betas: tuple[float, float]
+    betas: Betas
     val_every: int = Field(ge=1)
     patience: int = Field(ge=1)
-
-    @model_validator(mode="after")
-    def _check(self):
-        _betas_ok(self.betas)
-        return self
 
 
 class DiscParams(_Section):
@@ -116,16 +116,11 @@ class GanParams(_Section):
     epochs_per_round: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     lr: float = Field(gt=0, le=1)
-    betas: tuple[float, float]
+    betas: Betas
     relativistic: bool
     val_every: int = Field(ge=1)
     perceptual: PerceptualParams
     weights: GanWeights
-
-    @model_validator(mode="after")
-    def _check(self):
-        _betas_ok(self.betas)
-        return self
 
 
 class EvalParams(_Section):

@@ -221,7 +221,7 @@ def _convert_convs(params: dict, net: str, where: str) -> dict:
     """Map flax Conv_0, Conv_1, ... onto torchvision's conv layers in order; check every shape."""
     import torch
 
-    expected = _empty_features(net)
+    expected = empty_features(net)
     conv_names = [name for name, m in expected.named_children() if isinstance(m, torch.nn.Conv2d)]
     found = sorted(params)
     if found != sorted(f"Conv_{i}" for i in range(len(conv_names))):
@@ -255,7 +255,7 @@ def _check_shapes(state: dict, expected: dict[str, tuple], what: str, where: str
         raise SrcoreError(f"{where}: unexpected {what} tensors {extra}. Delete the file and re-run.")
 
 
-def _empty_features(net: str) -> torch.nn.Module:
+def empty_features(net: str) -> torch.nn.Module:
     """torchvision's `<net>().features` without weights, built on the meta device (no memory, no init)."""
     import torch
     import torchvision
@@ -378,7 +378,7 @@ def load_features(out_dir: Path, net: str) -> torch.nn.Module:
     if net not in NETS:
         raise SrcoreError(f"unknown network {net!r}: choose one of {', '.join(NETS)}.")
     state = _load_state(out_dir, net)
-    features = _empty_features(net)
+    features = empty_features(net)
     try:
         features.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as err:

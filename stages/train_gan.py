@@ -38,9 +38,8 @@ def _train(params, split, dist, device) -> None:
     generator, _ = load_generator(CNN)
     disc = load_discriminator(load_checkpoint(DISC))
     features = load_features(PRETRAINED, gan.perceptual.net)
-    lpips_model = load_lpips(PRETRAINED)
+    lpips_model = load_lpips(PRETRAINED, device) if dist.main else None  # validation: rank 0
     precision = pick_precision(params.train.precision, device)
-    lpips_model.to(device)
     dataset, val = training_data(params, split)
     perceptual = PerceptualLoss(features, gan.perceptual.layer, gan.perceptual.activation)
     cfg = GanConfig(loss=gan.loss, schedule=gan.schedule, rounds=gan.rounds,
@@ -53,18 +52,17 @@ def _train(params, split, dist, device) -> None:
                           gan.model_dump(), params.disc.lr, params.train.precision,
                           params.train.nproc, split["train"], split["val"], file_digest(CNN),
                           file_digest(DISC))
-    if not dist.main:
-        train_gan(generator, disc, perceptual, dataset, val, lpips_model, cfg, device=device,
-                  precision=precision, last_path=GAN_LAST, fingerprint=run_key, dist=dist)
-        return
-    cnn_scores = validate(generator.to(device), val, device, precision,
-                          params.eval.crop_border, lpips_model)
-    print(f"train_gan: {gan.schedule} schedule, {gan.loss} loss, {len(dataset)} crops/epoch, "
-          f"{device} {precision} x {dist.world} process(es); the CNN starts at val PSNR-Y {cnn_scores['psnr_y']:.2f} dB, "
-          f"LPIPS {cnn_scores['lpips']:.4f}")
+    if dist.main:
+        cnn_scores = validate(generator.to(device), val, device, precision,
+                              params.eval.crop_border, lpips_model)
+        print(f"train_gan: {gan.schedule} schedule, {gan.loss} loss, {len(dataset)} "
+              f"crops/epoch, {device} {precision} x {dist.world} process(es); the CNN starts at "
+              f"val PSNR-Y {cnn_scores['psnr_y']:.2f} dB, LPIPS {cnn_scores['lpips']:.4f}")
 
-    with stage_run("train_gan", params.mlflow.experiment, params.model_dump()) as mlflow:
-        mlflow.log_metrics({f"cnn_val_{k}": v for k, v in cnn_scores.items()})
+    with stage_run("train_gan", params.mlflow.experiment, params.model_dump(),
+                   enabled=dist.main) as mlflow:
+        if dist.main:
+            mlflow.log_metrics({f"cnn_val_{k}": v for k, v in cnn_scores.items()})
         grid_every = max(1, len(schedule(cfg)) // 5)
 
         def on_epoch(row: dict) -> None:
@@ -77,6 +75,8 @@ def _train(params, split, dist, device) -> None:
         summary = train_gan(generator, disc, perceptual, dataset, val, lpips_model, cfg,
                             device=device, precision=precision, last_path=GAN_LAST,
                             fingerprint=run_key, on_epoch=on_epoch, dist=dist)
+        if not dist.main:
+            return
         save_generator(GAN, generator.cpu(), epoch=summary["epochs_run"])
         save_discriminator(GAN_DISC, disc.cpu(), epoch=summary["epochs_run"])
         final = summary["history"][-1]

@@ -87,9 +87,10 @@ def pixel_step(model, optimizer, scaler, loss_fn, lr_img: torch.Tensor, hr_img: 
     with autocast(precision, device):
         sr = model(lr_img.to(device))
     loss = loss_fn(sr.float(), hr_img.to(device))
-    check(loss.item())
+    value = loss.item()
+    check(value)
     optimize(loss, optimizer, scaler)
-    return loss.item()
+    return value
 
 
 def train_cnn(model: RRDBNet, data: PatchDataset, val: list[ValImage], cfg: CnnConfig, *,

@@ -115,12 +115,13 @@ def gan_batch(phase: str, nets: GanNets, lr_img: torch.Tensor, hr: torch.Tensor,
         terms["adversarial"] = generator_adversarial(fake_logits, real_logits, cfg.relativistic)
         if cfg.loss == "triad":
             terms["l1"] = F.l1_loss(sr, hr)
-        for term, value in terms.items():
-            check(f"generator {term}", value.item(), "Lower gan.lr or the weight of that term.")
+        values = {term: value.item() for term, value in terms.items()}
+        for term, value in values.items():
+            check(f"generator {term}", value, "Lower gan.lr or the weight of that term.")
         loss = sum(cfg.weights[term] * value for term, value in terms.items())
         optimize(loss, nets.opt_g, nets.scaler_g)
         disc.requires_grad_("D" in phase)
-        logged.update({f"g_{k}": v.item() for k, v in terms.items()})
+        logged.update({f"g_{k}": v for k, v in values.items()})
         logged["g_total"] = loss.item()
         fake = fake.detach()
     else:
@@ -130,10 +131,11 @@ def gan_batch(phase: str, nets: GanNets, lr_img: torch.Tensor, hr: torch.Tensor,
     with torch.set_grad_enabled("D" in phase), autocast(precision, device):
         real_logits, fake_logits = _disc_logits(disc, hr, fake)
     d_loss = discriminator_loss(real_logits, fake_logits, cfg.relativistic)
-    check("discriminator", d_loss.item(), "Lower disc.lr.")
+    logged["d_loss"] = d_loss.item()
+    check("discriminator", logged["d_loss"], "Lower disc.lr.")
     if "D" in phase:
         optimize(d_loss, nets.opt_d, nets.scaler_d)
-    return {**logged, "d_loss": d_loss.item(), **d_stats(real_logits, fake_logits)}
+    return {**logged, **d_stats(real_logits, fake_logits)}
 
 
 def _epoch_means(sums: dict[str, float], count: int, dist: Dist) -> dict[str, float]:

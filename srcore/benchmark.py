@@ -2,8 +2,8 @@
 the params.yaml configuration.
 
 Each figure is the median of timed runs after a warm-up run, with the same functions the
-pipeline calls (pixel_step, gan_batch, epoch_loader, upscale_array, image_metrics). Inputs are
-synthetic and network weights random: speed does not depend on their values, and the benchmark
+pipeline calls (pixel_step, gan_step, batch_stream, train_cnn, upscale_array, image_metrics).
+Inputs are synthetic and network weights random: speed does not depend on their values, and the benchmark
 needs neither data nor pretrained weights. Low-precision runs that the hardware only emulates
 (bf16 on a CPU without bf16 instructions: ~20x slower) get one timed run and no GAN figures, to
 keep the whole benchmark to about a minute or two on a laptop CPU.
@@ -67,9 +67,10 @@ def run(params: Params, device: torch.device, log: Callable[[str], None]) -> dic
     from srcore.losses import PerceptualLoss
     from srcore.models.discriminator import Discriminator
     from srcore.models.rrdb import RRDBNet
+    from srcore.train.batches import batch_stream
     from srcore.train.cnn import LOSSES, pixel_step
-    from srcore.train.distributed import Dist, epoch_loader
-    from srcore.train.gan import GanConfig, GanNets, gan_batch
+    from srcore.train.distributed import Dist
+    from srcore.train.gan import GanNets, gan_step
     from srcore.train.runtime import grad_scaler, native_precisions
 
     batch, patch, scale = params.cnn.batch_size, params.data.patch_size, params.data.scale
@@ -88,14 +89,11 @@ def run(params: Params, device: torch.device, log: Callable[[str], None]) -> dic
         return (torch.rand(size, 3, patch // scale, patch // scale, device=device),
                 torch.rand(size, 3, patch, patch, device=device))
 
-    lr_img, hr_img = random_batch(batch)
+    lq, gt = random_batch(batch)
 
     def new_generator() -> RRDBNet:
         return RRDBNet(params.model.rrdb, params.model.features, params.model.growth,
                        params.model.skip).to(device).train()
-
-    def no_check(*args) -> None:
-        """The NaN guard's hook: random inputs give finite losses."""
 
     for precision in candidates:
         emulated = precision not in native
@@ -104,8 +102,8 @@ def run(params: Params, device: torch.device, log: Callable[[str], None]) -> dic
         scaler = grad_scaler(precision, device)
         log(f"CNN training step, {precision}" + (" (emulated: one run)" if emulated else ""))
         seconds, runs = median_seconds(
-            lambda: pixel_step(model, optimizer, scaler, LOSSES[params.cnn.loss], lr_img, hr_img,
-                               precision, device, no_check),
+            lambda: pixel_step(model, optimizer, scaler, LOSSES[params.cnn.loss], lq, gt,
+                               precision, device),
             device, warmup=0 if emulated else 1, repeats=1 if emulated else REPEATS)
         out[f"cnn_train_{precision}_step_s"] = seconds
         out[f"cnn_train_{precision}_patches_per_s"] = batch / seconds
@@ -115,12 +113,10 @@ def run(params: Params, device: torch.device, log: Callable[[str], None]) -> dic
         out["cnn_train_bf16_speedup_over_fp32"] = (out["cnn_train_fp32_step_s"]
                                                    / out["cnn_train_bf16_step_s"])
 
-    gan_cfg = GanConfig(loss=params.gan.loss, relativistic=params.gan.relativistic,
-                        weights=params.gan.weights.model_dump())
     perceptual = PerceptualLoss(_random_features(params.gan.perceptual.net),
                                 params.gan.perceptual.layer,
                                 params.gan.perceptual.activation).to(device)
-    lr_gan, hr_gan = random_batch(params.gan.batch_size)
+    lq_gan, gt_gan = random_batch(params.gan.batch_size)
     for precision in [p for p in candidates if p in native]:
         generator = new_generator()
         disc = Discriminator(params.disc.widths, params.disc.hidden).to(device).train()
@@ -133,8 +129,8 @@ def run(params: Params, device: torch.device, log: Callable[[str], None]) -> dic
             generator.requires_grad_("G" in phase)
             disc.requires_grad_("D" in phase)
             seconds, runs = median_seconds(
-                lambda: gan_batch(phase, nets, lr_gan, hr_gan, gan_cfg, precision, device,
-                                  no_check), device)
+                lambda: gan_step(phase, nets, lq_gan, gt_gan, params.gan, precision, device),
+                device)
             out[f"gan_{name}_{precision}_step_s"] = seconds
             out[f"gan_{name}_{precision}_runs"] = runs
         out[f"gan_joint_{precision}_step_over_cnn_step"] = (
@@ -144,24 +140,69 @@ def run(params: Params, device: torch.device, log: Callable[[str], None]) -> dic
         out["gan_not_measured"] = (f"{', '.join(skipped)}: emulated on this device, not worth "
                                    "training in; see the CNN figure")
 
-    log("data loader (one epoch of the training crops)")
+    log("data loader (8 batches of the training stream)")
     images = synthetic_images(params)
-    per_image = max(1, 8 * batch // len(images))  # an epoch of 8 batches
-    dataset = PatchDataset(images, patch, per_image, scale, params.data.lr_kernel, params.data.hflip, params.data.vflip,
+    dataset = PatchDataset(images, patch, params.data.patches_per_image, scale,
+                           params.data.lq_kernel, params.data.hflip, params.data.vflip,
                            params.data.rot90, params.seed)
-    loader_s, runs = median_seconds(
-        lambda: sum(len(hr) for _, hr in epoch_loader(dataset, batch, params.seed, 1,
-                                                      params.train.num_workers, Dist())),
-        torch.device("cpu"), repeats=3)
+    stream = batch_stream(dataset, batch, params.seed, 0, params.train.num_workers, Dist())
+    next(stream)  # workers started
+    loader_s, runs = median_seconds(lambda: [next(stream) for _ in range(8)],
+                                    torch.device("cpu"), repeats=3)
     trained_in = "bf16" if "bf16" in native else "fp32"
-    out["loader_patches_per_s"] = len(dataset) / loader_s
+    out["loader_patches_per_s"] = 8 * batch / loader_s
     out["loader_num_workers"] = params.train.num_workers
     out["training_consumes_patches_per_s"] = out[f"cnn_train_{trained_in}_patches_per_s"]
     out["loader_headroom_x"] = out["loader_patches_per_s"] / out["training_consumes_patches_per_s"]
 
+    out.update(_loop_efficiency(params, device, new_generator(), dataset, trained_in, log))
     out.update(_inference(params, device, new_generator().eval(), trained_in, log))
     out.update(_evaluation(params, log))
     return out
+
+
+def _loop_efficiency(params: Params, device, model, dataset, precision: str, log) -> dict:
+    """The real train_cnn loop (EMA, lr schedule, validation on two small images, logging to a
+    CSV, checkpoints, all at params.yaml's cadences) for train.checkpoint_every steps, so that
+    it includes one checkpoint, against the isolated step: the share of time spent stepping.
+    MLflow logging is left out (it is asynchronous in the stages)."""
+    import contextlib
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from srcore.csvlog import CsvLog
+    from srcore.train.cnn import LOSSES, pixel_step, train_cnn
+    from srcore.train.runtime import grad_scaler
+    from srcore.train.validate import make_val_images
+
+    cnn, train = params.cnn, params.train
+    steps = min(cnn.steps, max(train.checkpoint_every, 2))
+    quick = cnn.model_copy(update={"steps": steps, "lr_halve_at": [steps // 2] if steps > 2
+                                   else [], "val_every": min(cnn.val_every, steps),
+                                   "early_stop_warmup": steps - 1})
+    rng = np.random.default_rng(2)
+    val = make_val_images([rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+                           for _ in range(2)], params.data.scale, params.data.lq_kernel)
+    log(f"the train_cnn loop, {steps} steps, {precision}")
+    # its progress lines go to stderr: stdout is the benchmark's result (--json)
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
+        csv = CsvLog(Path(tmp) / "train.csv", ["step", "train_loss", "lr"])
+        summary = train_cnn(model, dataset, val, quick, train, seed=params.seed,
+                            crop_border=params.eval.crop_border, device=device,
+                            precision=precision, best_path=Path(tmp) / "cnn.pt",
+                            last_path=Path(tmp) / "last.pt", key="benchmark",
+                            on_start=csv.start,
+                            on_log=lambda step, row: csv.append({"step": step, **row}))
+    log(f"the isolated step, {precision}")
+    optimizer = torch.optim.Adam(model.parameters(), lr=cnn.lr)
+    lq, gt = (t.unsqueeze(0).repeat(cnn.batch_size, 1, 1, 1) for t in dataset[(0, 0)])
+    step_s, _ = median_seconds(lambda: pixel_step(model, optimizer, grad_scaler(precision, device),
+                                                  LOSSES[cnn.loss], lq, gt, precision, device),
+                               device)
+    return {"loop_steps": steps, "loop_steps_per_s": summary["steps_per_s"],
+            "isolated_steps_per_s": 1 / step_s,
+            "loop_efficiency_x": summary["steps_per_s"] * step_s}
 
 
 def _random_features(net: str) -> torch.nn.Module:
@@ -178,14 +219,14 @@ def _inference(params: Params, device, model, precision: str, log) -> dict:
     from srcore.infer import upscale_array
 
     side = params.data.hr_max_side // params.data.scale
-    lr = np.random.default_rng(1).integers(0, 256, (side * 3 // 4, side, 3), dtype=np.uint8)
-    megapixels = lr.shape[0] * lr.shape[1] * params.data.scale ** 2 / 1e6
+    lq = np.random.default_rng(1).integers(0, 256, (side * 3 // 4, side, 3), dtype=np.uint8)
+    megapixels = lq.shape[0] * lq.shape[1] * params.data.scale ** 2 / 1e6
     out = {"inference_precision": precision, "inference_output_megapixels": megapixels,
            "inference_tile_px": INFER_TILE}
     for name, tile in (("untiled", 0), ("tiled", INFER_TILE)):
         log(f"inference, {name}")
         seconds, runs = median_seconds(
-            lambda: upscale_array(model, lr, tile=tile, device=device, precision=precision),
+            lambda: upscale_array(model, lq, tile=tile, device=device, precision=precision),
             device, repeats=3)
         out[f"inference_{name}_megapixels_per_s"] = megapixels / seconds
         out[f"inference_{name}_runs"] = runs
@@ -205,18 +246,18 @@ def _evaluation(params: Params, log) -> dict:
         warnings.filterwarnings("ignore", category=UserWarning)
         lpips_model = lpips.LPIPS(net="alex", version="0.1", pretrained=False, pnet_rand=True,
                                   verbose=False).eval()
-    hr, sr = synthetic_images(params, 2)
+    gt, sr = synthetic_images(params, 2)
     log("evaluation metrics")
-    seconds, runs = median_seconds(lambda: image_metrics(hr, sr, params.eval.crop_border,
+    seconds, runs = median_seconds(lambda: image_metrics(gt, sr, params.eval.crop_border,
                                                          lpips_model), torch.device("cpu"),
                                    repeats=3)
-    return {"eval_images_per_s": 1 / seconds, "eval_image_megapixels": hr.shape[0] * hr.shape[1]
+    return {"eval_images_per_s": 1 / seconds, "eval_image_megapixels": gt.shape[0] * gt.shape[1]
             / 1e6, "eval_runs": runs}
 
 
 UNITS = (("_patches_per_s", "patches/s"), ("_megapixels_per_s", "MP/s"), ("_images_per_s",
          "images/s"), ("_step_s", "s"), ("_over_cnn_step", "x"), ("_speedup_over_fp32", "x"),
-         ("_headroom_x", "x"))
+         ("_headroom_x", "x"), ("_efficiency_x", "x"), ("_steps_per_s", "steps/s"))
 
 
 def table(results: dict) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from srcore.errors import SrcoreError
+from srcore.errors import Interrupted, SrcoreError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="srcore: a reproducible, tracked pipeline for 4x image super-resolution.")
@@ -77,21 +77,9 @@ def train_gan(params: Path = PARAMS) -> None:
 
 
 def _train(stage, command: str, params: Path) -> None:
-    """Run a training stage here, or in train.nproc processes through torchrun."""
-    from srcore.config import load_params
-    from srcore.launch import check_devices, run_under_torchrun
-    from srcore.train.distributed import launched_by_torchrun
+    from stages.common import run_or_launch
 
-    train = load_params(params).train  # a bad params file stops here, before any launch
-    if train.nproc > 1 and not launched_by_torchrun():
-        stage.check_inputs()  # missing inputs: one message, not one per process
-        check_devices(train.nproc, train.device)
-        code = run_under_torchrun(train.nproc, [command, "--params", str(params)])
-        if code:
-            raise SrcoreError(f"{command}: a training process failed (exit code {code}); its "
-                              "error is above")
-        return
-    stage.run(params)
+    run_or_launch(stage, command, params)
 
 
 @app.command()
@@ -219,23 +207,19 @@ def benchmark(
     print(json.dumps(results, indent=2) if as_json else table(results))
 
 
-class Interrupted(BaseException):
-    """Ctrl-C. Raised instead of KeyboardInterrupt, which the CLI framework would swallow."""
-
-
 def _interrupt(signum, frame):
-    raise Interrupted()
+    raise Interrupted(signum)
 
 
 def main() -> None:
-    signal.signal(signal.SIGINT, _interrupt)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     try:
         app()
     except SrcoreError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    except Interrupted:
-        # training stages save their state after every epoch (models/*_last.pt)
-        print("interrupted: finished epochs are kept in models/*_last.pt; run the same command "
-              "(or dvc repro) to resume", file=sys.stderr)
-        sys.exit(130)
+    except Interrupted as stop:
+        # a training loop saves its state first and says where (srcore/train/loop.py)
+        print(f"interrupted: {stop.message or 'stopped'}", file=sys.stderr)
+        sys.exit(128 + stop.signum)

@@ -25,7 +25,7 @@ class DataParams(_Section):
     dir: Optional[str]
     hr_max_side: int = Field(ge=16)
     scale: Literal[4]  # the generator is 4x, as in the study
-    lr_kernel: Literal["bicubic", "area", "bilinear", "nearest"]
+    lq_kernel: Literal["bicubic", "area", "bilinear", "nearest"]
     patch_size: int = Field(ge=8)
     patches_per_image: int = Field(ge=1)
     hflip: bool
@@ -62,6 +62,15 @@ class TrainParams(_Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"]
     num_workers: int = Field(ge=0)
     nproc: int = Field(ge=1, le=1024)
+    log_every: int = Field(ge=1)
+    checkpoint_every: int = Field(ge=1)
+    ema_decay: float = Field(gt=0, lt=1)
+
+
+def _within(key: str, value: int, run: str, steps: int) -> None:
+    if value > steps:
+        raise ValueError(f"{key}={value} is longer than its run ({run} = {steps}): it would "
+                         f"never come round; make it at most {steps}")
 
 
 def _betas_ok(betas: tuple[float, float]) -> tuple[float, float]:
@@ -75,17 +84,32 @@ Betas = Annotated[tuple[float, float], AfterValidator(_betas_ok)]
 
 class CnnParams(_Section):
     loss: Literal["l1", "l2"]
-    epochs: int = Field(ge=1)
+    steps: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     lr: float = Field(gt=0, le=1)
-    lr_halve_at: int = Field(ge=1)
+    lr_halve_at: list[int]
     betas: Betas
     val_every: int = Field(ge=1)
     patience: int = Field(ge=1)
+    early_stop_warmup: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _check(self):
+        _within("cnn.val_every", self.val_every, "cnn.steps", self.steps)
+        _within("cnn.patience", self.patience, "cnn.steps", self.steps)
+        if self.early_stop_warmup >= self.steps:
+            raise ValueError(f"cnn.early_stop_warmup={self.early_stop_warmup} must be below "
+                             f"cnn.steps={self.steps}: early stopping could never fire")
+        for step in self.lr_halve_at:
+            if not 1 <= step < self.steps:
+                raise ValueError(f"cnn.lr_halve_at: step {step} is outside the run (1 to "
+                                 f"cnn.steps-1 = {self.steps - 1}); remove it or lengthen "
+                                 "the run")
+        return self
 
 
 class DiscParams(_Section):
-    pretrain_epochs: int = Field(ge=1)
+    pretrain_steps: int = Field(ge=1)
     lr: float = Field(gt=0, le=1)
     widths: list[int] = Field(min_length=4, max_length=4)
     hidden: list[int] = Field(min_length=2, max_length=2)
@@ -113,7 +137,8 @@ class GanParams(_Section):
     loss: Literal["dual", "triad"]
     schedule: Literal["alternate", "joint"]
     rounds: int = Field(ge=1)
-    epochs_per_round: int = Field(ge=1)
+    g_steps: int = Field(ge=1)
+    d_steps: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     lr: float = Field(gt=0, le=1)
     betas: Betas
@@ -121,6 +146,17 @@ class GanParams(_Section):
     val_every: int = Field(ge=1)
     perceptual: PerceptualParams
     weights: GanWeights
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps of the whole GAN phase (a joint step trains G and D on one batch)."""
+        per_round = self.g_steps if self.schedule == "joint" else self.g_steps + self.d_steps
+        return self.rounds * per_round
+
+    @model_validator(mode="after")
+    def _check(self):
+        _within("gan.val_every", self.val_every, "the GAN's steps", self.steps)
+        return self
 
 
 class EvalParams(_Section):
@@ -145,6 +181,11 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _check(self):
+        runs = {"cnn.steps": self.cnn.steps, "disc.pretrain_steps": self.disc.pretrain_steps,
+                "the GAN's steps": self.gan.steps}
+        for key in ("log_every", "checkpoint_every"):
+            for run, steps in runs.items():
+                _within(f"train.{key}", getattr(self.train, key), run, steps)
         for key, batch in (("cnn.batch_size", self.cnn.batch_size),
                            ("gan.batch_size", self.gan.batch_size)):
             if batch % self.train.nproc:
@@ -173,15 +214,24 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise SrcoreError(f"{path}: invalid params:\n" + _describe(err)) from None
 
 
+RENAMED = {"data.lr_kernel": "data.lq_kernel", "cnn.epochs": "cnn.steps",
+           "disc.pretrain_epochs": "disc.pretrain_steps",
+           "gan.epochs_per_round": "gan.g_steps and gan.d_steps"}
+
+
 def _describe(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        if e["type"] == "extra_forbidden":
+        if e["type"] == "extra_forbidden" and key in RENAMED:
+            lines.append(f"  {key}: renamed, now {RENAMED[key]} (training counts optimizer "
+                         "steps, not epochs: see README)")
+        elif e["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key (check the spelling against params.yaml)")
         elif e["type"] == "missing":
             lines.append(f"  {key}: missing (every key of the repository's params.yaml is needed)")
-        elif not e["loc"]:  # a check across sections: its message names the keys
+        elif not e["loc"] or isinstance(e.get("input"), dict):
+            # a check across keys or sections: its message names them
             lines.append(f"  {e['msg'].removeprefix('Value error, ')}")
         else:
             msg = e["msg"].removeprefix("Value error, ")

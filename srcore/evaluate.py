@@ -19,18 +19,18 @@ METRICS = ("psnr", "ssim", "psnr_y", "ssim_y", "lpips")
 BASELINES = ("nearest", "bilinear", "bicubic")
 
 
-def make_lr(hr: np.ndarray, scale: int, kernel: str) -> np.ndarray:
-    return to_uint8(downscale(to_tensor(hr)[None], scale, kernel))
+def make_lq(gt: np.ndarray, scale: int, kernel: str) -> np.ndarray:
+    return to_uint8(downscale(to_tensor(gt)[None], scale, kernel))
 
 
 def baseline(kernel: str, scale: int) -> Callable[[np.ndarray], np.ndarray]:
-    return lambda lr: to_uint8(upscale(to_tensor(lr)[None], scale, kernel))
+    return lambda lq: to_uint8(upscale(to_tensor(lq)[None], scale, kernel))
 
 
 def model_upscaler(model, device, precision: str, tile: int = 256):
     from srcore.infer import upscale_array
 
-    return lambda lr: upscale_array(model, lr, tile=tile, device=device, precision=precision)
+    return lambda lq: upscale_array(model, lq, tile=tile, device=device, precision=precision)
 
 
 def evaluate(methods: dict[str, Callable[[np.ndarray], np.ndarray]],
@@ -40,13 +40,13 @@ def evaluate(methods: dict[str, Callable[[np.ndarray], np.ndarray]],
     from tqdm import tqdm
 
     rows = []
-    for name, hr in tqdm(images.items(), desc="evaluate", unit="img"):
-        lr = make_lr(hr, scale, kernel)
+    for name, gt in tqdm(images.items(), desc="evaluate", unit="img"):
+        lq = make_lq(gt, scale, kernel)
         for method, sr_of in methods.items():
             with torch.no_grad():
-                sr = sr_of(lr)
+                sr = sr_of(lq)
             rows.append({"method": method, "image": name,
-                         **image_metrics(hr, sr, crop_border, lpips_model)})
+                         **image_metrics(gt, sr, crop_border, lpips_model)})
     return rows
 
 

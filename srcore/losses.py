@@ -50,9 +50,9 @@ class PerceptualLoss(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.vgg((x - self.mean) / self.std)
 
-    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    def forward(self, sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            target = self.features(hr)
+            target = self.features(gt)
         return F.mse_loss(self.features(sr).float(), target.float())
 
 

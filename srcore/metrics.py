@@ -72,3 +72,8 @@ def image_metrics(ref: np.ndarray, test: np.ndarray, crop_border: int,
                   lpips_model) -> dict[str, float]:
     """psnr, ssim (RGB, whole image), psnr_y, ssim_y (Y, border cropped), lpips."""
     return {**psnr_ssim(ref, test, crop_border), "lpips": lpips_distance(lpips_model, ref, test)}
+
+
+def mean_scores(scores: list[dict[str, float]]) -> dict[str, float]:
+    """Per-key means of a list of image_metrics / psnr_ssim results."""
+    return {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}

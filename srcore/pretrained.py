@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from srcore.atomic import write_json
-from srcore.data.download import sha256_of
+from srcore.checksum import sha256_of
 from srcore.errors import SrcoreError
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
-from srcore.errors import SrcoreError
+from srcore.errors import Interrupted, SrcoreError
 
 
 def project_root() -> Path:
@@ -91,4 +91,8 @@ def stage_run(stage: str, experiment: str, params: dict[str, Any],
     }
     with mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags):
         mlflow.log_params(flatten(params))
-        yield mlflow
+        try:
+            yield mlflow
+        except Interrupted:
+            mlflow.end_run("KILLED")  # stopped by the user or a scheduler, not failed
+            raise

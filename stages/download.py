@@ -7,13 +7,13 @@ import shutil
 from pathlib import Path
 
 from srcore.atomic import atomic_dir
-from srcore.config import load_params
 from srcore.tracking import stage_run
+from stages.declared import stage_params
 from stages.paths import DOWNLOADS, MANIFEST, RAW
 
 
 def run(params_path: Path) -> None:
-    params = load_params(params_path)
+    params, values = stage_params(params_path, "download")
     source = params.data.source
     # find and check the inputs before any tracking or writing starts
     if source == "sample":
@@ -24,7 +24,7 @@ def run(params_path: Path) -> None:
         from srcore.data.folder import folder_images
 
         inputs = [(name, path, str(path)) for name, path in folder_images(Path(params.data.dir))]
-    with stage_run("download", params.mlflow.experiment, params.model_dump()) as mlflow:
+    with stage_run("download", params.mlflow.experiment, values) as mlflow:
         with atomic_dir(RAW) as out:
             images = _div2k(out) if source == "div2k" else _copy(inputs, out, source)
             manifest = {"source": source, "images": images}

@@ -7,20 +7,20 @@ from collections import Counter
 from pathlib import Path
 
 from srcore.atomic import atomic_dir
-from srcore.config import load_params
 from srcore.errors import SrcoreError
 from srcore.tracking import stage_run
+from stages.declared import stage_params
 from stages.paths import HR, MANIFEST, RAW
 
 
 def run(params_path: Path) -> None:
     from srcore.data.prepare import downsample_all
 
-    params = load_params(params_path)
+    params, values = stage_params(params_path, "downsample")
     data = params.data
     raw = read_manifest(RAW)
     sources = [(img["name"], RAW / img["file"]) for img in raw["images"]]
-    with stage_run("downsample", params.mlflow.experiment, params.model_dump()) as mlflow:
+    with stage_run("downsample", params.mlflow.experiment, values) as mlflow:
         with atomic_dir(HR) as out:
             results = downsample_all(sources, out, data.hr_max_side, data.scale)
             images = [{"name": r.name, "file": f"{r.name}.png", "source_size": list(r.source_size),

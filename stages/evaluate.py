@@ -9,10 +9,11 @@ import json
 from pathlib import Path
 
 from srcore.atomic import write_json, write_text
-from srcore.config import load_params
 from srcore.errors import SrcoreError
 from srcore.tracking import stage_run
-from stages.common import history_csv, read_split
+from srcore.csvlog import rows_csv
+from stages.inputs import read_split
+from stages.declared import stage_params
 from stages.paths import CNN, GAN, HR, METRICS, PRETRAINED
 
 BASELINES_JSON = METRICS / "evaluate_baselines.json"
@@ -34,16 +35,16 @@ def run_baselines(params_path: Path) -> None:
     from srcore.evaluate import BASELINES, baseline, evaluate, summarize
     from srcore.pretrained import load_lpips
 
-    params = load_params(params_path)
+    params, values = stage_params(params_path, "evaluate_baselines")
     images = _test_images()
     lpips_model = load_lpips(PRETRAINED)
-    scale, kernel = params.data.scale, params.data.lr_kernel
-    with stage_run("evaluate_baselines", params.mlflow.experiment, params.model_dump()) as mlflow:
+    scale, kernel = params.data.scale, params.data.lq_kernel
+    with stage_run("evaluate_baselines", params.mlflow.experiment, values) as mlflow:
         rows = evaluate({k: baseline(k, scale) for k in BASELINES}, images, scale, kernel,
                         params.eval.crop_border, lpips_model)
         summary = summarize(rows)
         write_json(BASELINES_JSON, summary)
-        write_text(BASELINES_CSV, history_csv(rows, CSV_COLUMNS))
+        write_text(BASELINES_CSV, rows_csv(rows, CSV_COLUMNS))
         for method, scores in summary.items():
             mlflow.log_metrics({f"{method}_{k}": v for k, v in scores.items()})
     _print_table(summary, len(images))
@@ -57,7 +58,7 @@ def run_models(params_path: Path) -> None:
     from srcore.pretrained import load_lpips
     from srcore.train.runtime import pick_device, pick_precision
 
-    params = load_params(params_path)
+    params, values = stage_params(params_path, "evaluate")
     try:
         baselines = json.loads(BASELINES_JSON.read_text())
         baseline_rows = BASELINES_CSV.read_text()
@@ -68,13 +69,13 @@ def run_models(params_path: Path) -> None:
     lpips_model = load_lpips(PRETRAINED)
     device = pick_device(params.train.device)
     precision = pick_precision(params.train.precision, device)
-    scale, kernel = params.data.scale, params.data.lr_kernel
-    with stage_run("evaluate", params.mlflow.experiment, params.model_dump()) as mlflow:
+    scale, kernel = params.data.scale, params.data.lq_kernel
+    with stage_run("evaluate", params.mlflow.experiment, values) as mlflow:
         methods = {name: model_upscaler(m, device, precision) for name, m in models.items()}
         rows = evaluate(methods, images, scale, kernel, params.eval.crop_border, lpips_model)
         summary = {**baselines, **summarize(rows)}
         write_json(EVALUATE_JSON, summary)
-        per_image = baseline_rows + history_csv(rows, CSV_COLUMNS).split("\n", 1)[1]
+        per_image = baseline_rows + rows_csv(rows, CSV_COLUMNS).split("\n", 1)[1]
         write_text(EVALUATE_CSV, per_image)
         all_methods = {**{k: baseline(k, scale) for k in BASELINES}, **methods}
         with torch.no_grad():
@@ -95,18 +96,18 @@ def comparison_figure(images: dict, methods: dict, scale: int, kernel: str, crop
     """The report's figure 6: the same crop of ground truth and each method, for a few images."""
     import numpy as np
 
-    from srcore.evaluate import make_lr
+    from srcore.evaluate import make_lq
     from srcore.figures import labelled_row
 
     lines = []
-    for name, hr in list(images.items())[:rows]:
-        size = min(crop, *hr.shape[:2]) // scale * scale
-        top = (hr.shape[0] - size) // 2 // scale * scale
-        left = (hr.shape[1] - size) // 2 // scale * scale
-        lr = make_lr(hr, scale, kernel)
+    for name, gt in list(images.items())[:rows]:
+        size = min(crop, *gt.shape[:2]) // scale * scale
+        top = (gt.shape[0] - size) // 2 // scale * scale
+        left = (gt.shape[1] - size) // 2 // scale * scale
+        lq = make_lq(gt, scale, kernel)
         window = (slice(top, top + size), slice(left, left + size))
-        panels = [hr[window]] + [sr_of(lr)[window] for sr_of in methods.values()]
-        lines.append(labelled_row(panels, [f"{name} (HR)"[:16]] + list(methods)))
+        panels = [gt[window]] + [sr_of(lq)[window] for sr_of in methods.values()]
+        lines.append(labelled_row(panels, [f"{name} (GT)"[:16]] + list(methods)))
     width = max(line.shape[1] for line in lines)
     padded = [np.pad(line, ((0, 6), (0, width - line.shape[1]), (0, 0)), constant_values=255)
               for line in lines]

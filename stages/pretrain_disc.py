@@ -1,4 +1,4 @@
-"""pretrain_disc: the discriminator learns real HR crops vs the frozen CNN's SR -> models/disc.pt."""
+"""pretrain_disc: the report's discriminator trained against the frozen CNN -> models/disc.pt."""
 
 from __future__ import annotations
 
@@ -6,9 +6,15 @@ from pathlib import Path
 
 from srcore.atomic import write_json
 from srcore.tracking import stage_run
-from stages.common import (file_digest, fingerprint, read_split, require, run_training,
-                           training_data)
+from srcore.csvlog import CsvLog
+from stages.common import run_training, training_data
+from stages.inputs import read_split, require
+from stages.declared import run_key
 from stages.paths import CNN, DISC, DISC_LAST, METRICS
+
+STAGE = "pretrain_disc"
+CSV = METRICS / "pretrain_disc.csv"
+COLUMNS = ["step", "d_loss", "d_accuracy", "d_real", "d_fake"]
 
 
 def check_inputs() -> None:
@@ -17,10 +23,10 @@ def check_inputs() -> None:
 
 
 def run(params_path: Path) -> None:
-    run_training(params_path, check_inputs, _train)
+    run_training(params_path, STAGE, check_inputs, _train)
 
 
-def _train(params, split, dist, device) -> None:
+def _train(params, values, split, dist, device) -> None:
     import torch
 
     from srcore.models.checkpoint import load_generator
@@ -34,32 +40,40 @@ def _train(params, split, dist, device) -> None:
     dataset, _ = training_data(params, split)
     torch.manual_seed(params.seed)
     disc = Discriminator(disc_params.widths, disc_params.hidden)
-    run_key = fingerprint(params.seed, params.data.model_dump(exclude={"source", "dir"}),
-                          disc_params.model_dump(), params.gan.batch_size,
-                          params.gan.relativistic, params.train.precision,
-                          params.train.nproc, split["train"],
-                          file_digest(CNN))
+    key = run_key(STAGE, values)
     if dist.main:
-        print(f"pretrain_disc: {disc_params.pretrain_epochs} epochs of {len(dataset)} real and "
-              f"{len(dataset)} SR crops, {device} {precision} x {dist.world} process(es)")
-    with stage_run("pretrain_disc", params.mlflow.experiment, params.model_dump(),
-                   enabled=dist.main) as mlflow:
+        print(f"pretrain_disc: {disc_params.pretrain_steps} steps of {params.gan.batch_size} "
+              f"real and as many SR crops, {device} {precision} x {dist.world} process(es)")
+    with stage_run(STAGE, params.mlflow.experiment, values, enabled=dist.main) as mlflow:
+        log = CsvLog(CSV, COLUMNS)
+
+        def on_log(step: int, row: dict) -> None:
+            log.append({"step": step, **row})
+            mlflow.log_metrics(row, step=step)
+
         summary = pretrain_disc(
-            generator, disc, dataset, epochs=disc_params.pretrain_epochs,
+            generator, disc, dataset, steps=disc_params.pretrain_steps,
             batch_size=params.gan.batch_size, lr=disc_params.lr, betas=params.gan.betas,
-            relativistic=params.gan.relativistic, seed=params.seed,
-            num_workers=params.train.num_workers, device=device, precision=precision,
-            last_path=DISC_LAST, fingerprint=run_key,
-            on_epoch=lambda row: mlflow.log_metrics(
-                {k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]),
-            dist=dist)
+            relativistic=params.gan.relativistic, train=params.train, seed=params.seed,
+            device=device, precision=precision, last_path=DISC_LAST, key=key,
+            on_start=log.start, on_log=on_log, dist=dist)
         if not dist.main:
             return
-        save_discriminator(DISC, disc, epoch=disc_params.pretrain_epochs)
-        final = summary["final"]
-        metrics = {**final, "wall_time_s": round(summary["wall_time_s"], 1)}
+        save_discriminator(DISC, disc, step=summary["steps_run"])
+        final = _last_row(CSV)
+        metrics = {**final, "steps_run": summary["steps_run"],
+                   "wall_time_s": round(summary["wall_time_s"], 1)}
         write_json(METRICS / "pretrain_disc.json", metrics)
         mlflow.log_artifact(str(DISC))
     print(f"pretrain_disc: accuracy {final['d_accuracy']:.3f}, D(real) {final['d_real']:.3f}, "
-          f"D(fake) {final['d_fake']:.3f} after {final['epoch']} epochs, "
-          f"{summary['wall_time_s'] / 60:.1f} min -> {DISC}")
+          f"D(fake) {final['d_fake']:.3f} over the last logged steps, "
+          f"{summary['steps_run']} steps, {summary['wall_time_s'] / 60:.1f} min -> {DISC}")
+
+
+def _last_row(path: Path) -> dict:
+    """The last logged means (the log is the history: the state does not carry it)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        row = list(csv.DictReader(f))[-1]
+    return {k: float(v) for k, v in row.items() if k != "step"}

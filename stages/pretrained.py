@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 
 from srcore.atomic import atomic_dir
-from srcore.config import load_params
 from srcore.tracking import stage_run
+from stages.declared import stage_params
 from stages.paths import PRETRAINED
 
 
@@ -23,7 +23,7 @@ def cache_dir() -> Path:
 def run(params_path: Path) -> None:
     from srcore.pretrained import prepare_pretrained
 
-    params = load_params(params_path)
+    params, values = stage_params(params_path, "pretrained")
     with stage_run("pretrained", params.mlflow.experiment, {}) as mlflow:
         with atomic_dir(PRETRAINED) as out:
             manifest = prepare_pretrained(out, cache_dir())

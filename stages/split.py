@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from srcore.atomic import write_json
-from srcore.config import load_params
 from srcore.tracking import stage_run
+from stages.declared import stage_params
 from stages.downsample import read_manifest
 from stages.paths import HR, SPLIT
 
@@ -14,11 +14,11 @@ from stages.paths import HR, SPLIT
 def run(params_path: Path) -> None:
     from srcore.data.prepare import split_counts, split_names
 
-    params = load_params(params_path)
+    params, values = stage_params(params_path, "split")
     wanted = {"train": params.split.train, "val": params.split.val, "test": params.split.test}
     names = [img["name"] for img in read_manifest(HR)["images"]]
     counts = split_counts(len(names), wanted, params.split.min_per_split)
-    with stage_run("split", params.mlflow.experiment, params.model_dump()) as mlflow:
+    with stage_run("split", params.mlflow.experiment, values) as mlflow:
         splits = split_names(names, counts, params.seed)
         write_json(SPLIT, {"seed": params.seed, "counts": counts, **splits})
         mlflow.log_metrics({f"{k}_images": v for k, v in counts.items()})

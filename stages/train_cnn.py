@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from srcore.atomic import write_json, write_text
+from srcore.atomic import write_json
 from srcore.tracking import stage_run
-from stages.common import (fingerprint, history_csv, read_split, run_training, sample_grid,
-                           training_data)
+from srcore.csvlog import CsvLog
+from stages.common import run_training, sample_grid, training_data
+from stages.inputs import read_split
+from stages.declared import run_key
 from stages.paths import CNN, CNN_LAST, METRICS
 
-CSV_COLUMNS = ["epoch", "train_loss", "lr", "val_psnr_y", "val_ssim_y", "val_psnr", "val_ssim"]
+STAGE = "train_cnn"
+TRAIN_CSV = METRICS / "train_cnn.csv"
+VAL_CSV = METRICS / "train_cnn_val.csv"
+TRAIN_COLUMNS = ["step", "train_loss", "lr"]
+VAL_COLUMNS = ["step", "psnr_y", "ssim_y", "psnr", "ssim"]
 
 
 def check_inputs() -> None:
@@ -18,15 +24,16 @@ def check_inputs() -> None:
 
 
 def run(params_path: Path) -> None:
-    run_training(params_path, check_inputs, _train)
+    run_training(params_path, STAGE, check_inputs, _train)
 
 
-def _train(params, split, dist, device) -> None:
+def _train(params, values, split, dist, device) -> None:
     import torch
 
     from srcore.models.rrdb import RRDBNet
-    from srcore.train.cnn import CnnConfig, bicubic_scores, train_cnn
+    from srcore.train.cnn import train_cnn
     from srcore.train.runtime import pick_precision
+    from srcore.train.validate import bicubic_scores
 
     data, cnn = params.data, params.cnn
     precision = pick_precision(params.train.precision, device)
@@ -34,53 +41,57 @@ def _train(params, split, dist, device) -> None:
     torch.manual_seed(params.seed)
     model = RRDBNet(params.model.rrdb, params.model.features, params.model.growth,
                     params.model.skip)
-    cfg = CnnConfig(loss=cnn.loss, epochs=cnn.epochs, batch_size=cnn.batch_size, lr=cnn.lr,
-                    lr_halve_at=cnn.lr_halve_at, betas=cnn.betas, val_every=cnn.val_every,
-                    patience=cnn.patience, scale=data.scale, kernel=data.lr_kernel,
-                    crop_border=params.eval.crop_border, seed=params.seed,
-                    num_workers=params.train.num_workers)
     bicubic = bicubic_scores(val, data.scale, params.eval.crop_border)
+    key = run_key(STAGE, values)
     if dist.main:
-        print(f"train_cnn: {len(dataset)} crops/epoch from {len(dataset.images)} images, "
-              f"{len(val)} val images, {device} {precision} x {dist.world} process(es), "
-              f"{params.model.rrdb} RRDB, bicubic val PSNR-Y {bicubic['psnr_y']:.2f} dB")
-    run_key = fingerprint(params.seed, params.data.model_dump(exclude={"source", "dir"}),
-                          params.model.model_dump(), cnn.model_dump(), params.train.precision,
-                          params.train.nproc, split["train"], split["val"])
+        print(f"train_cnn: {cnn.steps} steps of {cnn.batch_size} crops ({len(dataset)} crops "
+              f"per pass over {len(dataset.images)} images), {len(val)} val images, {device} "
+              f"{precision} x {dist.world} process(es), {params.model.rrdb} RRDB, bicubic val "
+              f"PSNR-Y {bicubic['psnr_y']:.2f} dB")
 
-    with stage_run("train_cnn", params.mlflow.experiment, params.model_dump(),
-                   enabled=dist.main) as mlflow:
+    with stage_run(STAGE, params.mlflow.experiment, values, enabled=dist.main) as mlflow:
+        train_log, val_log = CsvLog(TRAIN_CSV, TRAIN_COLUMNS), CsvLog(VAL_CSV, VAL_COLUMNS)
         if dist.main:
             mlflow.log_params({"device": str(device), "precision_used": precision,
                                "processes": dist.world})
             mlflow.log_metrics({f"bicubic_val_{k}": v for k, v in bicubic.items()})
-        grid_every = max(1, cnn.epochs // 5)
 
-        def on_epoch(row: dict) -> None:
-            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
-            if row["epoch"] % grid_every == 0:
-                mlflow.log_image(sample_grid(model, val[0], data.scale, device),
-                                 f"grids/epoch_{row['epoch']:04d}.png")
+        def on_start(step: int) -> None:
+            train_log.start(step)
+            val_log.start(step)
 
-        summary = train_cnn(model, dataset, val, cfg, device=device, precision=precision,
-                            best_path=CNN, last_path=CNN_LAST, fingerprint=run_key,
-                            on_epoch=on_epoch, dist=dist)
+        def on_log(step: int, row: dict) -> None:
+            train_log.append({"step": step, **row})
+            mlflow.log_metrics(row, step=step)
+
+        def on_validate(step: int, scores: dict, ema_model) -> None:
+            val_log.append({"step": step, **scores})
+            mlflow.log_metrics({f"val_{k}": v for k, v in scores.items()}, step=step)
+            mlflow.log_image(sample_grid(ema_model, val[0], data.scale, device),
+                             f"grids/step_{step:06d}.png")
+
+        summary = train_cnn(model, dataset, val, cnn, params.train, seed=params.seed,
+                            crop_border=params.eval.crop_border, device=device,
+                            precision=precision, best_path=CNN, last_path=CNN_LAST, key=key,
+                            on_start=on_start, on_log=on_log, on_validate=on_validate,
+                            dist=dist)
         if not dist.main:
             return
-        best = summary["best"]
+        best, raw = summary["best"], summary["raw_last"]
         metrics = {"val_psnr_y": best["psnr_y"], "val_ssim_y": best["ssim_y"],
                    "val_psnr": best["psnr"], "val_ssim": best["ssim"],
                    "bicubic_val_psnr_y": bicubic["psnr_y"],
                    "bicubic_val_ssim_y": bicubic["ssim_y"],
                    "gain_over_bicubic_db": best["psnr_y"] - bicubic["psnr_y"],
-                   "best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"],
+                   "raw_last_val_psnr_y": raw["psnr_y"],
+                   "best_step": summary["best_step"], "steps_run": summary["steps_run"],
                    "stopped_early": summary["stopped_early"],
                    "wall_time_s": round(summary["wall_time_s"], 1)}
         write_json(METRICS / "train_cnn.json", metrics)
-        write_text(METRICS / "train_cnn.csv", history_csv(summary["history"], CSV_COLUMNS))
         mlflow.log_metrics({f"best_{k}": float(v) for k, v in metrics.items()
                             if isinstance(v, (int, float))})
         mlflow.log_artifact(str(CNN))
-    print(f"train_cnn: best val PSNR-Y {best['psnr_y']:.2f} dB at epoch {summary['best_epoch']} "
-          f"({metrics['gain_over_bicubic_db']:+.2f} dB over bicubic), "
-          f"{summary['epochs_run']} epochs, {summary['wall_time_s'] / 60:.1f} min -> {CNN}")
+    print(f"train_cnn: best val PSNR-Y {best['psnr_y']:.2f} dB (EMA weights) at step "
+          f"{summary['best_step']} ({metrics['gain_over_bicubic_db']:+.2f} dB over bicubic; raw "
+          f"weights at the end {raw['psnr_y']:.2f} dB), {summary['steps_run']} steps, "
+          f"{summary['wall_time_s'] / 60:.1f} min -> {CNN}")

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from srcore.atomic import write_json, write_text
+from srcore.atomic import write_json
 from srcore.tracking import stage_run
-from stages.common import (file_digest, fingerprint, history_csv, read_split, require,
-                           run_training, sample_grid, training_data)
+from srcore.csvlog import CsvLog
+from stages.common import run_training, sample_grid, training_data
+from stages.inputs import read_split, require
+from stages.declared import run_key
 from stages.paths import CNN, DISC, GAN, GAN_DISC, GAN_LAST, METRICS, PRETRAINED
 
-CSV_COLUMNS = ["epoch", "phase", "g_perceptual", "g_adversarial", "g_l1", "g_total", "d_loss",
-               "d_real", "d_fake", "d_accuracy", "val_psnr_y", "val_ssim_y", "val_lpips"]
+STAGE = "train_gan"
+TRAIN_CSV = METRICS / "train_gan.csv"
+VAL_CSV = METRICS / "train_gan_val.csv"
+TRAIN_COLUMNS = ["step", "phase", "g_perceptual", "g_adversarial", "g_l1", "g_total", "d_loss",
+                 "d_real", "d_fake", "d_accuracy"]
+VAL_COLUMNS = ["step", "psnr_y", "ssim_y", "psnr", "ssim", "lpips"]
 
 
 def check_inputs() -> None:
@@ -22,17 +28,16 @@ def check_inputs() -> None:
 
 
 def run(params_path: Path) -> None:
-    run_training(params_path, check_inputs, _train)
+    run_training(params_path, STAGE, check_inputs, _train)
 
 
-def _train(params, split, dist, device) -> None:
+def _train(params, values, split, dist, device) -> None:
     from srcore.losses import PerceptualLoss
     from srcore.models.checkpoint import load_checkpoint, load_generator, save_generator
     from srcore.pretrained import load_features, load_lpips
-    from srcore.train.cnn import validate
-    from srcore.train.gan import (GanConfig, load_discriminator, save_discriminator, schedule,
-                                  train_gan)
+    from srcore.train.gan import load_discriminator, save_discriminator, train_gan
     from srcore.train.runtime import pick_precision
+    from srcore.train.validate import validate
 
     gan = params.gan
     generator, _ = load_generator(CNN)
@@ -42,53 +47,55 @@ def _train(params, split, dist, device) -> None:
     precision = pick_precision(params.train.precision, device)
     dataset, val = training_data(params, split)
     perceptual = PerceptualLoss(features, gan.perceptual.layer, gan.perceptual.activation)
-    cfg = GanConfig(loss=gan.loss, schedule=gan.schedule, rounds=gan.rounds,
-                    epochs_per_round=gan.epochs_per_round, batch_size=gan.batch_size,
-                    lr=gan.lr, disc_lr=params.disc.lr, betas=gan.betas,
-                    relativistic=gan.relativistic, weights=gan.weights.model_dump(),
-                    val_every=gan.val_every, crop_border=params.eval.crop_border,
-                    seed=params.seed, num_workers=params.train.num_workers)
-    run_key = fingerprint(params.seed, params.data.model_dump(exclude={"source", "dir"}),
-                          gan.model_dump(), params.disc.lr, params.train.precision,
-                          params.train.nproc, split["train"], split["val"], file_digest(CNN),
-                          file_digest(DISC))
+    key = run_key(STAGE, values)
     if dist.main:
         cnn_scores = validate(generator.to(device), val, device, precision,
                               params.eval.crop_border, lpips_model)
-        print(f"train_gan: {gan.schedule} schedule, {gan.loss} loss, {len(dataset)} "
-              f"crops/epoch, {device} {precision} x {dist.world} process(es); the CNN starts at "
-              f"val PSNR-Y {cnn_scores['psnr_y']:.2f} dB, LPIPS {cnn_scores['lpips']:.4f}")
+        print(f"train_gan: {gan.schedule} schedule, {gan.loss} loss, {gan.steps} steps of "
+              f"{gan.batch_size} crops, {device} {precision} x {dist.world} process(es); the CNN "
+              f"starts at val PSNR-Y {cnn_scores['psnr_y']:.2f} dB, LPIPS "
+              f"{cnn_scores['lpips']:.4f}")
 
-    with stage_run("train_gan", params.mlflow.experiment, params.model_dump(),
-                   enabled=dist.main) as mlflow:
+    with stage_run(STAGE, params.mlflow.experiment, values, enabled=dist.main) as mlflow:
+        train_log, val_log = CsvLog(TRAIN_CSV, TRAIN_COLUMNS), CsvLog(VAL_CSV, VAL_COLUMNS)
         if dist.main:
             mlflow.log_metrics({f"cnn_val_{k}": v for k, v in cnn_scores.items()})
-        grid_every = max(1, len(schedule(cfg)) // 5)
 
-        def on_epoch(row: dict) -> None:
-            mlflow.log_metrics({k: v for k, v in row.items() if k not in ("epoch", "phase")},
-                               step=row["epoch"])
-            if row["epoch"] % grid_every == 0:
-                mlflow.log_image(sample_grid(generator, val[0], params.data.scale, device),
-                                 f"grids/epoch_{row['epoch']:04d}.png")
+        def on_start(step: int) -> None:
+            train_log.start(step)
+            val_log.start(step)
 
-        summary = train_gan(generator, disc, perceptual, dataset, val, lpips_model, cfg,
-                            device=device, precision=precision, last_path=GAN_LAST,
-                            fingerprint=run_key, on_epoch=on_epoch, dist=dist)
+        def on_log(step: int, row: dict) -> None:
+            train_log.append({"step": step, **row})
+            mlflow.log_metrics({k: v for k, v in row.items() if k != "phase"}, step=step)
+
+        def on_validate(step: int, scores: dict, ema_model) -> None:
+            val_log.append({"step": step, **scores})
+            mlflow.log_metrics({f"val_{k}": v for k, v in scores.items()}, step=step)
+            mlflow.log_image(sample_grid(ema_model, val[0], params.data.scale, device),
+                             f"grids/step_{step:06d}.png")
+
+        summary = train_gan(generator, disc, perceptual, dataset, val, lpips_model, gan,
+                            params.train, disc_lr=params.disc.lr, seed=params.seed,
+                            crop_border=params.eval.crop_border, device=device,
+                            precision=precision, last_path=GAN_LAST, key=key,
+                            on_start=on_start, on_log=on_log, on_validate=on_validate,
+                            dist=dist)
         if not dist.main:
             return
-        save_generator(GAN, generator.cpu(), epoch=summary["epochs_run"])
-        save_discriminator(GAN_DISC, disc.cpu(), epoch=summary["epochs_run"])
-        final = summary["history"][-1]
-        metrics = {"val_psnr_y": final["val_psnr_y"], "val_ssim_y": final["val_ssim_y"],
-                   "val_lpips": final["val_lpips"], "cnn_val_psnr_y": cnn_scores["psnr_y"],
-                   "cnn_val_lpips": cnn_scores["lpips"], "d_real": final["d_real"],
-                   "d_fake": final["d_fake"], "epochs_run": summary["epochs_run"],
+        save_generator(GAN, summary["ema_model"].cpu(), step=summary["steps_run"],
+                       metrics=summary["last"], ema_decay=params.train.ema_decay)
+        save_discriminator(GAN_DISC, disc.cpu(), step=summary["steps_run"])
+        last, raw = summary["last"], summary["raw_last"]
+        metrics = {"val_psnr_y": last["psnr_y"], "val_ssim_y": last["ssim_y"],
+                   "val_lpips": last["lpips"], "raw_last_val_psnr_y": raw["psnr_y"],
+                   "raw_last_val_lpips": raw["lpips"], "cnn_val_psnr_y": cnn_scores["psnr_y"],
+                   "cnn_val_lpips": cnn_scores["lpips"], "steps_run": summary["steps_run"],
                    "wall_time_s": round(summary["wall_time_s"], 1)}
         write_json(METRICS / "train_gan.json", metrics)
-        write_text(METRICS / "train_gan.csv", history_csv(summary["history"], CSV_COLUMNS))
         mlflow.log_metrics({f"final_{k}": float(v) for k, v in metrics.items()})
         mlflow.log_artifact(str(GAN))
-    print(f"train_gan: val PSNR-Y {final['val_psnr_y']:.2f} dB, LPIPS {final['val_lpips']:.4f} "
-          f"(CNN: {cnn_scores['psnr_y']:.2f} dB, {cnn_scores['lpips']:.4f}), "
-          f"{summary['epochs_run']} epochs, {summary['wall_time_s'] / 60:.1f} min -> {GAN}")
+    print(f"train_gan: val PSNR-Y {last['psnr_y']:.2f} dB, LPIPS {last['lpips']:.4f} (EMA "
+          f"weights; raw {raw['psnr_y']:.2f} dB, {raw['lpips']:.4f}; the CNN: "
+          f"{cnn_scores['psnr_y']:.2f} dB, {cnn_scores['lpips']:.4f}), {summary['steps_run']} "
+          f"steps, {summary['wall_time_s'] / 60:.1f} min -> {GAN}")

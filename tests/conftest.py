@@ -87,3 +87,17 @@ def weights_dir(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("pretrained")
     prepare_pretrained(out_dir, cache_dir())
     return out_dir
+
+
+def params_with(**overrides):
+    """The repo's params.yaml with `section__key=value` overrides, validated (srcore Params)."""
+    from srcore.config import Params
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for dotted, value in overrides.items():
+        node = params
+        *parents, last = dotted.split("__")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    return Params.model_validate(params)

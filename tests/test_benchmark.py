@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from srcore.train.runtime import native_precisions
 
 import torch
@@ -41,6 +43,10 @@ def test_benchmark_json_reports_every_figure(tmp_path):
     for key in ("inference_untiled_megapixels_per_s", "inference_tiled_megapixels_per_s",
                 "eval_images_per_s"):
         assert figures[key] > 0
+    # the real train_cnn loop for one checkpoint interval, against the isolated step
+    assert figures["loop_steps"] == 50 and figures["loop_steps_per_s"] > 0
+    assert figures["loop_efficiency_x"] == pytest.approx(
+        figures["loop_steps_per_s"] / figures["isolated_steps_per_s"])
 
 
 def test_benchmark_table_and_bad_device(tmp_path):

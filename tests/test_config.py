@@ -17,7 +17,9 @@ def test_repo_params_are_valid():
     ("data__scale", 3, "data.scale = 3"),
     ("data__hr_max_side", "big", "data.hr_max_side = 'big'"),
     ("data__source", "imagenet", "data.source = 'imagenet'"),
-    ("data__lr_kernel", "lanczos", "data.lr_kernel = 'lanczos'"),
+    ("data__lq_kernel", "lanczos", "data.lq_kernel = 'lanczos'"),
+    ("data__lr_kernel", "area", "data.lr_kernel: renamed, now data.lq_kernel"),
+    ("cnn__epochs", 200, "cnn.epochs: renamed, now cnn.steps"),
     ("data__patch_size", 66, "must be divisible by data.scale"),
     ("split__val", 0, "split.val = 0"),
     ("seed", -1, "seed = -1"),
@@ -66,3 +68,30 @@ def test_bad_training_params(tmp_path, key, value, expected):
     with pytest.raises(SrcoreError) as err:
         load_params(write_params(tmp_path, **{key: value}))
     assert expected in str(err.value)
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("cnn__val_every", 201, "cnn.val_every=201 is longer than its run (cnn.steps = 200)"),
+    ("cnn__patience", 500, "cnn.patience=500 is longer than its run"),
+    ("cnn__early_stop_warmup", 200, "cnn.early_stop_warmup=200 must be below cnn.steps=200"),
+    ("cnn__lr_halve_at", [100, 250], "cnn.lr_halve_at: step 250 is outside the run"),
+    ("gan__val_every", 300, "gan.val_every=300 is longer than its run (the GAN's steps = 200)"),
+    ("train__log_every", 60, "train.log_every=60 is longer than its run "
+                             "(disc.pretrain_steps = 50)"),
+    ("train__checkpoint_every", 201, "train.checkpoint_every=201 is longer than its run "
+                                     "(cnn.steps = 200)"),
+    ("train__ema_decay", 1.0, "train.ema_decay = 1.0"),
+    ("train__ema_decay", 0, "train.ema_decay = 0"),
+])
+def test_cadences_warmup_and_ema_decay_are_checked(tmp_path, key, value, expected):
+    with pytest.raises(SrcoreError) as err:
+        load_params(write_params(tmp_path, **{key: value}))
+    assert expected in str(err.value)
+    assert "{" not in str(err.value)  # the message, not a dump of the section
+
+
+def test_gan_steps_follow_the_schedule(tmp_path):
+    params = load_params(write_params(tmp_path, gan__g_steps=30, gan__d_steps=20))
+    assert params.gan.steps == 2 * (30 + 20)
+    joint = load_params(write_params(tmp_path, gan__g_steps=30, gan__schedule="joint"))
+    assert joint.gan.steps == 2 * 30

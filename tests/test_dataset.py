@@ -2,7 +2,8 @@ import torch
 
 from srcore.data.dataset import PatchDataset
 from srcore.data.kernels import downscale
-from srcore.train.distributed import Dist, epoch_loader
+from srcore.train.batches import StreamSampler, batch_stream
+from srcore.train.distributed import Dist
 
 from images import photo
 
@@ -13,42 +14,55 @@ def make(**kw):
                         seed=7, **kw)
 
 
-def test_items_are_lr_hr_pairs_made_online():
+def take(stream, count):
+    return [next(stream) for _ in range(count)]
+
+
+def test_items_are_lq_gt_pairs_made_online():
     data = make()
     assert len(data) == 12
-    lr, hr = data[5]
-    assert hr.shape == (3, 32, 32) and lr.shape == (3, 8, 8)
-    assert torch.equal(lr, downscale(hr[None], 4, "bicubic")[0])
+    lq, gt = data[(0, 5)]
+    assert gt.shape == (3, 32, 32) and lq.shape == (3, 8, 8)
+    assert torch.equal(lq, downscale(gt[None], 4, "bicubic")[0])
 
 
-def test_crops_are_seeded_by_epoch_and_index():
+def test_crops_are_seeded_by_pass_and_index():
     a, b = make(), make()
-    assert torch.equal(a[3][1], b[3][1])
-    assert not torch.equal(a[3][1], a[2][1])
-    b.set_epoch(1)
-    assert not torch.equal(a[3][1], b[3][1])
+    assert torch.equal(a[(0, 3)][1], b[(0, 3)][1])
+    assert not torch.equal(a[(0, 3)][1], a[(0, 2)][1])
+    assert not torch.equal(a[(0, 3)][1], a[(1, 3)][1])
+
+
+def test_the_stream_crosses_passes_with_full_batches():
+    """12 crops, batches of 8: every batch is full, and each pass visits every crop once."""
+    keys = list(zip(range(24), StreamSampler(12, seed=3, dist=Dist())))
+    passes = [sorted(i for _, (p, i) in keys if p == n) for n in (0, 1)]
+    assert passes == [list(range(12))] * 2
+    assert [len(gt) for _, gt in take(batch_stream(make(), 8, 3, 0, 0, Dist()), 3)] == [8] * 3
 
 
 def test_batches_do_not_depend_on_worker_count():
-    data = make()
-    batches = []
-    for workers in (0, 2):
-        loader = epoch_loader(data, 4, seed=3, epoch=1, num_workers=workers, dist=Dist())
-        batches.append(torch.cat([hr for _, hr in loader]))
+    batches = [torch.cat([gt for _, gt in take(batch_stream(make(), 4, 3, 0, workers, Dist()), 5)])
+               for workers in (0, 2)]
     assert torch.equal(*batches)
+
+
+def test_a_stream_resumed_at_a_step_continues_exactly():
+    straight = take(batch_stream(make(), 8, 3, 0, 0, Dist()), 5)
+    resumed = take(batch_stream(make(), 8, 3, 2, 0, Dist()), 3)
+    for a, b in zip(straight[2:], resumed):
+        assert torch.equal(a[1], b[1])
 
 
 def test_ranks_share_out_exactly_the_one_process_batches():
     """With N processes each step's N per-rank batches hold the 1-process batch's crops."""
-    data = make()  # 12 crops: steps of 8 and 4
-    one = [hr for _, hr in epoch_loader(data, 8, seed=3, epoch=2, num_workers=0, dist=Dist())]
-    ranks = [[hr for _, hr in epoch_loader(data, 8, seed=3, epoch=2, num_workers=0,
-                                           dist=Dist(rank=r, world=2))] for r in (0, 1)]
-    assert len(one) == len(ranks[0]) == len(ranks[1]) == 2
-    for step, batch in enumerate(one):
-        shared = torch.cat([ranks[0][step], ranks[1][step]])
+    data = make()  # 12 crops, global batch 8
+    one = take(batch_stream(data, 8, 3, 0, 0, Dist()), 3)
+    ranks = [take(batch_stream(data, 8, 3, 0, 0, Dist(rank=r, world=2)), 3) for r in (0, 1)]
+    for step, (_, batch) in enumerate(one):
+        shared = torch.cat([ranks[0][step][1], ranks[1][step][1]])
         assert sorted(map(_key, batch)) == sorted(map(_key, shared))
-    assert not torch.equal(ranks[0][0], ranks[1][0])
+    assert not torch.equal(ranks[0][0][1], ranks[1][0][1])
 
 
 def _key(crop: torch.Tensor) -> bytes:
@@ -57,7 +71,7 @@ def _key(crop: torch.Tensor) -> bytes:
 
 def test_no_augmentation_gives_plain_crops():
     data = make(hflip=False, vflip=False, rot90=False)
-    _, hr = data[0]
+    _, gt = data[(0, 0)]
     image = torch.from_numpy(data.images[0]).permute(2, 0, 1).float() / 255
     windows = image.unfold(1, 32, 1).unfold(2, 32, 1)  # every 32x32 crop position
-    assert (windows == hr[:, None, None]).all(dim=(0, 3, 4)).any()
+    assert (windows == gt[:, None, None]).all(dim=(0, 3, 4)).any()

@@ -12,11 +12,13 @@ import yaml
 
 from conftest import copy_repo, write_params
 
-# 7 training photos x 2 crops = 14 per epoch: with 2 processes, 7 each (no padding)
-TINY = {"model__rrdb": 1, "model__features": 8, "model__growth": 8, "cnn__epochs": 2,
-        "data__patches_per_image": 2, "data__patch_size": 32, "disc__pretrain_epochs": 1,
-        "disc__widths": [8, 16, 16, 16], "disc__hidden": [16, 8], "gan__rounds": 1,
-        "gan__epochs_per_round": 1}
+# 7 training photos x 2 crops = 14 per pass: with 2 processes, 7 each (no padding)
+TINY = {"model__rrdb": 1, "model__features": 8, "model__growth": 8, "cnn__steps": 2,
+        "cnn__lr_halve_at": [1], "cnn__val_every": 1, "cnn__patience": 1,
+        "cnn__early_stop_warmup": 1, "data__patches_per_image": 2, "data__patch_size": 32,
+        "disc__pretrain_steps": 1, "disc__widths": [8, 16, 16, 16], "disc__hidden": [16, 8],
+        "gan__rounds": 1, "gan__g_steps": 1, "gan__d_steps": 1, "gan__val_every": 1,
+        "train__log_every": 1, "train__checkpoint_every": 1}
 
 
 def git(root, *args):
@@ -73,9 +75,11 @@ def test_train_cnn_then_an_experiment_that_skips_the_data_stages(repo):
     dvc("repro", "train_cnn", cwd=root, env=env)
     assert (root / "models/cnn.pt").is_file() and (root / "models/cnn_last.pt").is_file()
     metrics = json.loads((root / "metrics/train_cnn.json").read_text())
-    assert metrics["epochs_run"] == 2 and "val_psnr_y" in metrics
+    assert metrics["steps_run"] == 2 and "val_psnr_y" in metrics
     rows = (root / "metrics/train_cnn.csv").read_text().splitlines()
-    assert rows[0].startswith("epoch,train_loss") and len(rows) == 3
+    assert rows[0] == "step,train_loss,lr" and len(rows) == 3
+    rows = (root / "metrics/train_cnn_val.csv").read_text().splitlines()
+    assert rows[0].startswith("step,psnr_y") and len(rows) == 3
     with sqlite3.connect(root / "mlflow.db") as db:
         runs = db.execute("select r.status from runs r join tags t on t.run_uuid = r.run_uuid "
                           "where t.key = 'stage' and t.value = 'train_cnn'").fetchall()
@@ -101,8 +105,8 @@ def test_gan_stages_and_precise_params(repo):
     for name in ("disc.pt", "gan.pt", "gan_disc.pt", "gan_last.pt"):
         assert (root / "models" / name).is_file()
     gan = json.loads((root / "metrics/train_gan.json").read_text())
-    assert gan["epochs_run"] == 2 and {"val_psnr_y", "val_lpips", "cnn_val_lpips"} <= set(gan)
-    assert json.loads((root / "metrics/pretrain_disc.json").read_text())["epoch"] == 1
+    assert gan["steps_run"] == 2 and {"val_psnr_y", "val_lpips", "cnn_val_lpips"} <= set(gan)
+    assert json.loads((root / "metrics/pretrain_disc.json").read_text())["steps_run"] == 1
     with sqlite3.connect(root / "mlflow.db") as db:
         stages = dict(db.execute("select t.value, r.status from runs r join tags t "
                                  "on t.run_uuid = r.run_uuid where t.key = 'stage'"))
@@ -117,6 +121,34 @@ def test_gan_stages_and_precise_params(repo):
     assert "train_gan:" in status
     for stage in ("train_cnn:", "pretrain_disc:", "split:", "evaluate_baselines:"):
         assert stage not in status
+
+
+def digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_changed_param_retrains_instead_of_resuming_a_finished_state(repo):
+    """gan.betas shapes the discriminator's pretraining, eval.crop_border the CNN's validation:
+    changing either re-runs the stage from scratch, and changing it back gives the same bytes."""
+    root, env = repo
+    original = (root / "params.yaml").read_text()
+    for key, value, stage, output in (("gan.betas", [0.5, 0.99], "pretrain_disc", "models/disc.pt"),
+                                      ("eval.crop_border", 0, "train_cnn",
+                                       "metrics/train_cnn_val.csv")):
+        dvc("repro", stage, cwd=root, env=env)
+        before = digest(root / output)
+        params = yaml.safe_load(original)
+        section, name = key.split(".")
+        params[section][name] = value
+        (root / "params.yaml").write_text(yaml.safe_dump(params))
+        out = dvc("repro", stage, cwd=root, env=env)
+        assert f"Running stage '{stage}'" in out and "belongs to another configuration" in out
+        assert "resuming" not in out and digest(root / output) != before, key
+        (root / "params.yaml").write_text(original)
+        dvc("repro", stage, cwd=root, env=env)
+        assert digest(root / output) == before, key
 
 
 def test_evaluation_and_two_experiments_side_by_side(repo):
@@ -144,7 +176,8 @@ def test_evaluation_and_two_experiments_side_by_side(repo):
     shown = dvc("exp", "show", "--csv", cwd=root, env=env)
     assert "triad" in shown and "dual" in shown
     plots = json.loads(dvc("plots", "diff", "--json", cwd=root, env=env))["data"]
-    assert {"cnn_train_loss", "gan_losses", "gan_val", "metrics/comparison.png"} <= set(plots)
+    assert {"cnn_train_loss", "cnn_val_psnr_y", "gan_losses", "gan_val_lpips",
+            "metrics/comparison.png"} <= set(plots)
 
 
 def _get(url, data=None):

@@ -1,6 +1,7 @@
 """Faults a long run meets: a killed process, Ctrl-C, a full disk, an absent tracking server."""
 
 import errno
+import shutil
 import json
 import signal
 import socket
@@ -9,6 +10,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from srcore.atomic import atomic_path, write_json
 from srcore.errors import SrcoreError
@@ -16,9 +18,12 @@ from srcore.tracking import stage_run
 
 from conftest import run_cli, write_params, write_training_data
 
-TINY = {"model__rrdb": 1, "model__features": 8, "model__growth": 8, "cnn__epochs": 40,
-        "cnn__val_every": 1, "cnn__patience": 100, "data__patch_size": 32,
-        "data__patches_per_image": 16, "cnn__batch_size": 4}
+STEPS = 400  # long enough (several seconds) to be stopped in the middle
+TINY = {"model__rrdb": 1, "model__features": 8, "model__growth": 8, "cnn__steps": STEPS,
+        "cnn__val_every": 20, "cnn__patience": STEPS, "cnn__lr_halve_at": [STEPS // 2],
+        "cnn__early_stop_warmup": 0, "data__patch_size": 32, "data__patches_per_image": 16,
+        "cnn__batch_size": 4, "train__log_every": 5, "train__checkpoint_every": 20,
+        "disc__pretrain_steps": 40, "gan__g_steps": 40}
 
 
 @pytest.fixture
@@ -34,43 +39,63 @@ def start_training(folder):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_epochs(folder, process, timeout=300):
-    """Return once the resumable state of at least one epoch exists."""
+def wait_for_state(folder, process, timeout=300):
+    """Return once a resumable state exists."""
     deadline = time.time() + timeout
     while not (folder / "models/cnn_last.pt").exists():
         assert process.poll() is None, process.communicate()
         assert time.time() < deadline, "training wrote no state in time"
         time.sleep(0.2)
-    time.sleep(1.5)  # now somewhere inside a later epoch
+    time.sleep(1.5)  # now somewhere after a later step
 
 
-def test_killed_training_resumes_and_ends_with_a_valid_model(training_project):
+def test_killed_training_resumes_and_ends_as_an_uninterrupted_run(training_project, tmp_path):
+    """SIGKILL at an arbitrary step: the rerun resumes from the last checkpoint, and ends with
+    the same model, metrics and plot data as a run that was never interrupted."""
+    straight = tmp_path / "straight"
+    shutil.copytree(training_project, straight)
     process = start_training(training_project)
-    wait_for_epochs(training_project, process)
+    wait_for_state(training_project, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     out = run_cli("train-cnn", cwd=training_project)
-    assert "resuming from models/cnn_last.pt after epoch" in out.stdout
-    resumed_after = int(out.stdout.split("after epoch ")[1].split()[0])
-    assert 1 <= resumed_after < 40
+    assert "resuming from models/cnn_last.pt after step" in out.stdout
+    resumed_after = int(out.stdout.split("after step ")[1].split()[0])
+    assert 1 <= resumed_after < STEPS and resumed_after % 20 == 0  # a checkpoint step
+    run_cli("train-cnn", cwd=straight)
     metrics = json.loads((training_project / "metrics/train_cnn.json").read_text())
-    assert metrics["epochs_run"] == 40
+    assert metrics["steps_run"] == STEPS
+    for name in ("metrics/train_cnn.csv", "metrics/train_cnn_val.csv"):
+        assert (training_project / name).read_text() == (straight / name).read_text(), name
     rows = (training_project / "metrics/train_cnn.csv").read_text().splitlines()
-    assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(1, 41))
-    from srcore.models.checkpoint import load_generator
+    assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(5, STEPS + 1, 5))
+    from srcore.models.checkpoint import load_checkpoint
 
-    load_generator(training_project / "models/cnn.pt")
+    resumed, uninterrupted = (load_checkpoint(p / "models/cnn.pt")["state_dict"]
+                              for p in (training_project, straight))
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
 
 
-def test_ctrl_c_exits_cleanly_and_the_next_run_resumes(training_project):
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_and_sigterm_save_the_state_and_the_next_run_resumes(training_project, signum,
+                                                                       code):
     process = start_training(training_project)
-    wait_for_epochs(training_project, process)
-    process.send_signal(signal.SIGINT)
+    wait_for_state(training_project, process)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130
-    assert "interrupted" in stderr and "resume" in stderr and "Traceback" not in stderr
+    assert process.returncode == code
+    assert "interrupted: state saved at step" in stderr and "Traceback" not in stderr
+    saved = int(stderr.split("saved at step ")[1].split()[0])
+    assert 0 < saved < STEPS
+    from srcore.models.checkpoint import load_checkpoint
+
+    assert load_checkpoint(training_project / "models/cnn_last.pt")["step"] == saved
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{training_project / 'mlflow.db'}")
+    assert list(mlflow.search_runs(experiment_names=["srcore"])["status"]) == ["KILLED"]
     out = run_cli("train-cnn", cwd=training_project)
-    assert "resuming from models/cnn_last.pt" in out.stdout
+    assert f"resuming from models/cnn_last.pt after step {saved}" in out.stdout
 
 
 def test_full_disk_is_a_clear_error_and_keeps_the_old_file(tmp_path):

@@ -9,9 +9,10 @@ from srcore.losses import (PerceptualLoss, discriminator_loss, generator_adversa
 from srcore.models.discriminator import Discriminator
 from srcore.models.rrdb import RRDBNet
 from srcore.pretrained import load_features, load_lpips
-from srcore.train.cnn import make_val_images
-from srcore.train.gan import GanConfig, pretrain_disc, schedule, train_gan
+from srcore.train.gan import phase_of, pretrain_disc, train_gan
+from srcore.train.validate import make_val_images
 
+from conftest import params_with
 from images import photo
 
 CPU = torch.device("cpu")
@@ -93,7 +94,7 @@ def test_adversarial_losses():
     assert generator_adversarial(low, high, True) > generator_adversarial(high, low, True)
 
 
-def tiny_setup(weights_dir, **cfg):
+def tiny_setup(weights_dir, **overrides):
     torch.manual_seed(0)
     generator = RRDBNet(rrdb=1, features=8, growth=8)
     disc = Discriminator(widths=(8, 16, 16, 16), hidden=(16, 8))
@@ -101,9 +102,19 @@ def tiny_setup(weights_dir, **cfg):
                         patches_per_image=4, scale=4, kernel="bicubic", seed=0)
     val = make_val_images([photo(48, 48, seed=9)], 4, "bicubic")
     perceptual = PerceptualLoss(load_features(weights_dir, "vgg16"), "conv2_2", "post")
-    config = GanConfig(rounds=1, epochs_per_round=1, batch_size=4, lr=1e-3, disc_lr=1e-3,
-                       val_every=1, **cfg)
-    return generator, disc, perceptual, data, val, config
+    params = params_with(**{"gan__rounds": 1, "gan__g_steps": 2, "gan__d_steps": 2,
+                            "gan__batch_size": 4, "gan__lr": 1e-3, "disc__lr": 1e-3,
+                            "gan__val_every": 1, "train__log_every": 1,
+                            "train__checkpoint_every": 1, "disc__pretrain_steps": 2,
+                            **overrides})
+    return generator, disc, perceptual, data, val, params
+
+
+def run_gan(tmp_path, weights_dir, parts, **kw):
+    generator, disc, perceptual, data, val, params = parts
+    return train_gan(generator, disc, perceptual, data, val, load_lpips(weights_dir), params.gan,
+                     params.train, disc_lr=params.disc.lr, seed=0, crop_border=4, device=CPU,
+                     precision="fp32", last_path=tmp_path / "last.pt", key="k", **kw)
 
 
 def params_of(model):
@@ -121,52 +132,54 @@ def changed(before, model):
 @pytest.mark.parametrize("sched, loss, relativistic", [("alternate", "dual", False),
                                                         ("joint", "triad", True)])
 def test_tiny_gan_runs_both_schedules(tmp_path, weights_dir, sched, loss, relativistic):
-    generator, disc, perceptual, data, val, cfg = tiny_setup(
-        weights_dir, schedule=sched, loss=loss, relativistic=relativistic)
-    lpips_model = load_lpips(weights_dir)
-    seen = []
-
-    def check(row):
-        seen.append(row)
-
+    parts = tiny_setup(weights_dir, gan__schedule=sched, gan__loss=loss,
+                       gan__relativistic=relativistic)
+    generator, disc, _, _, _, params = parts
+    rows, validated = [], []
     g0, d0 = params_of(generator), params_of(disc)
-    summary = train_gan(generator, disc, perceptual, data, val, lpips_model, cfg, device=CPU,
-                        precision="fp32", last_path=tmp_path / "last.pt", fingerprint="f",
-                        on_epoch=check)
-    assert [row["phase"] for row in seen] == schedule(cfg)
+    summary = run_gan(tmp_path, weights_dir, parts, on_log=lambda s, r: rows.append(r),
+                      on_validate=lambda s, sc, m: validated.append(s))
+    assert [row["phase"] for row in rows] == [phase_of(s, params.gan)
+                                              for s in range(1, params.gan.steps + 1)]
     assert changed(g0, generator) and changed(d0, disc)
-    assert all("val_lpips" in row and "d_real" in row for row in seen)
-    assert ("g_l1" in seen[0]) == (loss == "triad")
-    assert summary["epochs_run"] == len(schedule(cfg))
+    assert all("d_real" in row and "d_loss" in row for row in rows)
+    assert ("g_l1" in rows[0]) == (loss == "triad")
+    assert summary["steps_run"] == params.gan.steps
+    # G's EMA is validated after each step in which G learned (and at the end)
+    learned = [s for s in range(1, params.gan.steps + 1) if "G" in phase_of(s, params.gan)]
+    assert validated == learned
+    assert "lpips" in summary["last"] and "lpips" in summary["raw_last"]
 
 
-def test_alternate_freezes_the_other_network(tmp_path, weights_dir):
-    generator, disc, perceptual, data, val, cfg = tiny_setup(weights_dir)
+def test_alternate_schedule_and_frozen_networks(tmp_path, weights_dir):
+    parts = tiny_setup(weights_dir)
+    generator, disc, _, _, _, params = parts
+    assert [phase_of(s, params.gan) for s in range(1, 5)] == ["G", "G", "D", "D"]
     d_start = params_of(disc)
     snapshots = []
-    train_gan(generator, disc, perceptual, data, val, load_lpips(weights_dir), cfg, device=CPU,
-              precision="fp32", last_path=tmp_path / "last.pt", fingerprint="f",
-              on_epoch=lambda row: snapshots.append((params_of(generator), params_of(disc))))
-    (g_after_g, d_after_g), (g_after_d, d_after_d) = snapshots
-    assert same(d_after_g, d_start) and not same(d_after_d, d_after_g)  # D frozen in G epoch
-    assert same(g_after_d, g_after_g)  # G frozen in D epoch
+    run_gan(tmp_path, weights_dir, parts,
+            on_log=lambda s, r: snapshots.append((params_of(generator), params_of(disc))))
+    (g1, d1), (g2, d2), (g3, d3), (g4, d4) = snapshots
+    assert same(d2, d_start) and not same(g2, g1)  # D frozen in G's steps
+    assert same(g4, g2) and not same(d4, d3)  # G frozen in D's steps
 
 
 def test_pretrain_disc_learns_real_from_fake(tmp_path, weights_dir):
-    generator, disc, _, data, _, _ = tiny_setup(weights_dir)
+    generator, disc, _, data, _, params = tiny_setup(weights_dir)
     d0 = params_of(disc)
-    summary = pretrain_disc(generator, disc, data, epochs=2, batch_size=4, lr=1e-3,
-                            betas=(0.9, 0.999), relativistic=False, seed=0, num_workers=0,
-                            device=CPU, precision="fp32", last_path=tmp_path / "d.pt",
-                            fingerprint="f")
-    assert changed(d0, disc) and len(summary["history"]) == 2
-    assert {"d_loss", "d_accuracy", "d_real", "d_fake"} <= set(summary["final"])
+    rows = []
+    summary = pretrain_disc(generator, disc, data, steps=2, batch_size=4, lr=1e-3,
+                            betas=(0.9, 0.999), relativistic=False, train=params.train, seed=0,
+                            device=CPU, precision="fp32", last_path=tmp_path / "d.pt", key="k",
+                            on_log=lambda s, r: rows.append(r))
+    assert changed(d0, disc) and summary["steps_run"] == 2 and len(rows) == 2
+    assert {"d_loss", "d_accuracy", "d_real", "d_fake"} <= set(rows[-1])
     assert all(not p.requires_grad for p in generator.parameters())
 
 
 def test_nan_stops_the_gan_with_the_term_named(tmp_path, weights_dir):
-    generator, disc, perceptual, data, val, cfg = tiny_setup(weights_dir)
-    data.images[0] = data.images[0].astype("float32") * float("nan")
-    with pytest.raises(SrcoreError, match=r"epoch 1: the generator \w+ loss is nan"):
-        train_gan(generator, disc, perceptual, data, val, load_lpips(weights_dir), cfg,
-                  device=CPU, precision="fp32", last_path=tmp_path / "last.pt", fingerprint="f")
+    parts = tiny_setup(weights_dir)
+    data = parts[3]
+    data.images = [image.astype("float32") * float("nan") for image in data.images]
+    with pytest.raises(SrcoreError, match=r"step 1: \w+ is nan"):
+        run_gan(tmp_path, weights_dir, parts)

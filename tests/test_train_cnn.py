@@ -1,96 +1,161 @@
+import os
+import signal
+
 import pytest
 import torch
 
 from srcore.data.dataset import PatchDataset
-from srcore.errors import SrcoreError
+from srcore.errors import Interrupted, SrcoreError
 from srcore.models.checkpoint import load_checkpoint, load_generator
 from srcore.models.rrdb import RRDBNet
-from srcore.train.cnn import CnnConfig, make_val_images, train_cnn
+from srcore.train.cnn import train_cnn
+from srcore.train.ema import Ema
+from srcore.train.validate import make_val_images
 
+from conftest import params_with
 from images import photo
 
 CPU = torch.device("cpu")
 
 
-def setup(tmp_path, epochs=2, lr=2e-3, **cfg):
+def setup(tmp_path, steps=8, lr=2e-3, **overrides):
+    """A tiny RRDBNet, 16 crops of 4 photos, batch 4; every cadence is a step count."""
     torch.manual_seed(0)
     model = RRDBNet(rrdb=1, features=8, growth=8, skip="none")
     data = PatchDataset([photo(64, 64, seed=i) for i in range(4)], patch_size=32,
                         patches_per_image=4, scale=4, kernel="bicubic", seed=0)
     val = make_val_images([photo(48, 48, seed=9)], 4, "bicubic")
-    config = CnnConfig(epochs=epochs, batch_size=4, lr=lr, lr_halve_at=100, patience=100,
-                       **cfg)
-    kwargs = dict(device=CPU, precision="fp32", best_path=tmp_path / "cnn.pt",
-                  last_path=tmp_path / "last.pt", fingerprint="f")
-    return model, data, val, config, kwargs
+    settings = {"cnn__steps": steps, "cnn__batch_size": 4, "cnn__lr": lr,
+                "cnn__lr_halve_at": [steps // 2], "cnn__val_every": 2, "cnn__patience": steps,
+                "cnn__early_stop_warmup": 0, "train__log_every": 1,
+                "train__checkpoint_every": 2, "disc__pretrain_steps": steps,
+                "gan__g_steps": steps, "gan__val_every": 1, **overrides}
+    params = params_with(**settings)
+    kwargs = dict(seed=0, crop_border=4, device=CPU, precision="fp32",
+                  best_path=tmp_path / "cnn.pt", last_path=tmp_path / "last.pt", key="k")
+    return model, data, val, params.cnn, params.train, kwargs
 
 
 def fixed_batch_loss(model, data):
-    lr, hr = map(torch.stack, zip(*[data[i] for i in range(len(data))]))
+    lq, gt = map(torch.stack, zip(*[data[(0, i)] for i in range(len(data))]))
     with torch.no_grad():
-        return torch.nn.functional.l1_loss(model(lr), hr).item()
+        return torch.nn.functional.l1_loss(model(lq), gt).item()
 
 
-def test_tiny_training_lowers_the_loss_and_saves_the_best(tmp_path):
-    model, data, val, cfg, kw = setup(tmp_path, epochs=3)
+def test_tiny_training_lowers_the_loss_and_saves_the_best_ema_weights(tmp_path):
+    model, data, val, cnn, train, kw = setup(tmp_path, steps=12)
     before = fixed_batch_loss(model.eval(), data)
-    summary = train_cnn(model, data, val, cfg, **kw)
+    rows, scores = [], []
+    summary = train_cnn(model, data, val, cnn, train, on_log=lambda s, r: rows.append((s, r)),
+                        on_validate=lambda s, sc, m: scores.append(s), **kw)
     assert fixed_batch_loss(model.eval(), data) < 0.85 * before
-    assert summary["epochs_run"] == 3 and len(summary["history"]) == 3
+    assert summary["steps_run"] == 12 and [s for s, _ in rows] == list(range(1, 13))
+    assert scores == [2, 4, 6, 8, 10, 12]
+    assert rows[5][1]["lr"] == cnn.lr and rows[6][1]["lr"] == cnn.lr / 2  # halved after step 6
     best, ckpt = load_generator(tmp_path / "cnn.pt")
-    assert ckpt["epoch"] == summary["best_epoch"] and ckpt["metrics"] == summary["best"]
-    assert best.config == model.config
+    assert ckpt["step"] == summary["best_step"] and ckpt["metrics"] == summary["best"]
+    state = load_checkpoint(tmp_path / "last.pt")
+    ema = state["objects"]["ema"]
+    assert ema["updates"] == 12
+    if summary["best_step"] == 12:  # then the saved model is the EMA, not the raw weights
+        assert all(torch.equal(best.state_dict()[k], v) for k, v in ema["weights"].items())
+    assert any(not torch.equal(model.state_dict()[k], v) for k, v in ema["weights"].items())
+    assert summary["raw_last"]["psnr_y"] > 0
 
 
-def test_resume_after_interruption_continues_and_matches(tmp_path):
-    model, data, val, cfg, kw = setup(tmp_path / "a", epochs=4)
-    train_cnn(model, data, val, cfg, **kw)
-    uninterrupted = model.state_dict()
+def test_ema_warms_up_then_follows_the_decay():
+    model = torch.nn.Linear(2, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    ema = Ema(model, decay=0.999)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)  # decay min(0.999, 2 / 11)
+    assert ema.model.weight[0, 0].item() == pytest.approx(1 - 2 / 11)
+    ema.updates = 100_000
+    assert ema.current_decay() == 0.999
 
-    model, data, val, cfg, kw = setup(tmp_path / "b", epochs=4)
 
-    def stop_after_two(row):
-        if row["epoch"] == 2:
-            raise KeyboardInterrupt
+def run_interrupted(tmp_path, stop_at, how):
+    """Train 8 steps, stopped at step `stop_at` by `how`; then the same run again (resumes)."""
+    model, data, val, cnn, train, kw = setup(tmp_path)
 
-    with pytest.raises(KeyboardInterrupt):
-        train_cnn(model, data, val, cfg, on_epoch=stop_after_two, **kw)
-    assert load_checkpoint(tmp_path / "b/last.pt")["epoch"] == 2
-    seen = []
-    model, data, val, cfg, kw = setup(tmp_path / "b", epochs=4)
-    summary = train_cnn(model, data, val, cfg, on_epoch=lambda row: seen.append(row["epoch"]),
+    def on_log(step, row):
+        if step == stop_at:
+            if how == "crash":
+                raise RuntimeError("killed")
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C: the loop stops after this step
+
+    expected = Interrupted if how == "sigint" else RuntimeError
+    with pytest.raises(expected):
+        train_cnn(model, data, val, cnn, train, on_log=on_log, **kw)
+    saved = load_checkpoint(tmp_path / "last.pt")["step"]
+    model, data, val, cnn, train, kw = setup(tmp_path)
+    rows = []
+    summary = train_cnn(model, data, val, cnn, train, on_log=lambda s, r: rows.append((s, r)),
                         **kw)
-    assert summary["resumed"] and seen == [3, 4]
-    assert [row["epoch"] for row in summary["history"]] == [1, 2, 3, 4]
-    for key, value in model.state_dict().items():
-        assert torch.equal(value, uninterrupted[key]), key
+    return saved, rows, summary, model
+
+
+def test_resumed_runs_end_bit_identical_to_an_uninterrupted_one(tmp_path):
+    model, data, val, cnn, train, kw = setup(tmp_path / "straight")
+    straight_rows = []
+    train_cnn(model, data, val, cnn, train, on_log=lambda s, r: straight_rows.append((s, r)), **kw)
+    straight = model.state_dict()
+    straight_ema = load_checkpoint(tmp_path / "straight/last.pt")["objects"]["ema"]["weights"]
+    for how, stop_at, saved_at in (("crash", 5, 4), ("sigint", 5, 5)):
+        saved, rows, summary, model = run_interrupted(tmp_path / how, stop_at, how)
+        assert saved == saved_at  # a crash loses what followed the last checkpoint, SIGINT not
+        assert summary["resumed"] and [s for s, _ in rows] == list(range(saved + 1, 9))
+        assert rows == straight_rows[saved:]  # the same losses, read from the same window sums
+        for key, value in model.state_dict().items():
+            assert torch.equal(value, straight[key]), (how, key)
+        ema = load_checkpoint(tmp_path / how / "last.pt")["objects"]["ema"]["weights"]
+        assert all(torch.equal(ema[k], v) for k, v in straight_ema.items())
+
+
+def test_the_state_is_written_at_the_checkpoint_cadence(tmp_path, monkeypatch):
+    import srcore.train.cnn as cnn_module
+
+    saves = []
+    real = cnn_module.save_state
+    monkeypatch.setattr(cnn_module, "save_state",
+                        lambda path, key, objects, state: (saves.append(state["step"]),
+                                                           real(path, key, objects, state)))
+    model, data, val, cnn, train, kw = setup(tmp_path, steps=9, train__checkpoint_every=4)
+    train_cnn(model, data, val, cnn, train, **kw)
+    assert saves == [4, 8, 9]
 
 
 def test_state_of_another_configuration_is_not_resumed(tmp_path):
-    model, data, val, cfg, kw = setup(tmp_path)
-    train_cnn(model, data, val, cfg, **kw)
-    model, data, val, cfg, kw = setup(tmp_path)
-    summary = train_cnn(model, data, val, cfg, **{**kw, "fingerprint": "other"})
-    assert not summary["resumed"] and summary["epochs_run"] == 2
+    model, data, val, cnn, train, kw = setup(tmp_path)
+    train_cnn(model, data, val, cnn, train, **kw)
+    model, data, val, cnn, train, kw = setup(tmp_path)
+    summary = train_cnn(model, data, val, cnn, train, **{**kw, "key": "other"})
+    assert not summary["resumed"] and summary["steps_run"] == 8
 
 
-def test_early_stopping_and_l2(tmp_path):
-    model, data, val, cfg, kw = setup(tmp_path, epochs=6, lr=1e-9, loss="l2")
-    cfg.patience = 1
-    summary = train_cnn(model, data, val, cfg, **kw)
-    assert summary["stopped_early"] and summary["epochs_run"] < 6
-
-
-def test_nan_loss_stops_with_a_clear_error(tmp_path):
-    model, data, val, cfg, kw = setup(tmp_path)
-    data.images[0] = data.images[0].astype("float32") * float("nan")
-    with pytest.raises(SrcoreError, match=r"epoch 1: the l1 loss is nan"):
-        train_cnn(model, data, val, cfg, **kw)
+def test_a_net_at_bicubic_is_not_stopped_before_the_warmup(tmp_path):
+    """lr 1e-9: the val score never moves. Early stopping waits for the warm-up, then stops."""
+    model, data, val, cnn, train, kw = setup(tmp_path, steps=16, lr=1e-9, cnn__patience=2,
+                                             cnn__early_stop_warmup=10)
+    validated = []
+    summary = train_cnn(model, data, val, cnn, train,
+                        on_validate=lambda s, sc, m: validated.append(s), **kw)
+    assert summary["stopped_early"] and summary["steps_run"] == 10
+    assert validated == [2, 4, 6, 8, 10] and summary["best_step"] == 2
+    assert load_generator(tmp_path / "cnn.pt")[1]["step"] == 2
 
 
 def test_patience_shorter_than_the_validation_interval_waits_for_a_validation(tmp_path):
-    model, data, val, cfg, kw = setup(tmp_path, epochs=4, val_every=3)
-    cfg.patience = 1
-    summary = train_cnn(model, data, val, cfg, **kw)
-    assert summary["best_epoch"] >= 3 and summary["epochs_run"] >= 3
-    assert load_generator(tmp_path / "cnn.pt")[1]["epoch"] == summary["best_epoch"]
+    model, data, val, cnn, train, kw = setup(tmp_path, steps=8, cnn__val_every=3,
+                                             cnn__patience=1)
+    summary = train_cnn(model, data, val, cnn, train, **kw)
+    assert summary["best_step"] >= 3 and summary["steps_run"] >= 3
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path):
+    model, data, val, cnn, train, kw = setup(tmp_path, train__log_every=2)
+    data.images = [image.astype("float32") * float("nan") for image in data.images]
+    with pytest.raises(SrcoreError, match=r"steps 1-2: train_loss is nan; training stopped and "
+                                          r"no state was saved yet"):
+        train_cnn(model, data, val, cnn, train, **kw)

@@ -1,7 +1,8 @@
-"""Training pairs: random HR crops of in-memory images, LR made online.
+"""Training pairs: random GT crops of in-memory images, their LQ inputs made online.
 
-Each item draws its crop and augmentation from a generator seeded by (seed, epoch, index), so
-a run gives the same batches whatever the number of loader workers.
+Items are addressed as (pass, index): the crop and augmentation of crop `index` in pass `pass`
+over the data come from a generator seeded by (seed, pass, index), so a run gives the same
+batches whatever the number of loader workers or processes, and a resumed run replays exactly.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def to_tensor(rgb: np.ndarray) -> torch.Tensor:
 
 
 class PatchDataset(torch.utils.data.Dataset):
-    """`patches_per_image` random (LR, HR) crop pairs of every image per epoch."""
+    """`patches_per_image` random (LQ, GT) crop pairs of every image in each pass."""
 
     def __init__(self, images: list[np.ndarray], patch_size: int, patches_per_image: int,
                  scale: int, kernel: str, hflip: bool = True, vflip: bool = True,
@@ -37,7 +38,7 @@ class PatchDataset(torch.utils.data.Dataset):
         if small:
             raise ValueError(f"images {small} are smaller than the {patch_size}-pixel patch")
         self.images, self.patches_per_image = images, patches_per_image
-        self.scale, self.kernel, self.seed, self.epoch = scale, kernel, seed, 0
+        self.scale, self.kernel, self.seed = scale, kernel, seed
         self.augment = A.Compose([
             A.RandomCrop(patch_size, patch_size),
             A.HorizontalFlip(p=0.5 if hflip else 0.0),
@@ -45,14 +46,12 @@ class PatchDataset(torch.utils.data.Dataset):
             A.RandomRotate90(p=1.0 if rot90 else 0.0),
         ])
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def __len__(self) -> int:
         return len(self.images) * self.patches_per_image
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        self.augment.set_random_seed(hash((self.seed, self.epoch, index)) & 0x7FFFFFFF)
-        hr = to_tensor(self.augment(image=self.images[index // self.patches_per_image])["image"])
-        lr = downscale(hr[None], self.scale, self.kernel)[0]
-        return lr, hr
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        data_pass, index = key
+        self.augment.set_random_seed(hash((self.seed, data_pass, index)) & 0x7FFFFFFF)
+        gt = to_tensor(self.augment(image=self.images[index // self.patches_per_image])["image"])
+        lq = downscale(gt[None], self.scale, self.kernel)[0]
+        return lq, gt

@@ -18,6 +18,7 @@ from urllib.request import Request, urlopen
 
 from tqdm import tqdm
 
+from srcore.checksum import sha256_of
 from srcore.errors import SrcoreError
 from srcore.io import IMAGE_SUFFIXES
 
@@ -214,15 +215,6 @@ def _verify_placed(remote: RemoteFile, path: Path) -> None:
         return
     raise SrcoreError(f"{path} is not the published {remote.name} ({found}). Delete it and "
                       f"re-run to download it from {remote.url}, or place the right file there.")
-
-
-def sha256_of(path: Path):
-    """The running SHA-256 of a file, read in 1 MiB blocks (so it can be continued)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest
 
 
 def _reason(err: BaseException) -> str:

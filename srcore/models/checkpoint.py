@@ -1,6 +1,6 @@
 """Save and load generator checkpoints: ours, and BasicSR / Real-ESRGAN RRDBNet files.
 
-Ours is a dict {"format": "srcore-generator", "model": config, "state_dict", "epoch",
+Ours is a dict {"format": "srcore-generator", "model": config, "state_dict", "step",
 "metrics"}. A foreign file is a plain state dict, or one under "params_ema" / "params"; its
 block count, width and growth are read from the tensor shapes, and it loads with skip "none".
 Every file is read with weights_only=True: a checkpoint cannot run code.

@@ -3,10 +3,9 @@
 Outside torchrun (no WORLD_SIZE in the environment) a `Dist` of one process makes every helper
 here a plain single-process call, so the training loops have one code path.
 
-Batch sizes in params.yaml are global: each of N processes takes batch/N crops of a step. The
-epoch's crop order is the same permutation (seeded by seed + epoch) whatever N is, and rank r
-takes every N-th crop of it, so the N per-rank batches of a step together hold exactly the crops
-one process would put in that batch: N processes follow the 1-process run up to float rounding.
+Batch sizes in params.yaml are global: each of N processes takes batch/N crops of a step, and
+together they hold exactly the crops one process would use (batches.py), so N processes follow
+the 1-process run up to float rounding.
 """
 
 from __future__ import annotations
@@ -81,29 +80,21 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
     return getattr(module, "module", module)
 
 
-def epoch_loader(data, batch_size: int, seed: int, epoch: int, num_workers: int, dist: Dist):
-    """This process's share of the epoch's shuffled batches; the order depends only on
-    (seed, epoch), so a resumed run replays exactly. The last batch may be smaller; with
-    several processes a few crops are repeated so that every process gets as many."""
-    from torch.utils.data import DataLoader, DistributedSampler
-
-    data.set_epoch(epoch)
-    sampler = DistributedSampler(data, num_replicas=dist.world, rank=dist.rank, shuffle=True,
-                                 seed=seed)
-    sampler.set_epoch(epoch)
-    return DataLoader(data, batch_size=batch_size // dist.world, sampler=sampler,
-                      num_workers=num_workers)
+def sum_over_ranks(values: torch.Tensor, dist: Dist) -> torch.Tensor:
+    """Element-wise sums over processes (of the logged training losses). `values` lives on
+    this process's device, which is what the backend needs (CUDA for nccl, CPU for gloo)."""
+    if dist.world > 1:
+        torch_dist.all_reduce(values)
+    return values
 
 
-def sum_over_ranks(values: list[float], dist: Dist) -> list[float]:
-    """Element-wise sums over processes (for epoch means of the training losses)."""
+def any_rank(flag: bool, dist: Dist, device: torch.device) -> bool:
+    """True on every process when it is true on one (e.g. a stop signal seen by one process)."""
     if dist.world == 1:
-        return list(values)
-    tensor = torch.tensor(values, dtype=torch.float64)
-    if torch_dist.get_backend() == "nccl":
-        tensor = tensor.cuda()
-    torch_dist.all_reduce(tensor)
-    return tensor.cpu().tolist()
+        return flag
+    tensor = torch.tensor([int(flag)], device=device)
+    torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.MAX)
+    return bool(tensor.item())
 
 
 def from_main(obj, dist: Dist):

@@ -1,58 +1,41 @@
 """The GAN phases: pretrain the discriminator on the frozen CNN, then train G and D.
 
-Schedules: "alternate" is the report's (per round, the generator trains epochs_per_round epochs
-with D frozen, then D as many with G frozen); "joint" steps both every batch (ESRGAN's way).
+Schedules: "alternate" is the report's (each round, gan.g_steps generator steps with D frozen,
+then gan.d_steps discriminator steps with G frozen); "joint" steps both on every batch (ESRGAN's
+way). The generator's EMA is what is validated and saved as the GAN's result.
 """
 
 from __future__ import annotations
 
-import time
-from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from srcore.config import GanParams, TrainParams
 from srcore.data.dataset import PatchDataset
 from srcore.losses import PerceptualLoss, discriminator_loss, generator_adversarial
 from srcore.models.checkpoint import save_atomic
 from srcore.models.discriminator import Discriminator
 from srcore.models.rrdb import RRDBNet
-from srcore.train.cnn import ValImage, validate
-from srcore.train import distributed
+from srcore.train import distributed, loop
+from srcore.train.batches import batch_stream
 from srcore.train.distributed import Dist, unwrap
+from srcore.train.ema import Ema
 from srcore.train.runtime import autocast, grad_scaler, optimize
-from srcore.train.state import check_finite, resume_state, save_state
+from srcore.train.state import resume_state, save_state
+from srcore.train.validate import ValImage, validate
 
 DISC_FORMAT = "srcore-discriminator"
 
 
-@dataclass
-class GanConfig:
-    loss: str = "dual"  # dual: perceptual + adversarial; triad: + L1
-    schedule: str = "alternate"
-    rounds: int = 2
-    epochs_per_round: int = 50
-    batch_size: int = 16
-    lr: float = 1e-4
-    disc_lr: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    relativistic: bool = False
-    weights: dict = field(default_factory=lambda: {"perceptual": 1.0, "adversarial": 5e-3,
-                                                   "l1": 1e-2})
-    val_every: int = 5
-    crop_border: int = 4
-    seed: int = 0
-    num_workers: int = 0
-
-
-def schedule(cfg: GanConfig) -> list[str]:
-    """Which networks learn in each epoch: "G", "D" or "GD"."""
-    if cfg.schedule == "joint":
-        return ["GD"] * (cfg.rounds * cfg.epochs_per_round)
-    return (["G"] * cfg.epochs_per_round + ["D"] * cfg.epochs_per_round) * cfg.rounds
+def phase_of(step: int, gan: GanParams) -> str:
+    """Which networks learn at `step` (1-based): "G", "D" or "GD"."""
+    if gan.schedule == "joint":
+        return "GD"
+    return "G" if (step - 1) % (gan.g_steps + gan.d_steps) < gan.g_steps else "D"
 
 
 def save_discriminator(path: Path, disc: Discriminator, **extra) -> None:
@@ -66,12 +49,13 @@ def load_discriminator(ckpt: dict) -> Discriminator:
     return disc
 
 
-def d_stats(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, float]:
-    """Mean D(real), D(fake) as probabilities, and the share D classifies right."""
+def d_stats(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Mean D(real), D(fake) as probabilities, and the share D classifies right (on the
+    device: read on the host only when logged)."""
     right = (real_logits > 0).sum() + (fake_logits < 0).sum()
-    return {"d_real": torch.sigmoid(real_logits).mean().item(),
-            "d_fake": torch.sigmoid(fake_logits).mean().item(),
-            "d_accuracy": right.item() / (len(real_logits) + len(fake_logits))}
+    return {"d_real": torch.sigmoid(real_logits).mean(),
+            "d_fake": torch.sigmoid(fake_logits).mean(),
+            "d_accuracy": right.float() / (len(real_logits) + len(fake_logits))}
 
 
 @dataclass
@@ -88,182 +72,181 @@ class GanNets:
     scaler_d: torch.amp.GradScaler | None = None
 
 
-def _disc_logits(disc, hr: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _disc_logits(disc, gt: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """D on real and fake in one pass (one forward per backward, as DDP requires; D has no
     batch statistics, so this equals two passes)."""
-    logits = disc(torch.cat((hr, fake))).float()
-    return logits[:len(hr)], logits[len(hr):]
+    logits = disc(torch.cat((gt, fake))).float()
+    return logits[:len(gt)], logits[len(gt):]
 
 
-def gan_batch(phase: str, nets: GanNets, lr_img: torch.Tensor, hr: torch.Tensor,
-              cfg: GanConfig, precision: str, device,
-              check: Callable[[str, float, str], None]) -> dict[str, float]:
-    """One batch: phase "G", "D" or "GD" says which networks learn. Returns the logged values;
-    `check(term, value, remedy)` sees every loss before its update."""
-    lr_img, hr = lr_img.to(device), hr.to(device)
-    logged = {}
-    if "G" in phase:
-        disc = unwrap(nets.disc).requires_grad_(False)  # G's loss must leave no grads in D
-        with autocast(precision, device):
-            sr = nets.generator(lr_img).float()
-            fake = sr.clamp(0, 1)
-            if cfg.relativistic:
-                real_logits, fake_logits = _disc_logits(disc, hr, fake)
-            else:
-                real_logits, fake_logits = None, disc(fake).float()
-            terms = {"perceptual": nets.perceptual(sr, hr)}
-        terms["adversarial"] = generator_adversarial(fake_logits, real_logits, cfg.relativistic)
-        if cfg.loss == "triad":
-            terms["l1"] = F.l1_loss(sr, hr)
-        values = {term: value.item() for term, value in terms.items()}
-        for term, value in values.items():
-            check(f"generator {term}", value, "Lower gan.lr or the weight of that term.")
-        loss = sum(cfg.weights[term] * value for term, value in terms.items())
-        optimize(loss, nets.opt_g, nets.scaler_g)
-        disc.requires_grad_("D" in phase)
-        logged.update({f"g_{k}": v for k, v in values.items()})
-        logged["g_total"] = loss.item()
-        fake = fake.detach()
-    else:
+def generator_step(nets: GanNets, lq: torch.Tensor, gt: torch.Tensor, gan: GanParams,
+                   precision: str, device) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """G learns against the frozen D: perceptual + adversarial [+ L1]. Returns its loss terms
+    (on the device) and the fake batch, detached."""
+    disc = unwrap(nets.disc)
+    learning = next(disc.parameters()).requires_grad
+    disc.requires_grad_(False)  # G's loss must leave no gradients in D
+    with autocast(precision, device):
+        sr = nets.generator(lq).float()
+        fake = sr.clamp(0, 1)
+        if gan.relativistic:
+            real_logits, fake_logits = _disc_logits(disc, gt, fake)
+        else:
+            real_logits, fake_logits = None, disc(fake).float()
+        terms = {"perceptual": nets.perceptual(sr, gt)}
+    terms["adversarial"] = generator_adversarial(fake_logits, real_logits, gan.relativistic)
+    if gan.loss == "triad":
+        terms["l1"] = F.l1_loss(sr, gt)
+    loss = sum(getattr(gan.weights, term) * value for term, value in terms.items())
+    optimize(loss, nets.opt_g, nets.scaler_g)
+    disc.requires_grad_(learning)
+    logged = {f"g_{k}": v.detach() for k, v in terms.items()}
+    logged["g_total"] = loss.detach()
+    return logged, fake.detach()
+
+
+def disc_step(nets: GanNets, lq: torch.Tensor, gt: torch.Tensor, fake: torch.Tensor | None,
+              relativistic: bool, precision: str, device, learn: bool) -> dict[str, torch.Tensor]:
+    """D on real crops and G's output (made here from `lq` when `fake` is None). D learns when
+    `learn`; otherwise its loss and outputs are only measured, for the logs."""
+    if fake is None:
         with torch.no_grad(), autocast(precision, device):
-            fake = unwrap(nets.generator)(lr_img).float().clamp(0, 1)
-    disc = nets.disc if "D" in phase else unwrap(nets.disc)
-    with torch.set_grad_enabled("D" in phase), autocast(precision, device):
-        real_logits, fake_logits = _disc_logits(disc, hr, fake)
-    d_loss = discriminator_loss(real_logits, fake_logits, cfg.relativistic)
-    logged["d_loss"] = d_loss.item()
-    check("discriminator", logged["d_loss"], "Lower disc.lr.")
-    if "D" in phase:
+            fake = unwrap(nets.generator)(lq).float().clamp(0, 1)
+    disc = nets.disc if learn else unwrap(nets.disc)
+    with torch.set_grad_enabled(learn), autocast(precision, device):
+        real_logits, fake_logits = _disc_logits(disc, gt, fake)
+    d_loss = discriminator_loss(real_logits, fake_logits, relativistic)
+    if learn:
         optimize(d_loss, nets.opt_d, nets.scaler_d)
-    return {**logged, **d_stats(real_logits, fake_logits)}
+    return {"d_loss": d_loss.detach(), **d_stats(real_logits.detach(), fake_logits.detach())}
 
 
-def _epoch_means(sums: dict[str, float], count: int, dist: Dist) -> dict[str, float]:
-    keys = sorted(sums)
-    totals = distributed.sum_over_ranks([sums[k] for k in keys] + [count], dist)
-    return {k: v / totals[-1] for k, v in zip(keys, totals)}
+def gan_step(phase: str, nets: GanNets, lq: torch.Tensor, gt: torch.Tensor, gan: GanParams,
+             precision: str, device) -> dict[str, torch.Tensor]:
+    """One step of the GAN phase: "G", "D" or "GD" says which networks learn."""
+    lq, gt = lq.to(device, non_blocking=True), gt.to(device, non_blocking=True)
+    logged, fake = {}, None
+    if "G" in phase:
+        logged, fake = generator_step(nets, lq, gt, gan, precision, device)
+    return {**logged, **disc_step(nets, lq, gt, fake, gan.relativistic, precision, device,
+                                  learn="D" in phase)}
 
 
-def pretrain_disc(generator: RRDBNet, disc: Discriminator, data: PatchDataset, *, epochs: int,
-                  batch_size: int, lr: float, betas, relativistic: bool, seed: int,
-                  num_workers: int, device, precision: str, last_path: Path, fingerprint: str,
-                  on_epoch: Callable[[dict], None] = lambda row: None,
+def pretrain_disc(generator: RRDBNet, disc: Discriminator, data: PatchDataset, *, steps: int,
+                  batch_size: int, lr: float, betas, relativistic: bool, train: TrainParams,
+                  seed: int, device, precision: str, last_path: Path, key: str,
+                  on_start: Callable[[int], None] = lambda step: None,
+                  on_log: Callable[[int, dict], None] = lambda step, row: None,
                   dist: Dist = Dist()) -> dict:
-    """Train D on real HR crops vs the frozen CNN's SR crops."""
-    from tqdm import tqdm
-
+    """Train D on real GT crops against the frozen CNN's SR crops."""
     distributed.check_batch(batch_size, "gan.batch_size", dist)
     generator.to(device).eval().requires_grad_(False)
     disc.to(device).train()
     optimizer = torch.optim.Adam(disc.parameters(), lr=lr, betas=betas)
     scaler = grad_scaler(precision, device)
-    state = {"epoch": 0, "history": []}
+    state = loop.new_state()
     objects = {"discriminator": disc, "optimizer": optimizer, "scaler": scaler}
-    resume_state(last_path, fingerprint, objects, state, quiet=not dist.main)
+    resumed = resume_state(last_path, key, objects, state, quiet=not dist.main)
     nets = GanNets(generator, distributed.wrap(disc, dist, device), opt_d=optimizer,
                    scaler_d=scaler)
-    cfg = GanConfig(relativistic=relativistic)
-    started = time.time()
-    for epoch in range(state["epoch"] + 1, epochs + 1):
-        def check(term: str, value: float, remedy: str) -> None:
-            check_finite(value, epoch, term, last_path, remedy)
+    batches = batch_stream(data, batch_size, seed, state["step"], train.num_workers, dist,
+                           pin_memory=device.type == "cuda")
 
-        sums, count = defaultdict(float), 0
-        bar = tqdm(distributed.epoch_loader(data, batch_size, seed, epoch, num_workers, dist),
-                   desc=f"disc epoch {epoch}/{epochs}", unit="batch", leave=False,
-                   disable=not dist.main or None)
-        for lr_img, hr in bar:
-            logged = gan_batch("D", nets, lr_img, hr, cfg, precision, device, check)
-            for key, value in logged.items():
-                sums[key] += value
-            count += 1
-            bar.set_postfix(loss=f"{logged['d_loss']:.4f}")
-        row = {"epoch": epoch, **_epoch_means(sums, count, dist)}
-        state["epoch"] = epoch
-        state["history"].append(row)
-        if dist.main:
-            save_state(last_path, fingerprint, objects, state)
-            on_epoch(row)
-            print(f"disc epoch {epoch}: loss {row['d_loss']:.4f}, accuracy "
-                  f"{row['d_accuracy']:.3f}, D(real) {row['d_real']:.3f}, "
-                  f"D(fake) {row['d_fake']:.3f}", flush=True)
+    def step_fn(step: int, batch) -> dict[str, torch.Tensor]:
+        lq, gt = (t.to(device, non_blocking=True) for t in batch)
+        return disc_step(nets, lq, gt, None, relativistic, precision, device, learn=True)
+
+    hooks = loop.Hooks(state, lambda: save_state(last_path, key, objects, state),
+                       on_start=on_start, on_log=on_log,
+                       postfix=lambda m: f"loss {m['d_loss']:.4f}, "
+                                         f"accuracy {m['d_accuracy']:.2f}")
+    summary = _run_or_done(loop.Cadence(steps, train.log_every, train.checkpoint_every), batches,
+                           step_fn, hooks, "pretrain_disc", last_path, "Lower disc.lr.", device,
+                           dist)
     distributed.barrier(dist)
-    return {"history": state["history"], "final": state["history"][-1],
-            "wall_time_s": time.time() - started}
+    return {**summary, "resumed": resumed}
 
 
 def train_gan(generator: RRDBNet, disc: Discriminator, perceptual: PerceptualLoss,
-              data: PatchDataset, val: list[ValImage], lpips_model, cfg: GanConfig, *, device,
-              precision: str, last_path: Path, fingerprint: str,
-              on_epoch: Callable[[dict], None] = lambda row: None,
+              data: PatchDataset, val: list[ValImage], lpips_model, gan: GanParams,
+              train: TrainParams, *, disc_lr: float, seed: int, crop_border: int, device,
+              precision: str, last_path: Path, key: str,
+              on_start: Callable[[int], None] = lambda step: None,
+              on_log: Callable[[int, dict], None] = lambda step, row: None,
+              on_validate: Callable[[int, dict, torch.nn.Module], None] = lambda *a: None,
               dist: Dist = Dist()) -> dict:
-    """Train G (perceptual + adversarial [+ L1]) and D by cfg.schedule; returns a summary.
+    """Train G (perceptual + adversarial [+ L1]) and D by gan.schedule; returns a summary with
+    the EMA generator's last val scores ("last") and the raw generator's ("raw_last").
 
-    G is validated only after epochs in which it learned: in D's epochs its scores cannot
-    change, so the last ones are carried over."""
-    from tqdm import tqdm
-
-    distributed.check_batch(cfg.batch_size, "gan.batch_size", dist)
+    G's EMA is validated only if G learned since the last validation: in D's steps its scores
+    cannot change."""
+    distributed.check_batch(gan.batch_size, "gan.batch_size", dist)
     generator.to(device).train().requires_grad_(True)  # DDP hooks only what needs gradients
     disc.to(device).train().requires_grad_(True)
     perceptual.to(device)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=cfg.betas)
-    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=cfg.betas)
+    ema = Ema(generator, train.ema_decay)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=gan.lr, betas=gan.betas)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=disc_lr, betas=gan.betas)
     scaler_g, scaler_d = grad_scaler(precision, device), grad_scaler(precision, device)
-    state = {"epoch": 0, "history": [], "scores": None}
-    objects = {"generator": generator, "discriminator": disc, "opt_g": opt_g, "opt_d": opt_d,
-               "scaler_g": scaler_g, "scaler_d": scaler_d}
-    resume_state(last_path, fingerprint, objects, state, quiet=not dist.main)
+    state = loop.new_state(scores=None, fresh=False)
+    objects = {"generator": generator, "ema": ema, "discriminator": disc, "opt_g": opt_g,
+               "opt_d": opt_d, "scaler_g": scaler_g, "scaler_d": scaler_d}
+    resumed = resume_state(last_path, key, objects, state, quiet=not dist.main)
     nets = GanNets(distributed.wrap(generator, dist, device), distributed.wrap(disc, dist, device),
                    perceptual, opt_g, opt_d, scaler_g, scaler_d)
-    plan = schedule(cfg)
-    started = time.time()
-    for epoch in range(state["epoch"] + 1, len(plan) + 1):
-        phase = plan[epoch - 1]
-        generator.requires_grad_("G" in phase)
-        disc.requires_grad_("D" in phase)
+    batches = batch_stream(data, gan.batch_size, seed, state["step"], train.num_workers, dist,
+                           pin_memory=device.type == "cuda")
+    current = {"phase": None}
 
-        def check(term: str, value: float, remedy: str) -> None:
-            check_finite(value, epoch, term, last_path, remedy)
+    def step_fn(step: int, batch) -> dict[str, torch.Tensor]:
+        phase = phase_of(step, gan)
+        if phase != current["phase"]:
+            generator.requires_grad_("G" in phase)
+            disc.requires_grad_("D" in phase)
+            current["phase"] = phase
+        return gan_step(phase, nets, *batch, gan, precision, device)
 
-        sums, count = defaultdict(float), 0
-        bar = tqdm(distributed.epoch_loader(data, cfg.batch_size, cfg.seed, epoch,
-                                            cfg.num_workers, dist),
-                   desc=f"gan epoch {epoch}/{len(plan)} ({phase})", unit="batch", leave=False,
-                   disable=not dist.main or None)
-        for lr_img, hr in bar:
-            logged = gan_batch(phase, nets, lr_img, hr, cfg, precision, device, check)
-            for key, value in logged.items():
-                sums[key] += value
-            count += 1
-            bar.set_postfix(d=f"{logged['d_loss']:.3f}", g=f"{logged.get('g_total', 0):.3f}")
-        row = {"epoch": epoch, "phase": phase, **_epoch_means(sums, count, dist)}
-        if "G" in phase:
+    def after_step(step: int) -> bool:
+        if "G" in phase_of(step, gan):
+            ema.update(generator)
             state["scores"] = None  # G changed: its last scores are stale
-        if epoch % cfg.val_every == 0 or epoch == len(plan):
-            if state["scores"] is None:
-                scores = validate(generator, val, device, precision, cfg.crop_border,
-                                  lpips_model) if dist.main else None
-                state["scores"] = distributed.from_main(scores, dist)
-            row.update({f"val_{k}": v for k, v in state["scores"].items()})
-        state["epoch"] = epoch
-        state["history"].append(row)
-        if dist.main:
-            save_state(last_path, fingerprint, objects, state)
-            on_epoch(row)
-            _print_row(row)
+        if (step % gan.val_every == 0 or step == gan.steps) and state["scores"] is None:
+            scores = validate(ema.model, val, device, precision, crop_border,
+                              lpips_model) if dist.main else None
+            state["scores"] = distributed.from_main(scores, dist)
+            if dist.main:
+                on_validate(step, state["scores"], ema.model)
+                _print_validation(step, state["scores"])
+        return False
+
+    def log(step: int, means: dict) -> None:
+        on_log(step, {**means, "phase": phase_of(step, gan)})
+
+    hooks = loop.Hooks(state, lambda: save_state(last_path, key, objects, state), after_step,
+                       on_start, log, lambda m: f"D {m['d_loss']:.3f}" + (
+                           f", G {m['g_total']:.3f}" if "g_total" in m else ""))
+    summary = _run_or_done(loop.Cadence(gan.steps, train.log_every, train.checkpoint_every),
+                           batches, step_fn, hooks, "train_gan", last_path,
+                           "Lower gan.lr, disc.lr or the weight of a loss term.", device, dist)
     generator.requires_grad_(True)
     disc.requires_grad_(True)
+    raw = validate(generator, val, device, precision, crop_border, lpips_model) \
+        if dist.main else None
     distributed.barrier(dist)
-    return {"history": state["history"], "epochs_run": state["epoch"],
-            "wall_time_s": time.time() - started}
+    return {**summary, "last": state["scores"], "raw_last": raw, "ema_model": ema.model,
+            "resumed": resumed}
 
 
-def _print_row(row: dict) -> None:
-    text = f"gan epoch {row['epoch']} ({row['phase']}): D loss {row['d_loss']:.4f}"
-    if "g_total" in row:
-        text += f", G loss {row['g_total']:.4f} (perceptual {row['g_perceptual']:.4f})"
-    text += f", D(real) {row['d_real']:.3f}, D(fake) {row['d_fake']:.3f}"
-    if "val_psnr_y" in row:
-        text += f", val PSNR-Y {row['val_psnr_y']:.2f} dB, LPIPS {row['val_lpips']:.4f}"
-    print(text, flush=True)
+def _run_or_done(cadence: loop.Cadence, batches, step_fn, hooks: loop.Hooks, desc: str,
+                 last_path: Path, remedy: str, device, dist: Dist) -> dict:
+    """loop.run, or the summary of a state that already finished."""
+    if hooks.state["step"] >= cadence.steps:
+        return {"steps_run": hooks.state["step"], "stopped_early": False, "steps_per_s": 0.0,
+                "wall_time_s": 0.0}
+    return loop.run(cadence, batches, step_fn, hooks, desc=desc, last_path=last_path,
+                    remedy=remedy, device=device, dist=dist)
+
+
+def _print_validation(step: int, scores: dict) -> None:
+    print(f"step {step}: val PSNR-Y {scores['psnr_y']:.2f} dB, LPIPS {scores['lpips']:.4f}",
+          flush=True)

@@ -1,8 +1,9 @@
-"""What every training phase shares: per-epoch loaders, the NaN guard, resumable state.
+"""Resumable training state, and the guard against non-finite losses.
 
-A state file holds the state_dicts of the phase's modules and optimizers plus its bookkeeping
-(epoch, history, best...). It is reused only when its fingerprint (a hash of everything that
-shapes the run) matches, so a changed configuration starts afresh instead of mixing runs.
+A state file holds the state_dicts of a run's modules, EMA and optimizers plus its bookkeeping
+(step, best scores...). It is reused only when its key (a hash of everything that shapes the
+run: stages/declared.py) matches, so a changed configuration starts afresh instead of mixing
+runs. The logged history is not in it: it is appended to the stage's CSV files as training goes.
 """
 
 from __future__ import annotations
@@ -18,35 +19,39 @@ from srcore.models.checkpoint import load_checkpoint, save_atomic
 STATE_FORMAT = "srcore-train-state"
 
 
-def check_finite(value: float, epoch: int, term: str, last_path: Path, remedy: str) -> None:
-    if not math.isfinite(value):
-        raise SrcoreError(f"epoch {epoch}: the {term} loss is {value}; training stopped and the "
-                          f"last good state is kept in {last_path}. {remedy}")
+def check_finite(values: dict[str, float], steps: str, last_path: Path, saved_step: int,
+                 remedy: str) -> None:
+    """values: logged term (a loss) -> its mean over `steps` (e.g. "steps 41-50")."""
+    for term, value in values.items():
+        if not math.isfinite(value):
+            kept = (f"the state of step {saved_step} is kept in {last_path}" if saved_step
+                    else "no state was saved yet")
+            raise SrcoreError(f"{steps}: {term} is {value}; training stopped and {kept}. "
+                              f"{remedy}")
 
 
-def save_state(path: Path, fingerprint: str, objects: dict, state: dict) -> None:
-    """objects: name -> anything with state_dict() (modules, optimizers, schedulers)."""
-    save_atomic(path, {"format": STATE_FORMAT, "fingerprint": fingerprint,
+def save_state(path: Path, key: str, objects: dict, state: dict) -> None:
+    """objects: name -> anything with state_dict() (modules, EMA, optimizers, schedulers)."""
+    save_atomic(path, {"format": STATE_FORMAT, "key": key,
                        "objects": {k: v.state_dict() for k, v in objects.items()}, **state})
 
 
-def resume_state(path: Path, fingerprint: str, objects: dict, state: dict,
-                 quiet: bool = False) -> bool:
+def resume_state(path: Path, key: str, objects: dict, state: dict, quiet: bool = False) -> bool:
     """Load a saved state into `objects` and `state` when it belongs to this configuration."""
     if not Path(path).is_file():
         return False
     saved = load_checkpoint(path)
-    if (saved.get("format") != STATE_FORMAT or saved.get("fingerprint") != fingerprint
-            or set(saved.get("objects", {})) != set(objects)):
+    if (saved.get("format") != STATE_FORMAT or saved.get("key") != key
+            or set(saved.get("objects", {})) != set(objects) or not set(state) <= set(saved)):
         if not quiet:
             print(f"{path} belongs to another configuration: starting from scratch")
         return False
     for name, obj in objects.items():
         obj.load_state_dict(saved["objects"][name])
-    for key in state:
-        state[key] = saved[key]
+    for name in state:
+        state[name] = saved[name]
     if not quiet:
-        print(f"resuming from {path} after epoch {state['epoch']}")
+        print(f"resuming from {path} after step {state['step']}")
     return True
 
 

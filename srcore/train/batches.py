@@ -1,0 +1,52 @@
+"""One DataLoader for a whole training run: an endless stream of batches, resumable at any step.
+
+Pass p over the data visits the crops in the permutation seeded by seed + p (as a
+DistributedSampler with set_epoch(p) would); passes follow each other without a break, so every
+step gets a full batch even when the data holds fewer crops than a batch. With N processes,
+rank r takes every N-th crop of each pass (padded, as DistributedSampler pads, so that all ranks
+get as many): the N per-rank batches of a step together hold the crops one process would use.
+The sampler yields (pass, index) keys: the dataset seeds each crop by them, so the stream does
+not depend on the number of loader workers, and a run resumed at step s starts where it was.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Iterator
+
+import torch
+
+from srcore.train.distributed import Dist
+
+
+class StreamSampler(torch.utils.data.Sampler):
+    def __init__(self, size: int, seed: int, dist: Dist, start: int = 0):
+        """start: how many keys of this rank's stream to skip (steps done x per-rank batch)."""
+        self.size, self.seed, self.dist, self.start = size, seed, dist, start
+        self.per_rank = -(-size // dist.world)  # ceil: padded as DistributedSampler does
+
+    def pass_order(self, data_pass: int) -> list[int]:
+        """This rank's indices in pass `data_pass`."""
+        generator = torch.Generator().manual_seed(self.seed + data_pass)
+        order = torch.randperm(self.size, generator=generator).tolist()
+        order += order[:self.per_rank * self.dist.world - self.size]
+        return order[self.dist.rank::self.dist.world]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        first_pass, skip = divmod(self.start, self.per_rank)
+        for data_pass in itertools.count(first_pass):
+            order = self.pass_order(data_pass)[skip:]
+            skip = 0
+            yield from ((data_pass, index) for index in order)
+
+
+def batch_stream(data, batch_size: int, seed: int, steps_done: int, num_workers: int,
+                 dist: Dist, pin_memory: bool = False) -> Iterator:
+    """This process's batches from step steps_done + 1 on, forever (`batch_size` is global)."""
+    from torch.utils.data import DataLoader
+
+    per_rank = batch_size // dist.world
+    sampler = StreamSampler(len(data), seed, dist, start=steps_done * per_rank)
+    loader = DataLoader(data, batch_size=per_rank, sampler=sampler, num_workers=num_workers,
+                        pin_memory=pin_memory, persistent_workers=num_workers > 0)
+    return iter(loader)

@@ -1,0 +1,158 @@
+"""The one training loop: CNN training, discriminator pretraining and the GAN phases all run here,
+each with its own step function.
+
+A run is `steps` optimizer steps over one endless batch stream (batches.py). Around each step,
+at cadences counted in steps:
+- every step: the phase's `after_step` (EMA, lr schedule, validation, early stopping);
+- every `log_every`: the mean of each loss term since the last log is read on the host (the only
+  place a loss leaves the device), checked for NaN/inf and handed to `on_log` (CSV rows, MLflow);
+- every `checkpoint_every`, at the last step, and on SIGINT/SIGTERM: the resumable state.
+The running sums of the log window are part of that state, so a resumed run logs exactly what an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from srcore.errors import Interrupted
+from srcore.train import distributed
+from srcore.train.distributed import Dist
+from srcore.train.state import check_finite
+
+StepFn = Callable[[int, tuple], dict[str, torch.Tensor]]
+
+
+@dataclass
+class Cadence:
+    steps: int
+    log_every: int
+    checkpoint_every: int
+
+
+@dataclass
+class Hooks:
+    """What the phase does around its steps. `state` is the phase's resumable bookkeeping: the
+    loop keeps "step" and "window" in it; `save()` writes it with the phase's networks."""
+    state: dict
+    save: Callable[[], None]
+    after_step: Callable[[int], bool] = lambda step: False  # True: stop (early stopping)
+    on_start: Callable[[int], None] = lambda step: None  # the step the run goes on from
+    on_log: Callable[[int, dict[str, float]], None] = lambda step, means: None
+    postfix: Callable[[dict[str, float]], str] = lambda means: ""
+
+
+def new_state(**phase_state) -> dict:
+    return {"step": 0, "window": {}, **phase_state}
+
+
+def run(cadence: Cadence, batches: Iterator, step_fn: StepFn, hooks: Hooks, *, desc: str,
+        last_path: Path, remedy: str, device: torch.device, dist: Dist = Dist()) -> dict:
+    """Steps state["step"] + 1 .. cadence.steps (fewer if after_step stops the run). Returns
+    {"steps_run", "stopped_early", "steps_per_s"}, the rate measured after the first step."""
+    from tqdm import tqdm
+
+    state = hooks.state
+    window = {k: (v[0].to(device), v[1]) for k, v in state["window"].items()}
+    saved_step = state["step"]
+    first = state["step"] + 1
+    bar = tqdm(total=cadence.steps, initial=state["step"], desc=desc, unit="step",
+               disable=not dist.main or None, dynamic_ncols=True)
+    stop_early, started, timed_from = False, time.perf_counter(), None
+    if dist.main:
+        hooks.on_start(state["step"])
+
+    def flush(step: int, log: bool) -> None:
+        """Read the window's means on the host; check them; log them if asked to."""
+        if not window:
+            return
+        keys = sorted(window)
+        totals = torch.stack([window[k][0] for k in keys])
+        totals = distributed.sum_over_ranks(totals, dist).tolist()
+        counts = [window[k][1] * dist.world for k in keys]
+        means = {k: t / c for k, t, c in zip(keys, totals, counts)}
+        low = step - max(window[k][1] for k in keys) + 1
+        steps = f"step {step}" if low == step else f"steps {low}-{step}"
+        check_finite(means, steps, last_path, saved_step, remedy)
+        if log:
+            window.clear()
+            if dist.main:
+                hooks.on_log(step, means)
+                bar.set_postfix_str(hooks.postfix(means), refresh=False)
+
+    def checkpoint(step: int) -> None:
+        nonlocal saved_step
+        flush(step, log=False)  # never save weights that a NaN has already reached
+        state["step"] = step
+        state["window"] = {k: (v[0].detach().cpu().clone(), v[1]) for k, v in window.items()}
+        if dist.main:
+            hooks.save()
+        saved_step = step
+
+    with _stop_requests() as requested:
+        try:
+            for step in range(first, cadence.steps + 1):
+                for term, value in step_fn(step, next(batches)).items():
+                    total, count = window.get(term, (0, 0))
+                    window[term] = (total + value.detach().float(), count + 1)
+                stop_early = hooks.after_step(step)
+                last = step == cadence.steps or stop_early
+                if step % cadence.log_every == 0 or last:
+                    flush(step, log=True)
+                check_now = dist.world == 1 or step % cadence.log_every == 0 or last
+                signalled = check_now and distributed.any_rank(requested.is_set(), dist, device)
+                if step % cadence.checkpoint_every == 0 or last or signalled:
+                    checkpoint(step)
+                bar.update()
+                if step == first:
+                    timed_from = time.perf_counter()
+                if signalled:
+                    raise Interrupted(requested.signum, f"state saved at step {step} in "
+                                      f"{last_path}; run the same command (or dvc repro) to "
+                                      "resume")
+                if stop_early:
+                    break
+        finally:
+            bar.close()
+    done = state["step"] - first + 1
+    rate = (done - 1) / (time.perf_counter() - timed_from) if done > 1 and timed_from else 0.0
+    return {"steps_run": state["step"], "stopped_early": stop_early, "steps_per_s": rate,
+            "wall_time_s": time.perf_counter() - started}
+
+
+class _Request(threading.Event):
+    signum = signal.SIGINT
+
+
+@contextlib.contextmanager
+def _stop_requests():
+    """SIGINT and SIGTERM ask the loop to stop after the current step (it saves, then raises
+    Interrupted); a second signal stops at once. Outside the main thread: no handlers."""
+    requested = _Request()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def handler(signum, frame):
+        if requested.is_set():
+            raise Interrupted(signum, "stopped before the state was saved; the last "
+                              "checkpoint is kept")
+        requested.signum = signum
+        requested.set()
+        print(f"\n{signal.Signals(signum).name}: stopping after this step to save the state "
+              "(send it again to stop at once)", flush=True)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

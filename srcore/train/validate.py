@@ -1,0 +1,46 @@
+"""Validation: a generator scored on whole val images (PSNR/SSIM on RGB and Y, LPIPS if given),
+and the bicubic baseline it must beat."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from srcore.data.dataset import to_tensor
+from srcore.data.kernels import downscale, upscale
+from srcore.metrics import image_metrics, mean_scores, psnr_ssim, to_uint8
+from srcore.train.runtime import autocast, inference_layout
+
+
+@dataclass
+class ValImage:
+    lq: torch.Tensor  # (1, 3, h, w) in [0, 1], 8-bit levels
+    gt: np.ndarray  # (H, W, 3) uint8
+
+
+def make_val_images(images: list[np.ndarray], scale: int, kernel: str) -> list[ValImage]:
+    return [ValImage(downscale(to_tensor(img)[None], scale, kernel), img) for img in images]
+
+
+def bicubic_scores(val: list[ValImage], scale: int, crop_border: int) -> dict[str, float]:
+    """Mean val PSNR/SSIM of bicubic upsampling: the bar the CNN must clear."""
+    return mean_scores([psnr_ssim(v.gt, to_uint8(upscale(v.lq, scale, "bicubic")), crop_border)
+                        for v in val])
+
+
+@torch.inference_mode()
+def validate(model: torch.nn.Module, val: list[ValImage], device, precision: str,
+             crop_border: int, lpips_model=None) -> dict[str, float]:
+    """Mean PSNR/SSIM (RGB and Y) of the model on whole val images, and LPIPS if given."""
+    was_training = model.training
+    model.eval()
+    scores = []
+    for v in val:
+        with autocast(precision, device):
+            sr = to_uint8(model(inference_layout(v.lq.to(device))).float())
+        scores.append(image_metrics(v.gt, sr, crop_border, lpips_model) if lpips_model
+                      else psnr_ssim(v.gt, sr, crop_border))
+    model.train(was_training)
+    return mean_scores(scores)

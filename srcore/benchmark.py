@@ -71,7 +71,7 @@ def run(params: Params, device: torch.device, log: Callable[[str], None]) -> dic
     from srcore.train.cnn import LOSSES, pixel_step
     from srcore.train.distributed import Dist
     from srcore.train.gan import GanNets, gan_step
-    from srcore.train.runtime import grad_scaler, native_precisions
+    from srcore.train.runtime import grad_scaler, native_precisions, pick_precision
 
     batch, patch, scale = params.cnn.batch_size, params.data.patch_size, params.data.scale
     native = native_precisions(device)
@@ -155,17 +155,20 @@ def run(params: Params, device: torch.device, log: Callable[[str], None]) -> dic
     out["training_consumes_patches_per_s"] = out[f"cnn_train_{trained_in}_patches_per_s"]
     out["loader_headroom_x"] = out["loader_patches_per_s"] / out["training_consumes_patches_per_s"]
 
-    out.update(_loop_efficiency(params, device, new_generator(), dataset, trained_in, log))
+    loop_precision = pick_precision(params.train.precision, device)
+    out.update(_loop_efficiency(params, device, new_generator(), dataset, loop_precision, log))
     out.update(_inference(params, device, new_generator().eval(), trained_in, log))
     out.update(_evaluation(params, log))
     return out
 
 
 def _loop_efficiency(params: Params, device, model, dataset, precision: str, log) -> dict:
-    """The real train_cnn loop (EMA, lr schedule, validation on two small images, logging to a
-    CSV, checkpoints, all at params.yaml's cadences) for train.checkpoint_every steps, so that
-    it includes one checkpoint, against the isolated step: the share of time spent stepping.
-    MLflow logging is left out (it is asynchronous in the stages)."""
+    """The real train_cnn loop (batch stream, EMA, lr schedule, logging to a CSV and a
+    checkpoint, at params.yaml's cadences) for train.checkpoint_every steps, so that it
+    includes one checkpoint, against the isolated step: the share of the time spent stepping.
+    Validation is left out (one tiny image, at the end): its cost is set by cnn.val_every and
+    the val images, and is reported on its own (validation_s: the default val set's size).
+    MLflow is left out too (the stages log to it asynchronously)."""
     import contextlib
     import sys
     import tempfile
@@ -174,23 +177,20 @@ def _loop_efficiency(params: Params, device, model, dataset, precision: str, log
     from srcore.csvlog import CsvLog
     from srcore.train.cnn import LOSSES, pixel_step, train_cnn
     from srcore.train.runtime import grad_scaler
-    from srcore.train.validate import make_val_images
+    from srcore.train.validate import make_val_images, validate
 
     cnn, train = params.cnn, params.train
     steps = min(cnn.steps, max(train.checkpoint_every, 2))
     quick = cnn.model_copy(update={"steps": steps, "lr_halve_at": [steps // 2] if steps > 2
-                                   else [], "val_every": min(cnn.val_every, steps),
-                                   "early_stop_warmup": steps - 1})
-    rng = np.random.default_rng(2)
-    val = make_val_images([rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
-                           for _ in range(2)], params.data.scale, params.data.lq_kernel)
+                                   else [], "val_every": steps, "early_stop_warmup": steps - 1})
+    tiny = make_val_images([np.zeros((4 * params.data.scale,) * 2 + (3,), np.uint8)],
+                           params.data.scale, params.data.lq_kernel)
     log(f"the train_cnn loop, {steps} steps, {precision}")
     # its progress lines go to stderr: stdout is the benchmark's result (--json)
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
         csv = CsvLog(Path(tmp) / "train.csv", ["step", "train_loss", "lr"])
-        summary = train_cnn(model, dataset, val, quick, train, seed=params.seed,
-                            crop_border=params.eval.crop_border, device=device,
-                            precision=precision, best_path=Path(tmp) / "cnn.pt",
+        summary = train_cnn(model, dataset, tiny, quick, train, seed=params.seed, crop_border=0,
+                            device=device, precision=precision, best_path=Path(tmp) / "cnn.pt",
                             last_path=Path(tmp) / "last.pt", key="benchmark",
                             on_start=csv.start,
                             on_log=lambda step, row: csv.append({"step": step, **row}))
@@ -200,9 +200,16 @@ def _loop_efficiency(params: Params, device, model, dataset, precision: str, log
     step_s, _ = median_seconds(lambda: pixel_step(model, optimizer, grad_scaler(precision, device),
                                                   LOSSES[cnn.loss], lq, gt, precision, device),
                                device)
-    return {"loop_steps": steps, "loop_steps_per_s": summary["steps_per_s"],
-            "isolated_steps_per_s": 1 / step_s,
-            "loop_efficiency_x": summary["steps_per_s"] * step_s}
+    log("one validation (2 HR-sized images, PSNR/SSIM)")
+    scale = params.data.scale
+    val = make_val_images([img[:img.shape[0] // scale * scale] for img in
+                           synthetic_images(params, 2)], scale, params.data.lq_kernel)
+    val_s, _ = median_seconds(lambda: validate(model, val, device, precision,
+                                               params.eval.crop_border), device, repeats=1)
+    return {"loop_precision": precision, "loop_steps": steps,
+            "loop_steps_per_s": summary["steps_per_s"], "isolated_steps_per_s": 1 / step_s,
+            "loop_efficiency_x": summary["steps_per_s"] * step_s,
+            "validation_s": val_s, "validation_every_steps": cnn.val_every}
 
 
 def _random_features(net: str) -> torch.nn.Module:
@@ -257,7 +264,8 @@ def _evaluation(params: Params, log) -> dict:
 
 UNITS = (("_patches_per_s", "patches/s"), ("_megapixels_per_s", "MP/s"), ("_images_per_s",
          "images/s"), ("_step_s", "s"), ("_over_cnn_step", "x"), ("_speedup_over_fp32", "x"),
-         ("_headroom_x", "x"), ("_efficiency_x", "x"), ("_steps_per_s", "steps/s"))
+         ("_headroom_x", "x"), ("_efficiency_x", "x"), ("_steps_per_s", "steps/s"),
+         ("validation_s", "s"))
 
 
 def table(results: dict) -> str:

@@ -33,10 +33,13 @@ class CsvLog:
 
 
 def _step_of(row: dict) -> int | None:
+    """The row's step; None for a line cut short by a killed process (missing cells)."""
+    if None in row.values():
+        return None
     try:
         return int(row["step"])
-    except (TypeError, ValueError):
-        return None  # a line cut short by a killed process
+    except ValueError:
+        return None
 
 
 def _rounded(row: dict) -> dict:

@@ -49,7 +49,7 @@ def _train(params, values, split, dist, device) -> None:
 
         def on_log(step: int, row: dict) -> None:
             log.append({"step": step, **row})
-            mlflow.log_metrics(row, step=step)
+            mlflow.log_metrics(row, step=step, synchronous=False)
 
         summary = pretrain_disc(
             generator, disc, dataset, steps=disc_params.pretrain_steps,

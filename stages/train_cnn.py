@@ -62,7 +62,7 @@ def _train(params, values, split, dist, device) -> None:
 
         def on_log(step: int, row: dict) -> None:
             train_log.append({"step": step, **row})
-            mlflow.log_metrics(row, step=step)
+            mlflow.log_metrics(row, step=step, synchronous=False)
 
         def on_validate(step: int, scores: dict, ema_model) -> None:
             val_log.append({"step": step, **scores})

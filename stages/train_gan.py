@@ -67,7 +67,8 @@ def _train(params, values, split, dist, device) -> None:
 
         def on_log(step: int, row: dict) -> None:
             train_log.append({"step": step, **row})
-            mlflow.log_metrics({k: v for k, v in row.items() if k != "phase"}, step=step)
+            mlflow.log_metrics({k: v for k, v in row.items() if k != "phase"}, step=step,
+                               synchronous=False)
 
         def on_validate(step: int, scores: dict, ema_model) -> None:
             val_log.append({"step": step, **scores})

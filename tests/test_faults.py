@@ -56,6 +56,8 @@ def test_killed_training_resumes_and_ends_as_an_uninterrupted_run(training_proje
     shutil.copytree(training_project, straight)
     process = start_training(training_project)
     wait_for_state(training_project, process)
+    # the plot data grows as training goes: `dvc plots show` works on a run in progress
+    assert len((training_project / "metrics/train_cnn.csv").read_text().splitlines()) > 2
     process.send_signal(signal.SIGKILL)
     process.wait()
     out = run_cli("train-cnn", cwd=training_project)

@@ -135,14 +135,15 @@ def test_state_of_another_configuration_is_not_resumed(tmp_path):
 
 
 def test_a_net_at_bicubic_is_not_stopped_before_the_warmup(tmp_path):
-    """lr 1e-9: the val score never moves. Early stopping waits for the warm-up, then stops."""
-    model, data, val, cnn, train, kw = setup(tmp_path, steps=16, lr=1e-9, cnn__patience=2,
-                                             cnn__early_stop_warmup=10)
+    """lr 1e-9: the val score never moves. Early stopping waits for the warm-up, and its
+    patience counts from the end of the warm-up, not from the first validation."""
+    model, data, val, cnn, train, kw = setup(tmp_path, steps=16, lr=1e-9, cnn__patience=4,
+                                             cnn__early_stop_warmup=8)
     validated = []
     summary = train_cnn(model, data, val, cnn, train,
                         on_validate=lambda s, sc, m: validated.append(s), **kw)
-    assert summary["stopped_early"] and summary["steps_run"] == 10
-    assert validated == [2, 4, 6, 8, 10] and summary["best_step"] == 2
+    assert summary["stopped_early"] and summary["steps_run"] == 12
+    assert validated == [2, 4, 6, 8, 10, 12] and summary["best_step"] == 2
     assert load_generator(tmp_path / "cnn.pt")[1]["step"] == 2
 
 
@@ -159,3 +160,15 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path):
     with pytest.raises(SrcoreError, match=r"steps 1-2: train_loss is nan; training stopped and "
                                           r"no state was saved yet"):
         train_cnn(model, data, val, cnn, train, **kw)
+
+
+def test_losses_are_logged_at_the_cadence_as_means_of_their_window(tmp_path):
+    per_step, windows = [], []
+    for log_every, rows in ((1, per_step), (3, windows)):
+        model, data, val, cnn, train, kw = setup(tmp_path / str(log_every),
+                                                 train__log_every=log_every)
+        train_cnn(model, data, val, cnn, train, on_log=lambda s, r: rows.append((s, r)), **kw)
+    assert [s for s, _ in windows] == [3, 6, 8]  # and the last step, whatever the cadence
+    losses = [r["train_loss"] for _, r in per_step]
+    for (step, row), low in zip(windows, (0, 3, 6)):
+        assert row["train_loss"] == pytest.approx(sum(losses[low:step]) / (step - low), rel=1e-5)

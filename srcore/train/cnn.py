@@ -1,8 +1,9 @@
 """The CNN phase: RRDBNet with an L1 or L2 pixel loss, its EMA validated on whole images.
 
 The best EMA weights by val PSNR-Y are kept (in the resumable state, and at the end in
-best_path). Early stopping waits for `early_stop_warmup` steps: the network starts as exactly
-bicubic and sits there for its first steps.
+best_path). Early stopping needs `patience` steps without a gain after the warm-up
+(`early_stop_warmup`): the network starts as exactly bicubic and may sit there for its first
+steps.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from srcore.config import CnnParams, TrainParams
 from srcore.data.dataset import PatchDataset
@@ -87,12 +89,13 @@ def train_cnn(model: RRDBNet, data: PatchDataset, val: list[ValImage], cnn: CnnP
         if dist.main:
             on_validate(step, scores, ema.model)
             _print_validation(step, scores)
-        # patience counts from the best validation, and only after the warm-up
-        stop = (step >= cnn.early_stop_warmup and step - state["best_step"] >= cnn.patience
-                and step < cnn.steps)
+        # patience counts from the best validation or the end of the warm-up, whichever is
+        # later: steps spent at bicubic during the warm-up do not count against the network
+        since = step - max(state["best_step"], cnn.early_stop_warmup)
+        stop = step >= cnn.early_stop_warmup and since >= cnn.patience and step < cnn.steps
         state["stopped_early"] = stop
         if stop and dist.main:
-            print(f"early stop at step {step}: no val PSNR-Y gain for {cnn.patience} steps "
+            tqdm.write(f"early stop at step {step}: no val PSNR-Y gain for {cnn.patience} steps "
                   f"(best at step {state['best_step']})")
         return stop
 
@@ -122,5 +125,4 @@ def train_cnn(model: RRDBNet, data: PatchDataset, val: list[ValImage], cnn: CnnP
 
 
 def _print_validation(step: int, scores: dict) -> None:
-    print(f"step {step}: val PSNR-Y {scores['psnr_y']:.2f} dB, SSIM-Y {scores['ssim_y']:.4f}",
-          flush=True)
+    tqdm.write(f"step {step}: val PSNR-Y {scores['psnr_y']:.2f} dB, SSIM-Y {scores['ssim_y']:.4f}")

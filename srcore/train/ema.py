@@ -18,6 +18,7 @@ class Ema:
     def __init__(self, model: torch.nn.Module, decay: float):
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         self.decay, self.updates = decay, 0
+        self._pairs: tuple[int, list, list] | None = None  # (id of the source, averages, sources)
 
     def current_decay(self) -> float:
         return min(self.decay, (1 + self.updates) / (10 + self.updates))
@@ -26,15 +27,15 @@ class Ema:
     def update(self, model: torch.nn.Module) -> None:
         """Move the average towards `model`'s weights (call after each optimizer step)."""
         self.updates += 1
-        weight = 1 - self.current_decay()
-        pairs = [(a, b) for a, b in zip(self.model.state_dict().values(),
-                                        model.state_dict().values()) if a.is_floating_point()]
-        averages, current = zip(*pairs)
-        torch._foreach_lerp_(list(averages), list(current), weight)
+        if self._pairs is None or self._pairs[0] != id(model):
+            pairs = [(a, b) for a, b in zip(self.model.state_dict().values(),
+                                            model.state_dict().values()) if a.is_floating_point()]
+            self._pairs = (id(model), [a for a, _ in pairs], [b for _, b in pairs])
+        torch._foreach_lerp_(self._pairs[1], self._pairs[2], 1 - self.current_decay())
 
     def state_dict(self) -> dict:
         return {"weights": self.model.state_dict(), "updates": self.updates}
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["weights"])
+        self.model.load_state_dict(state["weights"])  # copies in place: the pairs stay valid
         self.updates = state["updates"]

@@ -188,7 +188,7 @@ def train_gan(generator: RRDBNet, disc: Discriminator, perceptual: PerceptualLos
     opt_g = torch.optim.Adam(generator.parameters(), lr=gan.lr, betas=gan.betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=disc_lr, betas=gan.betas)
     scaler_g, scaler_d = grad_scaler(precision, device), grad_scaler(precision, device)
-    state = loop.new_state(scores=None, fresh=False)
+    state = loop.new_state(scores=None)
     objects = {"generator": generator, "ema": ema, "discriminator": disc, "opt_g": opt_g,
                "opt_d": opt_d, "scaler_g": scaler_g, "scaler_d": scaler_d}
     resumed = resume_state(last_path, key, objects, state, quiet=not dist.main)
@@ -248,5 +248,6 @@ def _run_or_done(cadence: loop.Cadence, batches, step_fn, hooks: loop.Hooks, des
 
 
 def _print_validation(step: int, scores: dict) -> None:
-    print(f"step {step}: val PSNR-Y {scores['psnr_y']:.2f} dB, LPIPS {scores['lpips']:.4f}",
-          flush=True)
+    from tqdm import tqdm
+
+    tqdm.write(f"step {step}: val PSNR-Y {scores['psnr_y']:.2f} dB, LPIPS {scores['lpips']:.4f}")

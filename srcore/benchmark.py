@@ -185,6 +185,18 @@ def _loop_efficiency(params: Params, device, model, dataset, precision: str, log
                                    else [], "val_every": steps, "early_stop_warmup": steps - 1})
     tiny = make_val_images([np.zeros((4 * params.data.scale,) * 2 + (3,), np.uint8)],
                            params.data.scale, params.data.lq_kernel)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cnn.lr)
+    lq, gt = (t.unsqueeze(0).repeat(cnn.batch_size, 1, 1, 1) for t in dataset[(0, 0)])
+
+    def isolated_step_s() -> float:
+        return median_seconds(lambda: pixel_step(model, optimizer, grad_scaler(precision, device),
+                                                 LOSSES[cnn.loss], lq, gt, precision, device),
+                              device)[0]
+
+    # the isolated step is timed before and after the loop, and the two averaged: on a shared
+    # machine the speed drifts over a minute, and one side alone would bias the ratio
+    log(f"the isolated step, {precision}")
+    before_s = isolated_step_s()
     log(f"the train_cnn loop, {steps} steps, {precision}")
     # its progress lines go to stderr: stdout is the benchmark's result (--json)
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
@@ -194,12 +206,8 @@ def _loop_efficiency(params: Params, device, model, dataset, precision: str, log
                             last_path=Path(tmp) / "last.pt", key="benchmark",
                             on_start=csv.start,
                             on_log=lambda step, row: csv.append({"step": step, **row}))
-    log(f"the isolated step, {precision}")
-    optimizer = torch.optim.Adam(model.parameters(), lr=cnn.lr)
-    lq, gt = (t.unsqueeze(0).repeat(cnn.batch_size, 1, 1, 1) for t in dataset[(0, 0)])
-    step_s, _ = median_seconds(lambda: pixel_step(model, optimizer, grad_scaler(precision, device),
-                                                  LOSSES[cnn.loss], lq, gt, precision, device),
-                               device)
+    log(f"the isolated step again, {precision}")
+    step_s = (before_s + isolated_step_s()) / 2
     log("one validation (2 HR-sized images, PSNR/SSIM)")
     scale = params.data.scale
     val = make_val_images([img[:img.shape[0] // scale * scale] for img in

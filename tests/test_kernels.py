@@ -12,17 +12,17 @@ from images import photo
 
 @pytest.mark.parametrize("kernel", ["bicubic", "area", "bilinear", "nearest"])
 def test_shapes_range_and_8bit_levels(kernel):
-    hr = to_tensor(photo(64, 48))[None]
-    lr = downscale(hr, 4, kernel)
-    assert lr.shape == (1, 3, 16, 12)
-    assert lr.min() >= 0 and lr.max() <= 1
-    assert torch.equal(lr, torch.round(lr * 255) / 255)
+    gt = to_tensor(photo(64, 48))[None]
+    lq = downscale(gt, 4, kernel)
+    assert lq.shape == (1, 3, 16, 12)
+    assert lq.min() >= 0 and lq.max() <= 1
+    assert torch.equal(lq, torch.round(lq * 255) / 255)
 
 
 def test_area_is_the_block_mean():
-    hr = to_tensor(photo(8, 8))[None]
-    lr = downscale(hr, 4, "area", quantize=False)
-    assert torch.allclose(lr[0, :, 0, 0], hr[0, :, :4, :4].mean(dim=(1, 2)))
+    gt = to_tensor(photo(8, 8))[None]
+    lq = downscale(gt, 4, "area", quantize=False)
+    assert torch.allclose(lq[0, :, 0, 0], gt[0, :, :4, :4].mean(dim=(1, 2)))
 
 
 def test_bicubic_matches_pil_antialiased_bicubic():
@@ -33,11 +33,11 @@ def test_bicubic_matches_pil_antialiased_bicubic():
 
 
 def test_nearest_picks_pixels_and_baselines_upscale():
-    hr = to_tensor(photo(16, 16))[None]
-    lr = downscale(hr, 4, "nearest", quantize=False)
-    block = hr[0, :, :4, :4].reshape(3, 16)
-    assert any(torch.equal(lr[0, :, 0, 0], block[:, k]) for k in range(16))
+    gt = to_tensor(photo(16, 16))[None]
+    lq = downscale(gt, 4, "nearest", quantize=False)
+    block = gt[0, :, :4, :4].reshape(3, 16)
+    assert any(torch.equal(lq[0, :, 0, 0], block[:, k]) for k in range(16))
     for kernel in ("nearest", "bilinear", "bicubic"):
-        assert upscale(lr, 4, kernel).shape == hr.shape
-    assert torch.equal(upscale(lr, 4, "nearest")[0, :, :4, :4],
-                       lr[0, :, :1, :1].expand(3, 4, 4))
+        assert upscale(lq, 4, kernel).shape == gt.shape
+    assert torch.equal(upscale(lq, 4, "nearest")[0, :, :4, :4],
+                       lq[0, :, :1, :1].expand(3, 4, 4))

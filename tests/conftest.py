@@ -10,9 +10,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-def shared_dir() -> Path:
-    """The read-only reference folder beside the checkout (SRCORE_SHARED overrides)."""
-    return Path(os.environ.get("SRCORE_SHARED") or REPO.parent / "shared")
+LPIPS_IMAGES = REPO / "tests" / "data" / "lpips"  # the LPIPS project's examples (README there)
 
 
 def run_cli(*args, cwd, env=None, check=True) -> subprocess.CompletedProcess:

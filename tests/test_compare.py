@@ -9,7 +9,7 @@ from PIL import Image
 from srcore.metrics import image_metrics
 from srcore.pretrained import load_lpips
 
-from conftest import run_cli, shared_dir
+from conftest import LPIPS_IMAGES, run_cli
 from images import photo
 
 
@@ -40,7 +40,7 @@ def test_ssim_agrees_with_an_independent_implementation(weights_dir):
 
 
 def test_compare_command_on_the_lpips_reference_pair(weights_dir, tmp_path):
-    ref_dir = shared_dir() / "reference" / "lpips"
+    ref_dir = LPIPS_IMAGES
     out = run_cli("compare", ref_dir / "ex_ref.png", ref_dir / "ex_p1.png", "--json",
                   "--weights", weights_dir, cwd=tmp_path)
     scores = json.loads(out.stdout)

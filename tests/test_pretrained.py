@@ -18,7 +18,7 @@ from srcore import pretrained
 from srcore.errors import SrcoreError
 from stages.pretrained import cache_dir
 
-from conftest import shared_dir
+from conftest import LPIPS_IMAGES
 
 
 def _image(path: Path):
@@ -32,9 +32,7 @@ def _image(path: Path):
 def test_lpips_reference_values(weights_dir):
     import torch
 
-    ref_dir = shared_dir() / "reference" / "lpips"
-    assert (ref_dir / "ex_ref.png").is_file(), f"no LPIPS reference images in {ref_dir}: " \
-        "the shared/ folder belongs beside the checkout (or set SRCORE_SHARED)"
+    ref_dir = LPIPS_IMAGES
     model = pretrained.load_lpips(weights_dir)
     ref = _image(ref_dir / "ex_ref.png")
     with torch.no_grad():

@@ -67,6 +67,37 @@ def run_training(params_path: Path, stage: str, check_inputs: Callable[[], None]
         distributed.teardown()
 
 
+class Records:
+    """What a training stage records as it goes: logged losses to `train_csv` and MLflow;
+    validations to `val_csv` and MLflow, each with a sample grid of `val_image`. The library
+    calls these methods on the main process only (its on_start, on_log, on_validate hooks)."""
+
+    def __init__(self, mlflow, train_csv: Path, train_columns: list[str],
+                 val_csv: Path | None = None, val_columns: list[str] | None = None,
+                 val_image=None, scale: int = 4, device=None):
+        from srcore.csvlog import CsvLog
+
+        self.mlflow, self.val_image, self.scale, self.device = mlflow, val_image, scale, device
+        self.logs = [CsvLog(train_csv, train_columns)]
+        if val_csv is not None:
+            self.logs.append(CsvLog(val_csv, val_columns))
+
+    def start(self, step: int) -> None:
+        for log in self.logs:
+            log.start(step)
+
+    def log(self, step: int, row: dict) -> None:
+        self.logs[0].append({"step": step, **row})
+        numbers = {k: v for k, v in row.items() if isinstance(v, (int, float))}
+        self.mlflow.log_metrics(numbers, step=step, synchronous=False)
+
+    def validated(self, step: int, scores: dict, model) -> None:
+        self.logs[1].append({"step": step, **scores})
+        self.mlflow.log_metrics({f"val_{k}": v for k, v in scores.items()}, step=step)
+        self.mlflow.log_image(sample_grid(model, self.val_image, self.scale, self.device),
+                              f"grids/step_{step:06d}.png")
+
+
 def sample_grid(model, val_image, scale: int, device):
     """LQ (nearest, enlarged) | bicubic | SR | GT, on a centre crop of a val image."""
     import torch

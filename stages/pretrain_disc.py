@@ -6,8 +6,7 @@ from pathlib import Path
 
 from srcore.atomic import write_json
 from srcore.tracking import stage_run
-from srcore.csvlog import CsvLog
-from stages.common import run_training, training_data
+from stages.common import Records, run_training, training_data
 from stages.inputs import read_split, require
 from stages.declared import run_key
 from stages.paths import CNN, DISC, DISC_LAST, METRICS
@@ -45,18 +44,13 @@ def _train(params, values, split, dist, device) -> None:
         print(f"pretrain_disc: {disc_params.pretrain_steps} steps of {params.gan.batch_size} "
               f"real and as many SR crops, {device} {precision} x {dist.world} process(es)")
     with stage_run(STAGE, params.mlflow.experiment, values, enabled=dist.main) as mlflow:
-        log = CsvLog(CSV, COLUMNS)
-
-        def on_log(step: int, row: dict) -> None:
-            log.append({"step": step, **row})
-            mlflow.log_metrics(row, step=step, synchronous=False)
-
+        records = Records(mlflow, CSV, COLUMNS)
         summary = pretrain_disc(
             generator, disc, dataset, steps=disc_params.pretrain_steps,
             batch_size=params.gan.batch_size, lr=disc_params.lr, betas=params.gan.betas,
             relativistic=params.gan.relativistic, train=params.train, seed=params.seed,
             device=device, precision=precision, last_path=DISC_LAST, key=key,
-            on_start=log.start, on_log=on_log, dist=dist)
+            on_start=records.start, on_log=records.log, dist=dist)
         if not dist.main:
             return
         save_discriminator(DISC, disc, step=summary["steps_run"])

@@ -6,8 +6,7 @@ from pathlib import Path
 
 from srcore.atomic import write_json
 from srcore.tracking import stage_run
-from srcore.csvlog import CsvLog
-from stages.common import run_training, sample_grid, training_data
+from stages.common import Records, run_training, training_data
 from stages.inputs import read_split
 from stages.declared import run_key
 from stages.paths import CNN, CNN_LAST, METRICS
@@ -50,31 +49,18 @@ def _train(params, values, split, dist, device) -> None:
               f"PSNR-Y {bicubic['psnr_y']:.2f} dB")
 
     with stage_run(STAGE, params.mlflow.experiment, values, enabled=dist.main) as mlflow:
-        train_log, val_log = CsvLog(TRAIN_CSV, TRAIN_COLUMNS), CsvLog(VAL_CSV, VAL_COLUMNS)
+        records = Records(mlflow, TRAIN_CSV, TRAIN_COLUMNS, VAL_CSV, VAL_COLUMNS, val[0],
+                          data.scale, device)
         if dist.main:
             mlflow.log_params({"device": str(device), "precision_used": precision,
                                "processes": dist.world})
             mlflow.log_metrics({f"bicubic_val_{k}": v for k, v in bicubic.items()})
 
-        def on_start(step: int) -> None:
-            train_log.start(step)
-            val_log.start(step)
-
-        def on_log(step: int, row: dict) -> None:
-            train_log.append({"step": step, **row})
-            mlflow.log_metrics(row, step=step, synchronous=False)
-
-        def on_validate(step: int, scores: dict, ema_model) -> None:
-            val_log.append({"step": step, **scores})
-            mlflow.log_metrics({f"val_{k}": v for k, v in scores.items()}, step=step)
-            mlflow.log_image(sample_grid(ema_model, val[0], data.scale, device),
-                             f"grids/step_{step:06d}.png")
-
         summary = train_cnn(model, dataset, val, cnn, params.train, seed=params.seed,
                             crop_border=params.eval.crop_border, device=device,
                             precision=precision, best_path=CNN, last_path=CNN_LAST, key=key,
-                            on_start=on_start, on_log=on_log, on_validate=on_validate,
-                            dist=dist)
+                            on_start=records.start, on_log=records.log,
+                            on_validate=records.validated, dist=dist)
         if not dist.main:
             return
         best, raw = summary["best"], summary["raw_last"]

@@ -6,8 +6,7 @@ from pathlib import Path
 
 from srcore.atomic import write_json
 from srcore.tracking import stage_run
-from srcore.csvlog import CsvLog
-from stages.common import run_training, sample_grid, training_data
+from stages.common import Records, run_training, training_data
 from stages.inputs import read_split, require
 from stages.declared import run_key
 from stages.paths import CNN, DISC, GAN, GAN_DISC, GAN_LAST, METRICS, PRETRAINED
@@ -57,31 +56,17 @@ def _train(params, values, split, dist, device) -> None:
               f"{cnn_scores['lpips']:.4f}")
 
     with stage_run(STAGE, params.mlflow.experiment, values, enabled=dist.main) as mlflow:
-        train_log, val_log = CsvLog(TRAIN_CSV, TRAIN_COLUMNS), CsvLog(VAL_CSV, VAL_COLUMNS)
+        records = Records(mlflow, TRAIN_CSV, TRAIN_COLUMNS, VAL_CSV, VAL_COLUMNS, val[0],
+                          params.data.scale, device)
         if dist.main:
             mlflow.log_metrics({f"cnn_val_{k}": v for k, v in cnn_scores.items()})
-
-        def on_start(step: int) -> None:
-            train_log.start(step)
-            val_log.start(step)
-
-        def on_log(step: int, row: dict) -> None:
-            train_log.append({"step": step, **row})
-            mlflow.log_metrics({k: v for k, v in row.items() if k != "phase"}, step=step,
-                               synchronous=False)
-
-        def on_validate(step: int, scores: dict, ema_model) -> None:
-            val_log.append({"step": step, **scores})
-            mlflow.log_metrics({f"val_{k}": v for k, v in scores.items()}, step=step)
-            mlflow.log_image(sample_grid(ema_model, val[0], params.data.scale, device),
-                             f"grids/step_{step:06d}.png")
 
         summary = train_gan(generator, disc, perceptual, dataset, val, lpips_model, gan,
                             params.train, disc_lr=params.disc.lr, seed=params.seed,
                             crop_border=params.eval.crop_border, device=device,
                             precision=precision, last_path=GAN_LAST, key=key,
-                            on_start=on_start, on_log=on_log, on_validate=on_validate,
-                            dist=dist)
+                            on_start=records.start, on_log=records.log,
+                            on_validate=records.validated, dist=dist)
         if not dist.main:
             return
         save_generator(GAN, summary["ema_model"].cpu(), step=summary["steps_run"],

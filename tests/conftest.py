@@ -24,8 +24,8 @@ def run_cli(*args, cwd, env=None, check=True) -> subprocess.CompletedProcess:
     return result
 
 
-def write_params(folder: Path, **overrides) -> Path:
-    """params.yaml of the repo with `section__key=value` overrides, written into folder."""
+def overridden_params(**overrides) -> dict:
+    """The repo's params.yaml as a dict, with `section__key=value` overrides."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for dotted, value in overrides.items():
         node = params
@@ -33,8 +33,13 @@ def write_params(folder: Path, **overrides) -> Path:
         for key in parents:
             node = node[key]
         node[last] = value
+    return params
+
+
+def write_params(folder: Path, **overrides) -> Path:
+    """params.yaml of the repo with `section__key=value` overrides, written into folder."""
     path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
+    path.write_text(yaml.safe_dump(overridden_params(**overrides)))
     return path
 
 
@@ -91,11 +96,4 @@ def params_with(**overrides):
     """The repo's params.yaml with `section__key=value` overrides, validated (srcore Params)."""
     from srcore.config import Params
 
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for dotted, value in overrides.items():
-        node = params
-        *parents, last = dotted.split("__")
-        for key in parents:
-            node = node[key]
-        node[last] = value
-    return Params.model_validate(params)
+    return Params.model_validate(overridden_params(**overrides))

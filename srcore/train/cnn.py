@@ -61,7 +61,7 @@ def train_cnn(model: RRDBNet, data: PatchDataset, val: list[ValImage], cnn: CnnP
     scaler = grad_scaler(precision, device)
     # the best weights live in the state too: DVC deletes best_path (a stage output) before
     # re-running the stage
-    state = loop.new_state(best=None, best_step=0, best_model=None, stopped_early=False)
+    state = loop.new_state(best=None, best_step=0, best_model=None)
     objects = {"model": model, "ema": ema, "optimizer": optimizer, "scheduler": scheduler,
                "scaler": scaler}
     resumed = resume_state(last_path, key, objects, state, quiet=not dist.main)
@@ -93,10 +93,9 @@ def train_cnn(model: RRDBNet, data: PatchDataset, val: list[ValImage], cnn: CnnP
         # later: steps spent at bicubic during the warm-up do not count against the network
         since = step - max(state["best_step"], cnn.early_stop_warmup)
         stop = step >= cnn.early_stop_warmup and since >= cnn.patience and step < cnn.steps
-        state["stopped_early"] = stop
         if stop and dist.main:
             tqdm.write(f"early stop at step {step}: no val PSNR-Y gain for {cnn.patience} steps "
-                  f"(best at step {state['best_step']})")
+                       f"(best at step {state['best_step']})")
         return stop
 
     def log(step: int, means: dict) -> None:
@@ -105,13 +104,9 @@ def train_cnn(model: RRDBNet, data: PatchDataset, val: list[ValImage], cnn: CnnP
     hooks = loop.Hooks(state, lambda: save_state(last_path, key, objects, state), after_step,
                        on_start, log, lambda means: f"loss {means['train_loss']:.4f}")
     cadence = loop.Cadence(cnn.steps, train.log_every, train.checkpoint_every)
-    if state["stopped_early"] or state["step"] >= cnn.steps:
-        summary = {"steps_run": state["step"], "stopped_early": state["stopped_early"],
-                   "steps_per_s": 0.0, "wall_time_s": 0.0}
-    else:
-        summary = loop.run(cadence, batches, step_fn, hooks, desc="train_cnn",
-                           last_path=last_path, remedy="Lower cnn.lr or use train.precision=fp32.",
-                           device=device, dist=dist)
+    summary = loop.run(cadence, batches, step_fn, hooks, desc="train_cnn", last_path=last_path,
+                       remedy="Lower cnn.lr or use train.precision=fp32.", device=device,
+                       dist=dist)
     raw = None
     if dist.main:
         raw = validate(model, val, device, precision, crop_border)

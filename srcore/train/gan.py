@@ -160,9 +160,9 @@ def pretrain_disc(generator: RRDBNet, disc: Discriminator, data: PatchDataset, *
                        on_start=on_start, on_log=on_log,
                        postfix=lambda m: f"loss {m['d_loss']:.4f}, "
                                          f"accuracy {m['d_accuracy']:.2f}")
-    summary = _run_or_done(loop.Cadence(steps, train.log_every, train.checkpoint_every), batches,
-                           step_fn, hooks, "pretrain_disc", last_path, "Lower disc.lr.", device,
-                           dist)
+    summary = loop.run(loop.Cadence(steps, train.log_every, train.checkpoint_every), batches,
+                       step_fn, hooks, desc="pretrain_disc", last_path=last_path,
+                       remedy="Lower disc.lr.", device=device, dist=dist)
     distributed.barrier(dist)
     return {**summary, "resumed": resumed}
 
@@ -225,9 +225,10 @@ def train_gan(generator: RRDBNet, disc: Discriminator, perceptual: PerceptualLos
     hooks = loop.Hooks(state, lambda: save_state(last_path, key, objects, state), after_step,
                        on_start, log, lambda m: f"D {m['d_loss']:.3f}" + (
                            f", G {m['g_total']:.3f}" if "g_total" in m else ""))
-    summary = _run_or_done(loop.Cadence(gan.steps, train.log_every, train.checkpoint_every),
-                           batches, step_fn, hooks, "train_gan", last_path,
-                           "Lower gan.lr, disc.lr or the weight of a loss term.", device, dist)
+    summary = loop.run(loop.Cadence(gan.steps, train.log_every, train.checkpoint_every), batches,
+                       step_fn, hooks, desc="train_gan", last_path=last_path,
+                       remedy="Lower gan.lr, disc.lr or the weight of a loss term.",
+                       device=device, dist=dist)
     generator.requires_grad_(True)
     disc.requires_grad_(True)
     raw = validate(generator, val, device, precision, crop_border, lpips_model) \
@@ -235,16 +236,6 @@ def train_gan(generator: RRDBNet, disc: Discriminator, perceptual: PerceptualLos
     distributed.barrier(dist)
     return {**summary, "last": state["scores"], "raw_last": raw, "ema_model": ema.model,
             "resumed": resumed}
-
-
-def _run_or_done(cadence: loop.Cadence, batches, step_fn, hooks: loop.Hooks, desc: str,
-                 last_path: Path, remedy: str, device, dist: Dist) -> dict:
-    """loop.run, or the summary of a state that already finished."""
-    if hooks.state["step"] >= cadence.steps:
-        return {"steps_run": hooks.state["step"], "stopped_early": False, "steps_per_s": 0.0,
-                "wall_time_s": 0.0}
-    return loop.run(cadence, batches, step_fn, hooks, desc=desc, last_path=last_path,
-                    remedy=remedy, device=device, dist=dist)
 
 
 def _print_validation(step: int, scores: dict) -> None:

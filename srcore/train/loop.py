@@ -41,7 +41,8 @@ class Cadence:
 @dataclass
 class Hooks:
     """What the phase does around its steps. `state` is the phase's resumable bookkeeping: the
-    loop keeps "step" and "window" in it; `save()` writes it with the phase's networks."""
+    loop keeps "step", "window" and "stopped_early" in it; `save()` writes it with the phase's
+    networks."""
     state: dict
     save: Callable[[], None]
     after_step: Callable[[int], bool] = lambda step: False  # True: stop (early stopping)
@@ -51,16 +52,20 @@ class Hooks:
 
 
 def new_state(**phase_state) -> dict:
-    return {"step": 0, "window": {}, **phase_state}
+    return {"step": 0, "window": {}, "stopped_early": False, **phase_state}
 
 
 def run(cadence: Cadence, batches: Iterator, step_fn: StepFn, hooks: Hooks, *, desc: str,
         last_path: Path, remedy: str, device: torch.device, dist: Dist = Dist()) -> dict:
-    """Steps state["step"] + 1 .. cadence.steps (fewer if after_step stops the run). Returns
-    {"steps_run", "stopped_early", "steps_per_s"}, the rate measured after the first step."""
+    """Steps state["step"] + 1 .. cadence.steps (fewer if after_step stops the run); nothing
+    for a state that already finished. Returns {"steps_run", "stopped_early", "steps_per_s",
+    "wall_time_s"}, the rate measured after the first step."""
     from tqdm import tqdm
 
     state = hooks.state
+    if state["stopped_early"] or state["step"] >= cadence.steps:
+        return {"steps_run": state["step"], "stopped_early": state["stopped_early"],
+                "steps_per_s": 0.0, "wall_time_s": 0.0}
     window = {k: (v[0].to(device), v[1]) for k, v in state["window"].items()}
     saved_step = state["step"]
     first = state["step"] + 1
@@ -91,7 +96,7 @@ def run(cadence: Cadence, batches: Iterator, step_fn: StepFn, hooks: Hooks, *, d
     def checkpoint(step: int) -> None:
         nonlocal saved_step
         flush(step, log=False)  # never save weights that a NaN has already reached
-        state["step"] = step
+        state["step"], state["stopped_early"] = step, stop_early
         state["window"] = {k: (v[0].detach().cpu().clone(), v[1]) for k, v in window.items()}
         if dist.main:
             hooks.save()

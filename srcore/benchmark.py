@@ -113,9 +113,8 @@ def run(params: Params, device: torch.device, log: Callable[[str], None]) -> dic
         out["cnn_train_bf16_speedup_over_fp32"] = (out["cnn_train_fp32_step_s"]
                                                    / out["cnn_train_bf16_step_s"])
 
-    perceptual = PerceptualLoss(_random_features(params.gan.perceptual.net),
-                                params.gan.perceptual.layer,
-                                params.gan.perceptual.activation).to(device)
+    perceptual = PerceptualLoss.from_params(_random_features(params.gan.perceptual.net),
+                                            params.gan.perceptual).to(device)
     lq_gan, gt_gan = random_batch(params.gan.batch_size)
     for precision in [p for p in candidates if p in native]:
         generator = new_generator()

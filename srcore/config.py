@@ -121,10 +121,34 @@ class DiscParams(_Section):
         return self
 
 
+VGG_CONVS_PER_BLOCK = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
+
+
 class PerceptualParams(_Section):
     net: Literal["vgg16", "vgg19"]
-    layer: str = Field(pattern=r"^conv[1-5]_[1-4]$")
+    layers: list[Annotated[str, Field(pattern=r"^conv[1-5]_[1-4]$")]] = Field(min_length=1)
+    layer_weights: list[Annotated[float, Field(ge=0)]]
     activation: Literal["pre", "post"]
+    criterion: Literal["l1", "l2"]
+
+    @model_validator(mode="after")
+    def _check(self):
+        if len(self.layer_weights) != len(self.layers):
+            raise ValueError(f"gan.perceptual.layer_weights has {len(self.layer_weights)} "
+                             f"values for {len(self.layers)} gan.perceptual.layers: give one "
+                             "weight per layer")
+        if len(set(self.layers)) != len(self.layers):
+            raise ValueError(f"gan.perceptual.layers {self.layers} names a layer twice")
+        if sum(self.layer_weights) == 0:
+            raise ValueError("gan.perceptual.layer_weights are all 0: the perceptual loss "
+                             "would be off (set gan.weights.perceptual to 0 for that)")
+        convs = VGG_CONVS_PER_BLOCK[self.net]
+        for layer in self.layers:
+            block, conv = int(layer[4]), int(layer[6])
+            if conv > convs[block - 1]:
+                raise ValueError(f"gan.perceptual.layers: {self.net} has no {layer} (its five "
+                                 f"blocks have {', '.join(map(str, convs))} convs)")
+        return self
 
 
 class GanWeights(_Section):
@@ -214,9 +238,12 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise SrcoreError(f"{path}: invalid params:\n" + _describe(err)) from None
 
 
-RENAMED = {"data.lr_kernel": "data.lq_kernel", "cnn.epochs": "cnn.steps",
-           "disc.pretrain_epochs": "disc.pretrain_steps",
-           "gan.epochs_per_round": "gan.g_steps and gan.d_steps"}
+_STEPS = "(training counts optimizer steps, not epochs: see README)"
+RENAMED = {"data.lr_kernel": "data.lq_kernel", "cnn.epochs": f"cnn.steps {_STEPS}",
+           "disc.pretrain_epochs": f"disc.pretrain_steps {_STEPS}",
+           "gan.epochs_per_round": f"gan.g_steps and gan.d_steps {_STEPS}",
+           "gan.perceptual.layer": "gan.perceptual.layers, a list, with one weight per layer "
+                                   "in gan.perceptual.layer_weights"}
 
 
 def _describe(err: ValidationError) -> str:
@@ -224,8 +251,7 @@ def _describe(err: ValidationError) -> str:
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         if e["type"] == "extra_forbidden" and key in RENAMED:
-            lines.append(f"  {key}: renamed, now {RENAMED[key]} (training counts optimizer "
-                         "steps, not epochs: see README)")
+            lines.append(f"  {key}: renamed, now {RENAMED[key]}")
         elif e["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key (check the spelling against params.yaml)")
         elif e["type"] == "missing":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 
 import torch
@@ -29,31 +30,57 @@ def vgg_layer_index(features: nn.Sequential, layer: str, activation: str) -> int
 
 
 class PerceptualLoss(nn.Module):
-    """Report eq. 5: mean squared distance between VGG feature maps of SR and HR.
+    """Weighted distance between VGG feature maps of SR and HR, summed over layers.
 
-    Inputs are RGB in [0, 1], ImageNet-normalised before VGG. The VGG is frozen: eval mode, no
-    gradients into its weights (gradients still flow through it into the generator).
+    layers=[conv5_3], weights=[1], criterion l2, post-activation is the report's eq. 5 (SRGAN);
+    conv1_2, conv2_2, conv3_x, conv4_x, conv5_x with weights 0.1, 0.1, 1, 1, 1, L1, before the
+    activation is Real-ESRGAN's. Inputs are RGB in [0, 1], ImageNet-normalised before VGG. The
+    VGG is frozen: eval mode, no gradients into its weights (they still flow into the generator).
     """
 
-    def __init__(self, features: nn.Sequential, layer: str, activation: str):
+    def __init__(self, features: nn.Sequential, layers: list[str], weights: list[float],
+                 activation: str, criterion: str):
         super().__init__()
-        last = vgg_layer_index(features, layer, activation)
-        self.vgg = features[: last + 1].eval().requires_grad_(False)
+        if len(layers) != len(weights):
+            raise ValueError(f"{len(layers)} layers but {len(weights)} weights")
+        if criterion not in ("l1", "l2"):
+            raise ValueError(f"criterion must be l1 or l2, not {criterion!r}")
+        self.taps = [vgg_layer_index(features, layer, activation) for layer in layers]
+        self.weights = list(weights)
+        self.distance = F.l1_loss if criterion == "l1" else F.mse_loss
+        self.vgg = copy.deepcopy(features[: max(self.taps) + 1]).eval().requires_grad_(False)
+        for module in self.vgg:
+            if isinstance(module, nn.ReLU):
+                module.inplace = False  # an in-place ReLU would overwrite a pre-activation tap
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    @classmethod
+    def from_params(cls, features: nn.Sequential, perceptual) -> "PerceptualLoss":
+        """From params.yaml's gan.perceptual section."""
+        return cls(features, perceptual.layers, perceptual.layer_weights,
+                   perceptual.activation, perceptual.criterion)
 
     def train(self, mode: bool = True):
         super().train(mode)
         self.vgg.eval()  # always: frozen statistics, no dropout
         return self
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.vgg((x - self.mean) / self.std)
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The feature maps at the chosen layers, in the order the layers were given."""
+        x = (x - self.mean) / self.std
+        found = {}
+        for index, module in enumerate(self.vgg):
+            x = module(x)
+            if index in self.taps:
+                found[index] = x
+        return [found[index] for index in self.taps]
 
     def forward(self, sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            target = self.features(gt)
-        return F.mse_loss(self.features(sr).float(), target.float())
+            targets = self.features(gt)
+        return sum(weight * self.distance(feat.float(), target.float())
+                   for weight, feat, target in zip(self.weights, self.features(sr), targets))
 
 
 def generator_adversarial(fake_logits: torch.Tensor, real_logits: torch.Tensor | None,

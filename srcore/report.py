@@ -13,8 +13,8 @@ from srcore.errors import SrcoreError
 
 METHODS = ("nearest", "bilinear", "bicubic", "cnn", "gan")
 SCORES = ("psnr", "ssim", "lpips", "psnr_y", "ssim_y")  # the column order of the tables
-DEFAULTS = {"model.rrdb": 2, "cnn.loss": "l1", "gan.loss": "dual",
-            "gan.perceptual.activation": "post"}
+DEFAULTS = {"model.rrdb": 2, "cnn.loss": "l1", "gan.loss": "dual",  # params.yaml's (a test checks)
+            "gan.perceptual.activation": "pre"}
 # title, param, its variants, the evaluate.json method scored, row label
 ABLATIONS = {
     1: ("RRDB blocks (CNN)", "model.rrdb", (2, 10, 15), "cnn", "CNN, {} RRDB"),

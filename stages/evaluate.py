@@ -22,6 +22,7 @@ EVALUATE_JSON = METRICS / "evaluate.json"
 EVALUATE_CSV = METRICS / "evaluate_per_image.csv"
 FIGURE = METRICS / "comparison.png"
 CSV_COLUMNS = ["method", "image", "psnr", "ssim", "psnr_y", "ssim_y", "lpips"]
+COMPARED = [("cnn", "bicubic"), ("gan", "cnn")]  # paired differences A - B, with intervals
 
 
 def _test_images():
@@ -57,6 +58,7 @@ def run_models(params_path: Path) -> None:
     from srcore.models.checkpoint import load_generator
     from srcore.pretrained import load_lpips
     from srcore.train.runtime import pick_device, pick_precision
+    from srcore.uncertainty import paired_differences
 
     params, values = stage_params(params_path, "evaluate")
     try:
@@ -74,7 +76,8 @@ def run_models(params_path: Path) -> None:
         methods = {name: model_upscaler(m, device, precision) for name, m in models.items()}
         rows = evaluate(methods, images, scale, kernel, params.eval.crop_border, lpips_model)
         summary = {**baselines, **summarize(rows)}
-        write_json(EVALUATE_JSON, summary)
+        differences = paired_differences(_read_rows(baseline_rows) + rows, COMPARED)
+        write_json(EVALUATE_JSON, {**summary, "differences": differences})
         per_image = baseline_rows + rows_csv(rows, CSV_COLUMNS).split("\n", 1)[1]
         write_text(EVALUATE_CSV, per_image)
         all_methods = {**{k: baseline(k, scale) for k in BASELINES}, **methods}
@@ -85,10 +88,23 @@ def run_models(params_path: Path) -> None:
         write_png(FIGURE, figure)
         for method, scores in summary.items():
             mlflow.log_metrics({f"{method}_{k}": v for k, v in scores.items()})
+        for pair, by_metric in differences.items():
+            mlflow.log_metrics({f"{pair}_{metric}_{end}": d[end] for metric, d in by_metric.items()
+                                for end in ("mean", "low", "high")})
         mlflow.log_artifact(str(EVALUATE_JSON))
         mlflow.log_artifact(str(EVALUATE_CSV))
         mlflow.log_artifact(str(FIGURE))
     _print_table(summary, len(images))
+    _print_differences(differences)
+
+
+def _read_rows(csv_text: str) -> list[dict]:
+    """evaluate_baselines_per_image.csv back into evaluate()'s rows."""
+    import csv
+    import io
+
+    return [{k: v if k in ("method", "image") else float(v) for k, v in row.items()}
+            for row in csv.DictReader(io.StringIO(csv_text))]
 
 
 def comparison_figure(images: dict, methods: dict, scale: int, kernel: str, crop: int = 128,
@@ -119,3 +135,12 @@ def _print_table(summary: dict, count: int) -> None:
     for method, s in summary.items():
         print(f"  {method:9s} {s['psnr']:6.2f} {s['ssim']:.4f} {s['psnr_y']:6.2f} "
               f"{s['ssim_y']:.4f} {s['lpips']:.4f}")
+
+
+def _print_differences(differences: dict) -> None:
+    for pair, by_metric in differences.items():
+        for metric, d in by_metric.items():
+            verdict = "exceeds" if d["excludes_zero"] else "is within"
+            print(f"  {pair.replace('_vs_', ' - ')} {metric}: {d['mean']:+.4f} "
+                  f"[{d['low']:+.4f}, {d['high']:+.4f}] ({d['interval']}, {d['images']} images): "
+                  f"{verdict} its uncertainty")

@@ -45,7 +45,7 @@ def _train(params, values, split, dist, device) -> None:
     lpips_model = load_lpips(PRETRAINED, device) if dist.main else None  # validation: rank 0
     precision = pick_precision(params.train.precision, device)
     dataset, val = training_data(params, split)
-    perceptual = PerceptualLoss(features, gan.perceptual.layer, gan.perceptual.activation)
+    perceptual = PerceptualLoss.from_params(features, gan.perceptual)
     key = run_key(STAGE, values)
     if dist.main:
         cnn_scores = validate(generator.to(device), val, device, precision,

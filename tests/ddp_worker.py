@@ -57,7 +57,7 @@ def main(phase: str, out: Path, steps: int, weights: Path) -> None:
         pretrain_disc(generator, disc, data, steps=2, batch_size=BATCH, lr=1e-3,
                       betas=(0.9, 0.999), relativistic=False, train=params.train,
                       last_path=out / "disc_last.pt", **common)
-        perceptual = PerceptualLoss(load_features(weights, "vgg16"), "conv2_2", "post")
+        perceptual = PerceptualLoss(load_features(weights, "vgg16"), ["conv2_2"], [1.0], "post", "l2")
         gan = params.gan.model_copy(update={"schedule": phase.split("-")[1]})
         train_gan(generator, disc, perceptual, data, val, load_lpips(weights), gan, params.train,
                   disc_lr=1e-3, crop_border=4, last_path=out / "gan_last.pt", **common)

@@ -20,6 +20,12 @@ def test_repo_params_are_valid():
     ("data__lq_kernel", "lanczos", "data.lq_kernel = 'lanczos'"),
     ("data__lr_kernel", "area", "data.lr_kernel: renamed, now data.lq_kernel"),
     ("cnn__epochs", 200, "cnn.epochs: renamed, now cnn.steps"),
+    ("gan__perceptual__layer", "conv5_3", "gan.perceptual.layer: renamed, now gan.perceptual.layers"),
+    ("gan__perceptual__layers", ["conv1_2", "conv2_2", "conv3_4", "conv4_3", "conv5_3"],
+     "vgg16 has no conv3_4"),
+    ("gan__perceptual__layers", ["conv6_1"] * 5, "gan.perceptual.layers.0 = 'conv6_1'"),
+    ("gan__perceptual__layer_weights", [1.0, 1.0], "has 2 values for 5 gan.perceptual.layers"),
+    ("gan__perceptual__criterion", "huber", "gan.perceptual.criterion = 'huber'"),
     ("data__patch_size", 66, "must be divisible by data.scale"),
     ("split__val", 0, "split.val = 0"),
     ("seed", -1, "seed = -1"),
@@ -58,7 +64,6 @@ def test_missing_key_is_named(tmp_path):
 
 @pytest.mark.parametrize("key, value, expected", [
     ("gan__loss", "quad", "gan.loss = 'quad'"),
-    ("gan__perceptual__layer", "fc7", "gan.perceptual.layer = 'fc7'"),
     ("cnn__betas", [0.9, 1.5], "each must be in [0, 1)"),
     ("disc__widths", [64, 128], "disc.widths"),
     ("model__rrdb", 0, "model.rrdb = 0"),
@@ -71,15 +76,15 @@ def test_bad_training_params(tmp_path, key, value, expected):
 
 
 @pytest.mark.parametrize("key, value, expected", [
-    ("cnn__val_every", 201, "cnn.val_every=201 is longer than its run (cnn.steps = 200)"),
+    ("cnn__val_every", 401, "cnn.val_every=401 is longer than its run (cnn.steps = 400)"),
     ("cnn__patience", 500, "cnn.patience=500 is longer than its run"),
-    ("cnn__early_stop_warmup", 200, "cnn.early_stop_warmup=200 must be below cnn.steps=200"),
-    ("cnn__lr_halve_at", [100, 250], "cnn.lr_halve_at: step 250 is outside the run"),
+    ("cnn__early_stop_warmup", 400, "cnn.early_stop_warmup=400 must be below cnn.steps=400"),
+    ("cnn__lr_halve_at", [100, 450], "cnn.lr_halve_at: step 450 is outside the run"),
     ("gan__val_every", 300, "gan.val_every=300 is longer than its run (the GAN's steps = 200)"),
     ("train__log_every", 60, "train.log_every=60 is longer than its run "
                              "(disc.pretrain_steps = 50)"),
-    ("train__checkpoint_every", 201, "train.checkpoint_every=201 is longer than its run "
-                                     "(cnn.steps = 200)"),
+    ("train__checkpoint_every", 401, "train.checkpoint_every=401 is longer than its run "
+                                     "(cnn.steps = 400)"),
     ("train__ema_decay", 1.0, "train.ema_decay = 1.0"),
     ("train__ema_decay", 0, "train.ema_decay = 0"),
 ])

@@ -64,8 +64,9 @@ def leaf_keys(stage: str) -> list[str]:
 
 OTHER = {"data.lq_kernel": "area", "model.skip": "none", "train.device": "cpu",
          "train.precision": "fp32", "cnn.loss": "l2", "gan.loss": "triad",
-         "gan.schedule": "joint", "gan.perceptual.net": "vgg19", "gan.perceptual.layer": "conv3_3",
-         "gan.perceptual.activation": "pre", "train.nproc": 2, "data.patch_size": 68,
+         "gan.schedule": "joint", "gan.perceptual.net": "vgg19",
+         "gan.perceptual.layers": ["conv1_1", "conv2_2", "conv3_3", "conv4_3", "conv5_3"],
+         "gan.perceptual.activation": "post", "gan.perceptual.criterion": "l2", "train.nproc": 2, "data.patch_size": 68,
          "cnn.lr_halve_at": [50], "gan.g_steps": 60, "train.checkpoint_every": 25,
          "train.log_every": 5}
 

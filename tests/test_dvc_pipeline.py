@@ -155,12 +155,21 @@ def test_evaluation_and_two_experiments_side_by_side(repo):
     root, env = repo
     dvc("repro", cwd=root, env=env)
     scores = json.loads((root / "metrics/evaluate.json").read_text())
+    differences = scores.pop("differences")
     assert list(scores) == ["nearest", "bilinear", "bicubic", "cnn", "gan"]
     for method in scores.values():
         assert set(method) == {"psnr", "ssim", "psnr_y", "ssim_y", "lpips"}
     assert scores["nearest"]["psnr"] < scores["bicubic"]["psnr"]
     rows = (root / "metrics/evaluate_per_image.csv").read_text().splitlines()
     assert rows[0] == "method,image,psnr,ssim,psnr_y,ssim_y,lpips" and len(rows) == 1 + 5 * 2
+    # the paired differences are those of the per-image rows; 2 test images: min and max
+    by = {(r.split(",")[0], r.split(",")[1]): r.split(",") for r in rows[1:]}
+    images = [image for method, image in by if method == "cnn"]
+    gains = [float(by["cnn", i][4]) - float(by["bicubic", i][4]) for i in images]
+    cnn_gain = differences["cnn_vs_bicubic"]["psnr_y"]
+    assert cnn_gain["interval"] == "min-max (fewer than 5 images)"
+    assert (cnn_gain["low"], cnn_gain["high"]) == pytest.approx((min(gains), max(gains)), abs=1e-9)
+    assert set(differences["gan_vs_cnn"]) == {"psnr_y", "lpips"}
     assert (root / "metrics/comparison.png").stat().st_size > 0
     git(root, "add", "-A")
     git(root, "commit", "-qm", "evaluated")
@@ -257,3 +266,28 @@ def test_two_training_processes_reproduce_the_one_process_artifacts(repo):
     for key in ("cnn.psnr_y", "gan.psnr_y", "cnn.lpips", "gan.lpips"):
         old, new = scores[key]["old"], scores[key]["new"]
         assert new == pytest.approx(old, abs=2e-3), key
+
+
+def test_the_committed_baseline_is_this_code_and_params(tmp_path):
+    """dvc.lock and metrics/ of the default run are committed (README, "Results"): in a fresh
+    clone `dvc status` may report outputs missing from the empty cache, and nothing else."""
+    root = copy_repo(tmp_path)
+    assert (root / "dvc.lock").is_file(), "commit the default run's dvc.lock"
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
+    status = json.loads(dvc("status", "--json", cwd=root, env=env))
+    outs = {out if isinstance(out, str) else next(iter(out))
+            for stage in yaml.safe_load((root / "dvc.yaml").read_text())["stages"].values()
+            for out in stage.get("outs", [])}
+    problems = []
+    for stage, changes in status.items():
+        for change in changes:
+            if not isinstance(change, dict):
+                problems.append(f"{stage}: {change}")
+                continue
+            for kind, paths in change.items():
+                problems += [f"{stage}: {kind} {path}: {state}" for path, state in paths.items()
+                             if not (state == "deleted" and path in outs)]
+    assert not problems, ("the committed dvc.lock is not the default run of this code: run "
+                          "`dvc repro` and commit dvc.lock and metrics/\n" + "\n".join(problems))
+    committed = json.loads((root / "metrics/evaluate.json").read_text())
+    assert {"bicubic", "cnn", "gan", "differences"} <= set(committed)

@@ -4,8 +4,8 @@ import torch.nn.functional as F
 
 from srcore.data.dataset import PatchDataset
 from srcore.errors import SrcoreError
-from srcore.losses import (PerceptualLoss, discriminator_loss, generator_adversarial,
-                           vgg_layer_index)
+from srcore.losses import (IMAGENET_MEAN, IMAGENET_STD, PerceptualLoss, discriminator_loss,
+                           generator_adversarial, vgg_layer_index)
 from srcore.models.discriminator import Discriminator
 from srcore.models.rrdb import RRDBNet
 from srcore.pretrained import load_features, load_lpips
@@ -62,25 +62,67 @@ def vgg16(weights_dir):
     return load_features(weights_dir, "vgg16")
 
 
+REAL_ESRGAN = (["conv1_2", "conv2_2", "conv3_3", "conv4_3", "conv5_3"], [0.1, 0.1, 1, 1, 1])
+
+
 def test_perceptual_loss_is_zero_for_identical_and_grows_with_blur(vgg16):
-    loss = PerceptualLoss(vgg16, "conv3_3", "post")
     hr = torch.rand(2, 3, 64, 64) * 0.5 + torch.linspace(0, 0.5, 64)
     blurred = F.avg_pool2d(hr, 5, stride=1, padding=2, count_include_pad=False)
-    assert loss(hr, hr).item() == 0
     slightly = F.avg_pool2d(hr, 3, stride=1, padding=1, count_include_pad=False)
-    assert loss(blurred, hr).item() > loss(slightly, hr).item() > 0
-    pre = PerceptualLoss(vgg16, "conv3_3", "pre")
-    assert pre(blurred, hr).item() != pytest.approx(loss(blurred, hr).item(), rel=1e-3)
+    for loss in (PerceptualLoss(vgg16, ["conv3_3"], [1.0], "post", "l2"),
+                 PerceptualLoss(vgg16, *REAL_ESRGAN, "pre", "l1")):
+        assert loss(hr, hr).item() == 0
+        assert loss(blurred, hr).item() > loss(slightly, hr).item() > 0
+
+
+def test_perceptual_features_have_the_layers_shapes_in_the_given_order(vgg16):
+    loss = PerceptualLoss(vgg16, *REAL_ESRGAN, "pre", "l1")
+    feats = loss.features(torch.rand(1, 3, 64, 64))
+    assert [tuple(f.shape[1:]) for f in feats] == [(64, 64, 64), (128, 32, 32), (256, 16, 16),
+                                                   (512, 8, 8), (512, 4, 4)]
+    shuffled = PerceptualLoss(vgg16, ["conv3_3", "conv1_2"], [1, 1], "pre", "l1")
+    assert [f.shape[1] for f in shuffled.features(torch.rand(1, 3, 32, 32))] == [256, 64]
+    with pytest.raises(ValueError, match="conv3_4"):
+        PerceptualLoss(vgg16, ["conv3_4"], [1.0], "pre", "l1")  # VGG19 only
+    with pytest.raises(ValueError, match="weights"):
+        PerceptualLoss(vgg16, ["conv3_3", "conv5_3"], [1.0], "pre", "l1")
+
+
+def test_pre_activation_taps_are_the_conv_outputs_untouched_by_the_relu(vgg16):
+    x = torch.rand(1, 3, 32, 32)
+    normalised = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(
+        IMAGENET_STD).view(1, 3, 1, 1)
+    conv1_2 = vgg16[:3](normalised)  # conv1_1, relu, conv1_2: before its ReLU
+    pre = PerceptualLoss(vgg16, ["conv1_2", "conv2_2"], [1, 1], "pre", "l1").features(x)[0]
+    post = PerceptualLoss(vgg16, ["conv1_2", "conv2_2"], [1, 1], "post", "l1").features(x)[0]
+    assert torch.allclose(pre, conv1_2, atol=1e-5)  # the next (in-place) ReLU left it alone
+    assert pre.min() < 0 and post.min() >= 0
+    assert torch.allclose(post, F.relu(conv1_2), atol=1e-5)
+    assert all(m.inplace for m in vgg16 if isinstance(m, torch.nn.ReLU))  # the caller's VGG
+
+
+def test_perceptual_loss_is_the_weighted_sum_of_its_layers_distances(vgg16):
+    sr, gt = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    layers, weights = REAL_ESRGAN
+    for criterion, distance in (("l1", F.l1_loss), ("l2", F.mse_loss)):
+        whole = PerceptualLoss(vgg16, layers, weights, "pre", criterion)
+        feats_sr, feats_gt = whole.features(sr), whole.features(gt)
+        expected = sum(w * distance(a, b) for w, a, b in zip(weights, feats_sr, feats_gt))
+        assert whole(sr, gt).item() == pytest.approx(expected.item(), rel=1e-5)
+        single = PerceptualLoss(vgg16, ["conv2_2"], [0.5], "pre", criterion)
+        assert single(sr, gt).item() == pytest.approx(
+            0.5 * distance(feats_sr[1], feats_gt[1]).item(), rel=1e-5)
 
 
 def test_gradients_reach_the_generator_not_vgg(vgg16):
-    loss_fn = PerceptualLoss(vgg16, "conv2_2", "pre")
+    loss_fn = PerceptualLoss(vgg16, *REAL_ESRGAN, "pre", "l1")
     generator = RRDBNet(rrdb=1, features=8, growth=8)
     sr = generator(torch.rand(1, 3, 16, 16))
     loss_fn(sr, torch.rand(1, 3, 64, 64)).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0
                for p in generator.conv_last.parameters())
     assert all(p.grad is None and not p.requires_grad for p in loss_fn.vgg.parameters())
+    assert all(p.grad is None for p in vgg16.parameters())
     loss_fn.train()
     assert not loss_fn.vgg.training
 
@@ -101,7 +143,7 @@ def tiny_setup(weights_dir, **overrides):
     data = PatchDataset([photo(64, 64, seed=i) for i in range(2)], patch_size=32,
                         patches_per_image=4, scale=4, kernel="bicubic", seed=0)
     val = make_val_images([photo(48, 48, seed=9)], 4, "bicubic")
-    perceptual = PerceptualLoss(load_features(weights_dir, "vgg16"), "conv2_2", "post")
+    perceptual = PerceptualLoss(load_features(weights_dir, "vgg16"), ["conv2_2"], [1.0], "post", "l2")
     params = params_with(**{"gan__rounds": 1, "gan__g_steps": 2, "gan__d_steps": 2,
                             "gan__batch_size": 4, "gan__lr": 1e-3, "disc__lr": 1e-3,
                             "gan__val_every": 1, "train__log_every": 1,

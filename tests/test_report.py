@@ -11,10 +11,10 @@ from conftest import run_cli
 METHODS = ("nearest", "bilinear", "bicubic", "cnn", "gan")
 
 
-def record(name, rrdb=2, loss="l1", gan_loss="dual", activation="post"):
+def record(name, rrdb=2, loss="l1", gan_loss="dual", activation="pre"):
     """Fake scores that encode the params: cnn PSNR = 20 + rrdb (+0.5 for l2)."""
     cnn = 20 + rrdb + (0.5 if loss == "l2" else 0)
-    gan = 18 + rrdb + (1 if gan_loss == "triad" else 0) + (0.25 if activation == "pre" else 0)
+    gan = 18 + rrdb + (1 if gan_loss == "triad" else 0) + (0.25 if activation == "post" else 0)
     psnr = {"nearest": 15, "bilinear": 16, "bicubic": 17, "cnn": cnn, "gan": gan}
     return {"name": name,
             "params": {"model.rrdb": rrdb, "cnn.loss": loss, "gan.loss": gan_loss,
@@ -25,7 +25,7 @@ def record(name, rrdb=2, loss="l1", gan_loss="dual", activation="post"):
 
 def test_tables_complete():
     records = [record("a"), record("b", rrdb=10), record("c", rrdb=15), record("d", loss="l2"),
-               record("e", gan_loss="triad"), record("f", activation="pre")]
+               record("e", gan_loss="triad"), record("f", activation="post")]
     text = tables(records)
     for number in range(1, 6):
         assert f"## Table {number}:" in text
@@ -35,8 +35,8 @@ def test_tables_complete():
     assert "| CNN, 15 RRDB | 35.00 |" in text
     assert "| CNN, l2 | 22.50 |" in text
     assert "| GAN, triad | 21.00 |" in text
-    assert "| GAN, pre-activation | 20.25 |" in text
-    assert "| GAN, post-activation | 20.00 |" in text
+    assert "| GAN, pre-activation | 20.00 |" in text
+    assert "| GAN, post-activation | 20.25 |" in text
     table3 = text.split("## Table 3")[1].split("## Table 4")[0]
     assert [line.split(" | ")[0] for line in table3.splitlines() if line.startswith("| ")][1:] \
         == ["| nearest", "| bilinear", "| bicubic", "| CNN", "| GAN"]
@@ -50,8 +50,22 @@ def test_tables_missing_variants_name_their_command():
     assert "`dvc exp run -S model.rrdb=2`; `dvc exp run -S model.rrdb=15`" in text
     assert "`dvc exp run -S cnn.loss=l1`" in text
     assert "`dvc exp run -S gan.loss=triad`" in text
-    assert "`dvc exp run -S gan.perceptual.activation=pre`" in text
+    assert "`dvc exp run -S gan.perceptual.activation=post`" in text
     assert "From `x`, not the default configuration (model.rrdb=10, cnn.loss=l2)" in text
+
+
+def test_the_tables_defaults_are_params_yaml():
+    from srcore.config import load_params
+    from srcore.report import DEFAULTS
+
+    from conftest import REPO
+
+    params = load_params(REPO / "params.yaml")
+    for dotted, value in DEFAULTS.items():
+        node = params
+        for key in dotted.split("."):
+            node = getattr(node, key)
+        assert node == value, dotted
 
 
 def test_tables_without_metrics_raise():
@@ -81,7 +95,7 @@ stages:
 PARAMS = """\
 model: {rrdb: 2}
 cnn: {loss: l1}
-gan: {loss: dual, perceptual: {activation: post}}
+gan: {loss: dual, perceptual: {activation: pre}}
 """
 
 
@@ -121,4 +135,4 @@ def test_report_from_dvc_experiments(tmp_path):
     assert "| GAN, dual | 20.00 |" in text and "| GAN, triad | 21.00 |" in text
     assert "| bicubic | 17.00 |" in text and "| GAN | 20.00 |" in text
     assert "`dvc exp run -S cnn.loss=l2`" in text
-    assert "`dvc exp run -S gan.perceptual.activation=pre`" in text
+    assert "`dvc exp run -S gan.perceptual.activation=post`" in text

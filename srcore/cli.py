@@ -172,12 +172,18 @@ def report(
     repo: Path = typer.Option(Path("."), "--repo", help="the project (git + DVC repo) to read."),
     out: Path = typer.Option(None, "--out", show_default=False,
                              help="also write the Markdown to this file (e.g. docs/results.md)."),
+    reference: str = typer.Option("defaults", "--reference",
+                                  help="hold the other rows at params.yaml's defaults, or at the "
+                                       "report's configuration (post-activation): defaults or "
+                                       "report."),
 ) -> None:
     """The report's five ablation tables (Markdown) from the experiments of `dvc exp show`."""
     from srcore.atomic import write_text
-    from srcore.report import collect, tables
+    from srcore.report import REFERENCES, collect, tables
 
-    text = tables(collect(repo))
+    if reference not in REFERENCES:
+        raise SrcoreError(f"--reference {reference!r}: choose defaults or report")
+    text = tables(collect(repo), reference)
     if out is not None:
         write_text(out, text)
     print(text, end="")

@@ -5,18 +5,24 @@ from __future__ import annotations
 import numpy as np
 
 
-def labelled_row(panels: list[np.ndarray], labels: list[str], gap: int = 4) -> np.ndarray:
-    """Put same-size uint8 RGB panels side by side, each with its label above it."""
+def labelled_row(panels: list[np.ndarray], labels: list[str], gap: int = 4,
+                 captions: list[str] | None = None) -> np.ndarray:
+    """Put same-size uint8 RGB panels side by side, each with its label above it (and its
+    caption, if given, below it)."""
     import cv2
 
     height, width = panels[0].shape[:2]
     band = 22
-    row = np.full((height + band, len(panels) * (width + gap) - gap, 3), 255, np.uint8)
+    below = band if captions else 0
+    row = np.full((height + band + below, len(panels) * (width + gap) - gap, 3), 255, np.uint8)
     for i, (panel, label) in enumerate(zip(panels, labels)):
         x = i * (width + gap)
-        row[band:, x : x + width] = panel
+        row[band : band + height, x : x + width] = panel
         cv2.putText(row, label, (x + 2, band - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1,
                     cv2.LINE_AA)
+        if captions and captions[i]:
+            cv2.putText(row, captions[i], (x + 2, band + height + band - 7),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
     return row
 
 

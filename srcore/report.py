@@ -15,6 +15,8 @@ METHODS = ("nearest", "bilinear", "bicubic", "cnn", "gan")
 SCORES = ("psnr", "ssim", "lpips", "psnr_y", "ssim_y")  # the column order of the tables
 DEFAULTS = {"model.rrdb": 2, "cnn.loss": "l1", "gan.loss": "dual",  # params.yaml's (a test checks)
             "gan.perceptual.activation": "pre"}
+# the configuration each table's other rows are held at: ours, or the report's own
+REFERENCES = {"defaults": DEFAULTS, "report": {**DEFAULTS, "gan.perceptual.activation": "post"}}
 # title, param, its variants, the evaluate.json method scored, row label
 ABLATIONS = {
     1: ("RRDB blocks (CNN)", "model.rrdb", (2, 10, 15), "cnn", "CNN, {} RRDB"),
@@ -58,8 +60,10 @@ def collect(repo: Path) -> list[dict]:
     return records
 
 
-def tables(records: list[dict]) -> str:
-    """Markdown: tables 1-5 of the report; missing variants are named with their command."""
+def tables(records: list[dict], reference: str = "defaults") -> str:
+    """Markdown: tables 1-5 of the report; missing variants are named with their command.
+    Rows are taken as close as the experiments allow to REFERENCES[reference]."""
+    ref = REFERENCES[reference]
     records = [r for r in records if r.get("evaluate")]
     if not records:
         raise SrcoreError("no experiment has metrics/evaluate.json yet: run `dvc repro`, or "
@@ -69,21 +73,21 @@ def tables(records: list[dict]) -> str:
              "the Y channel with the border crop; LPIPS: lower is better.\n"]
     for number in range(1, 6):
         if number == 3:
-            parts.append(_cnn_vs_gan(records))
+            parts.append(_cnn_vs_gan(records, ref))
         else:
-            parts.append(_ablation(number, records, *ABLATIONS[number]))
+            parts.append(_ablation(number, records, ref, *ABLATIONS[number]))
     return "\n".join(parts)
 
 
-def _ablation(number, records, title, key, variants, method, label) -> str:
+def _ablation(number, records, ref, title, key, variants, method, label) -> str:
     lines, missing = [f"## Table {number}: {title}", "", HEADER], []
     for value in variants:
         matches = [r for r in records if r["params"].get(key) == value and method in r["evaluate"]]
         if not matches:
             missing.append(value)
             continue
-        best = min(matches, key=lambda r: len(_off_default(r, key)))  # the first closest one
-        lines.append(_row(label.format(value) + _note(_off_default(best, key)),
+        best = min(matches, key=lambda r: len(_off_default(r, ref, key)))  # the first closest one
+        lines.append(_row(label.format(value) + _note(_off_default(best, ref, key)),
                           best["evaluate"][method]))
     if missing:
         names = ", ".join(label.format(v) for v in missing)
@@ -92,17 +96,17 @@ def _ablation(number, records, title, key, variants, method, label) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cnn_vs_gan(records) -> str:
-    record = next((r for r in records if not _off_default(r)), records[0])
+def _cnn_vs_gan(records, ref) -> str:
+    record = next((r for r in records if not _off_default(r, ref)), records[0])
     lines = ["## Table 3: CNN vs GAN", "", HEADER]
     for method in METHODS:
         if method in record["evaluate"]:
             lines.append(_row(method.upper() if method in ("cnn", "gan") else method,
                               record["evaluate"][method]))
-    off = _off_default(record)
+    off = _off_default(record, ref)
     lines += ["", f"From `{record['name']}`" + (
         f", not the default configuration{_note(off)}: add it with "
-        f"`dvc exp run {' '.join(f'-S {k}={v}' for k, v in DEFAULTS.items())}`." if off else ".")]
+        f"`dvc exp run {' '.join(f'-S {k}={v}' for k, v in ref.items())}`." if off else ".")]
     return "\n".join(lines) + "\n"
 
 
@@ -115,9 +119,9 @@ def _fmt(value, digits: int) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _off_default(record: dict, skip: str | None = None) -> dict:
-    """The record's params that differ from the defaults, but `skip`."""
-    return {k: record["params"].get(k) for k, v in DEFAULTS.items()
+def _off_default(record: dict, ref: dict, skip: str | None = None) -> dict:
+    """The record's params that differ from the reference configuration, but `skip`."""
+    return {k: record["params"].get(k) for k, v in ref.items()
             if k != skip and record["params"].get(k) != v}
 
 

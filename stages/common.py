@@ -68,31 +68,34 @@ def run_training(params_path: Path, stage: str, check_inputs: Callable[[], None]
 
 
 class Records:
-    """What a training stage records as it goes: logged losses to `train_csv` and MLflow;
-    validations to `val_csv` and MLflow, each with a sample grid of `val_image`. The library
-    calls these methods on the main process only (its on_start, on_log, on_validate hooks)."""
+    """What a training stage records as it goes: logged losses to MLflow and to the CSV files
+    of `train_logs` ((path, columns) pairs; a row goes to each file it has values for, so the
+    GAN's G and D phases are separate series); validations to `val_csv` and MLflow, each with a
+    sample grid of `val_image`. The library calls these methods on the main process only (its
+    on_start, on_log, on_validate hooks)."""
 
-    def __init__(self, mlflow, train_csv: Path, train_columns: list[str],
+    def __init__(self, mlflow, train_logs: list[tuple[Path, list[str]]],
                  val_csv: Path | None = None, val_columns: list[str] | None = None,
                  val_image=None, scale: int = 4, device=None):
         from srcore.csvlog import CsvLog
 
         self.mlflow, self.val_image, self.scale, self.device = mlflow, val_image, scale, device
-        self.logs = [CsvLog(train_csv, train_columns)]
-        if val_csv is not None:
-            self.logs.append(CsvLog(val_csv, val_columns))
+        self.train_logs = [CsvLog(path, columns) for path, columns in train_logs]
+        self.val_log = CsvLog(val_csv, val_columns) if val_csv is not None else None
 
     def start(self, step: int) -> None:
-        for log in self.logs:
+        for log in self.train_logs + ([self.val_log] if self.val_log else []):
             log.start(step)
 
     def log(self, step: int, row: dict) -> None:
-        self.logs[0].append({"step": step, **row})
+        for log in self.train_logs:
+            if any(row.get(c) is not None for c in log.columns if c != "step"):
+                log.append({"step": step, **row})
         numbers = {k: v for k, v in row.items() if isinstance(v, (int, float))}
         self.mlflow.log_metrics(numbers, step=step, synchronous=False)
 
     def validated(self, step: int, scores: dict, model) -> None:
-        self.logs[1].append({"step": step, **scores})
+        self.val_log.append({"step": step, **scores})
         self.mlflow.log_metrics({f"val_{k}": v for k, v in scores.items()}, step=step)
         self.mlflow.log_image(sample_grid(model, self.val_image, self.scale, self.device),
                               f"grids/step_{step:06d}.png")

@@ -82,7 +82,8 @@ def run_models(params_path: Path) -> None:
         write_text(EVALUATE_CSV, per_image)
         all_methods = {**{k: baseline(k, scale) for k in BASELINES}, **methods}
         with torch.no_grad():
-            figure = comparison_figure(images, all_methods, scale, kernel)
+            figure = comparison_figure(images, all_methods, scale, kernel,
+                                       params.eval.crop_border, lpips_model)
         from srcore.io import write_png
 
         write_png(FIGURE, figure)
@@ -107,13 +108,16 @@ def _read_rows(csv_text: str) -> list[dict]:
             for row in csv.DictReader(io.StringIO(csv_text))]
 
 
-def comparison_figure(images: dict, methods: dict, scale: int, kernel: str, crop: int = 128,
-                      rows: int = 3):
-    """The report's figure 6: the same crop of ground truth and each method, for a few images."""
+def comparison_figure(images: dict, methods: dict, scale: int, kernel: str, crop_border: int,
+                      lpips_model, crop: int = 160, zoom: int = 4, rows: int = 3):
+    """The report's figure 6: the same crop of ground truth and each method, for a few images,
+    with each crop's PSNR-Y and LPIPS under it; below, the crop's centre enlarged `zoom` times
+    (nearest neighbour), where the CNN's smoothness and the GAN's texture can be told apart."""
     import numpy as np
 
     from srcore.evaluate import make_lq
     from srcore.figures import labelled_row
+    from srcore.metrics import image_metrics
 
     lines = []
     for name, gt in list(images.items())[:rows]:
@@ -123,7 +127,15 @@ def comparison_figure(images: dict, methods: dict, scale: int, kernel: str, crop
         lq = make_lq(gt, scale, kernel)
         window = (slice(top, top + size), slice(left, left + size))
         panels = [gt[window]] + [sr_of(lq)[window] for sr_of in methods.values()]
-        lines.append(labelled_row(panels, [f"{name} (GT)"[:16]] + list(methods)))
+        captions = [""]
+        for panel in panels[1:]:
+            scores = image_metrics(panels[0], panel, crop_border, lpips_model)
+            captions.append(f"{scores['psnr_y']:.2f} dB, LPIPS {scores['lpips']:.3f}")
+        detail = size // zoom // 2
+        middle = slice(size // 2 - detail, size // 2 + detail)
+        zoomed = [np.repeat(np.repeat(p[middle, middle], zoom, 0), zoom, 1) for p in panels]
+        lines.append(labelled_row(panels, [f"{name} (GT)"[:20]] + list(methods), captions=captions))
+        lines.append(labelled_row(zoomed, [f"centre x{zoom}"] + [""] * len(methods)))
     width = max(line.shape[1] for line in lines)
     padded = [np.pad(line, ((0, 6), (0, width - line.shape[1]), (0, 0)), constant_values=255)
               for line in lines]
@@ -138,9 +150,15 @@ def _print_table(summary: dict, count: int) -> None:
 
 
 def _print_differences(differences: dict) -> None:
+    print("paired differences, mean [interval]:")
     for pair, by_metric in differences.items():
         for metric, d in by_metric.items():
-            verdict = "exceeds" if d["excludes_zero"] else "is within"
+            if d["interval"].startswith("bootstrap"):
+                verdict = "its 95% interval excludes 0" if d["excludes_zero"] else \
+                    "its 95% interval includes 0: not a clear difference"
+            else:
+                verdict = "every image agrees in sign" if d["excludes_zero"] else \
+                    "the images disagree in sign: not a clear difference"
             print(f"  {pair.replace('_vs_', ' - ')} {metric}: {d['mean']:+.4f} "
-                  f"[{d['low']:+.4f}, {d['high']:+.4f}] ({d['interval']}, {d['images']} images): "
-                  f"{verdict} its uncertainty")
+                  f"[{d['low']:+.4f}, {d['high']:+.4f}] ({d['interval']}, {d['images']} "
+                  f"images): {verdict}")

@@ -14,6 +14,7 @@ from stages.paths import CNN, DISC, DISC_LAST, METRICS
 STAGE = "pretrain_disc"
 CSV = METRICS / "pretrain_disc.csv"
 COLUMNS = ["step", "d_loss", "d_accuracy", "d_real", "d_fake"]
+CURVES = METRICS / "pretrain_disc.png"
 
 
 def check_inputs() -> None:
@@ -30,6 +31,7 @@ def _train(params, values, split, dist, device) -> None:
 
     from srcore.models.checkpoint import load_generator
     from srcore.models.discriminator import Discriminator
+    from srcore.plots import write_curves
     from srcore.train.gan import pretrain_disc, save_discriminator
     from srcore.train.runtime import pick_precision
 
@@ -44,7 +46,7 @@ def _train(params, values, split, dist, device) -> None:
         print(f"pretrain_disc: {disc_params.pretrain_steps} steps of {params.gan.batch_size} "
               f"real and as many SR crops, {device} {precision} x {dist.world} process(es)")
     with stage_run(STAGE, params.mlflow.experiment, values, enabled=dist.main) as mlflow:
-        records = Records(mlflow, CSV, COLUMNS)
+        records = Records(mlflow, [(CSV, COLUMNS)])
         summary = pretrain_disc(
             generator, disc, dataset, steps=disc_params.pretrain_steps,
             batch_size=params.gan.batch_size, lr=disc_params.lr, betas=params.gan.betas,
@@ -58,7 +60,11 @@ def _train(params, values, split, dist, device) -> None:
         metrics = {**final, "steps_run": summary["steps_run"],
                    "wall_time_s": round(summary["wall_time_s"], 1)}
         write_json(METRICS / "pretrain_disc.json", metrics)
+        write_curves(CURVES, "pretrain_disc", [("loss", CSV, ["d_loss"], True),
+                                               ("accuracy", CSV, ["d_accuracy"], True),
+                                               ("mean output", CSV, ["d_real", "d_fake"], True)])
         mlflow.log_artifact(str(DISC))
+        mlflow.log_artifact(str(CURVES))
     print(f"pretrain_disc: accuracy {final['d_accuracy']:.3f}, D(real) {final['d_real']:.3f}, "
           f"D(fake) {final['d_fake']:.3f} over the last logged steps, "
           f"{summary['steps_run']} steps, {summary['wall_time_s'] / 60:.1f} min -> {DISC}")

@@ -14,6 +14,7 @@ from stages.paths import CNN, CNN_LAST, METRICS
 STAGE = "train_cnn"
 TRAIN_CSV = METRICS / "train_cnn.csv"
 VAL_CSV = METRICS / "train_cnn_val.csv"
+CURVES = METRICS / "train_cnn.png"
 TRAIN_COLUMNS = ["step", "train_loss", "lr"]
 VAL_COLUMNS = ["step", "psnr_y", "ssim_y", "psnr", "ssim"]
 
@@ -30,6 +31,7 @@ def _train(params, values, split, dist, device) -> None:
     import torch
 
     from srcore.models.rrdb import RRDBNet
+    from srcore.plots import write_curves
     from srcore.train.cnn import train_cnn
     from srcore.train.runtime import pick_precision
     from srcore.train.validate import bicubic_scores
@@ -49,8 +51,8 @@ def _train(params, values, split, dist, device) -> None:
               f"PSNR-Y {bicubic['psnr_y']:.2f} dB")
 
     with stage_run(STAGE, params.mlflow.experiment, values, enabled=dist.main) as mlflow:
-        records = Records(mlflow, TRAIN_CSV, TRAIN_COLUMNS, VAL_CSV, VAL_COLUMNS, val[0],
-                          data.scale, device)
+        records = Records(mlflow, [(TRAIN_CSV, TRAIN_COLUMNS)], VAL_CSV, VAL_COLUMNS,
+                          val[0], data.scale, device)
         if dist.main:
             mlflow.log_params({"device": str(device), "precision_used": precision,
                                "processes": dist.world})
@@ -74,6 +76,11 @@ def _train(params, values, split, dist, device) -> None:
                    "stopped_early": summary["stopped_early"],
                    "wall_time_s": round(summary["wall_time_s"], 1)}
         write_json(METRICS / "train_cnn.json", metrics)
+        write_curves(CURVES, "train_cnn", [
+            (f"{cnn.loss.upper()} loss", TRAIN_CSV, ["train_loss"], True),
+            ("learning rate", TRAIN_CSV, ["lr"], False),
+            ("val PSNR-Y (dB)", VAL_CSV, ["psnr_y"], False)])
+        mlflow.log_artifact(str(CURVES))
         mlflow.log_metrics({f"best_{k}": float(v) for k, v in metrics.items()
                             if isinstance(v, (int, float))})
         mlflow.log_artifact(str(CNN))

@@ -12,10 +12,12 @@ from stages.declared import run_key
 from stages.paths import CNN, DISC, GAN, GAN_DISC, GAN_LAST, METRICS, PRETRAINED
 
 STAGE = "train_gan"
-TRAIN_CSV = METRICS / "train_gan.csv"
+G_CSV = METRICS / "train_gan_g.csv"  # the generator's losses, logged in its steps
+D_CSV = METRICS / "train_gan_d.csv"  # the discriminator's, in its steps
 VAL_CSV = METRICS / "train_gan_val.csv"
-TRAIN_COLUMNS = ["step", "phase", "g_perceptual", "g_adversarial", "g_l1", "g_total", "d_loss",
-                 "d_real", "d_fake", "d_accuracy"]
+CURVES = METRICS / "train_gan.png"
+G_COLUMNS = ["step", "g_perceptual", "g_adversarial", "g_l1", "g_total"]
+D_COLUMNS = ["step", "d_loss", "d_real", "d_fake", "d_accuracy"]
 VAL_COLUMNS = ["step", "psnr_y", "ssim_y", "psnr", "ssim", "lpips"]
 
 
@@ -33,6 +35,7 @@ def run(params_path: Path) -> None:
 def _train(params, values, split, dist, device) -> None:
     from srcore.losses import PerceptualLoss
     from srcore.models.checkpoint import load_checkpoint, load_generator, save_generator
+    from srcore.plots import write_curves
     from srcore.pretrained import load_features, load_lpips
     from srcore.train.gan import load_discriminator, save_discriminator, train_gan
     from srcore.train.runtime import pick_precision
@@ -56,8 +59,8 @@ def _train(params, values, split, dist, device) -> None:
               f"{cnn_scores['lpips']:.4f}")
 
     with stage_run(STAGE, params.mlflow.experiment, values, enabled=dist.main) as mlflow:
-        records = Records(mlflow, TRAIN_CSV, TRAIN_COLUMNS, VAL_CSV, VAL_COLUMNS, val[0],
-                          params.data.scale, device)
+        records = Records(mlflow, [(G_CSV, G_COLUMNS), (D_CSV, D_COLUMNS)], VAL_CSV,
+                          VAL_COLUMNS, val[0], params.data.scale, device)
         if dist.main:
             mlflow.log_metrics({f"cnn_val_{k}": v for k, v in cnn_scores.items()})
 
@@ -79,6 +82,14 @@ def _train(params, values, split, dist, device) -> None:
                    "cnn_val_lpips": cnn_scores["lpips"], "steps_run": summary["steps_run"],
                    "wall_time_s": round(summary["wall_time_s"], 1)}
         write_json(METRICS / "train_gan.json", metrics)
+        write_curves(CURVES, "train_gan", [
+            ("G: perceptual loss", G_CSV, ["g_perceptual"], True),
+            ("G: adversarial loss", G_CSV, ["g_adversarial"], True),
+            ("D: loss", D_CSV, ["d_loss"], True),
+            ("D: mean output", D_CSV, ["d_real", "d_fake"], True),
+            ("val LPIPS (G's EMA)", VAL_CSV, ["lpips"], False),
+            ("val PSNR-Y (dB)", VAL_CSV, ["psnr_y"], False)])
+        mlflow.log_artifact(str(CURVES))
         mlflow.log_metrics({f"final_{k}": float(v) for k, v in metrics.items()})
         mlflow.log_artifact(str(GAN))
     print(f"train_gan: val PSNR-Y {last['psnr_y']:.2f} dB, LPIPS {last['lpips']:.4f} (EMA "

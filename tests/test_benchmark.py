@@ -13,7 +13,8 @@ from conftest import run_cli, write_params
 TINY = {"model__rrdb": 1, "model__features": 8, "model__growth": 8, "data__patch_size": 16,
         "data__hr_max_side": 64, "cnn__batch_size": 4, "gan__batch_size": 4,
         "disc__widths": [8, 16, 16, 16], "disc__hidden": [16, 8],
-        "gan__perceptual__layer": "conv2_2"}
+        "gan__perceptual__layers": ["conv1_2", "conv2_2"],
+        "gan__perceptual__layer_weights": [0.1, 1.0]}
 
 
 def test_benchmark_json_reports_every_figure(tmp_path):

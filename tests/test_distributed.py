@@ -14,6 +14,8 @@ from srcore.models.checkpoint import load_generator
 
 from conftest import run_cli, write_params, write_training_data
 
+pytestmark = pytest.mark.slow  # several processes: a minute or two
+
 WORKER = Path(__file__).with_name("ddp_worker.py")
 # 1 process with batch B against 2 with B/2 each: the same crops, gradients summed in another
 # order; a few Adam steps keep the weights this close (measured differences are ~1e-7)

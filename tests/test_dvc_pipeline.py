@@ -12,6 +12,8 @@ import yaml
 
 from conftest import copy_repo, write_params
 
+pytestmark = pytest.mark.slow  # dvc repro in a copy of the project: minutes
+
 # 7 training photos x 2 crops = 14 per pass: with 2 processes, 7 each (no padding)
 TINY = {"model__rrdb": 1, "model__features": 8, "model__growth": 8, "cnn__steps": 2,
         "cnn__lr_halve_at": [1], "cnn__val_every": 1, "cnn__patience": 1,
@@ -104,6 +106,13 @@ def test_gan_stages_and_precise_params(repo):
     dvc("repro", "train_gan", cwd=root, env=env)
     for name in ("disc.pt", "gan.pt", "gan_disc.pt", "gan_last.pt"):
         assert (root / "models" / name).is_file()
+    # each phase in its own file: no empty cells that a plot would draw as 0
+    for name in ("train_gan_g.csv", "train_gan_d.csv"):
+        header, *body = [r.split(",") for r in (root / "metrics" / name).read_text().splitlines()]
+        filled = [c for c in header if c != "g_l1"]  # g_l1: the triad loss only
+        assert body and all(row[header.index(c)] for row in body for c in filled), name
+    for name in ("train_gan.png", "pretrain_disc.png", "train_cnn.png"):
+        assert (root / "metrics" / name).read_bytes()[:4] == b"\x89PNG"
     gan = json.loads((root / "metrics/train_gan.json").read_text())
     assert gan["steps_run"] == 2 and {"val_psnr_y", "val_lpips", "cnn_val_lpips"} <= set(gan)
     assert json.loads((root / "metrics/pretrain_disc.json").read_text())["steps_run"] == 1
@@ -185,8 +194,9 @@ def test_evaluation_and_two_experiments_side_by_side(repo):
     shown = dvc("exp", "show", "--csv", cwd=root, env=env)
     assert "triad" in shown and "dual" in shown
     plots = json.loads(dvc("plots", "diff", "--json", cwd=root, env=env))["data"]
-    assert {"cnn_train_loss", "cnn_val_psnr_y", "gan_losses", "gan_val_lpips",
-            "metrics/comparison.png"} <= set(plots)
+    assert {"cnn_train_loss", "cnn_val_psnr_y", "gan_g_perceptual", "gan_d_outputs",
+            "gan_val_lpips", "metrics/comparison.png", "metrics/train_cnn.png",
+            "metrics/train_gan.png", "metrics/pretrain_disc.png"} <= set(plots)
 
 
 def _get(url, data=None):

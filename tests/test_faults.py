@@ -49,6 +49,7 @@ def wait_for_state(folder, process, timeout=300):
     time.sleep(1.5)  # now somewhere after a later step
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_and_ends_as_an_uninterrupted_run(training_project, tmp_path):
     """SIGKILL at an arbitrary step: the rerun resumes from the last checkpoint, and ends with
     the same model, metrics and plot data as a run that was never interrupted."""
@@ -78,6 +79,7 @@ def test_killed_training_resumes_and_ends_as_an_uninterrupted_run(training_proje
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_ctrl_c_and_sigterm_save_the_state_and_the_next_run_resumes(training_project, signum,
                                                                        code):

@@ -54,6 +54,15 @@ def test_tables_missing_variants_name_their_command():
     assert "From `x`, not the default configuration (model.rrdb=10, cnn.loss=l2)" in text
 
 
+def test_the_reports_own_configuration_as_the_reference():
+    """The report's setup queued: its GAN is post-activation, one table-5 variant is pre."""
+    records = [record("a", activation="post"), record("b", rrdb=10, activation="post"),
+               record("f", activation="pre")]
+    table3 = tables(records, "report").split("## Table 3")[1].split("## Table 4")[0]
+    assert "From `a`." in table3 and "| GAN | 20.25 |" in table3
+    assert "From `f`." in tables(records).split("## Table 3")[1]  # params.yaml's defaults: pre
+
+
 def test_the_tables_defaults_are_params_yaml():
     from srcore.config import load_params
     from srcore.report import DEFAULTS

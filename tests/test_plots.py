@@ -1,0 +1,31 @@
+import math
+
+import numpy as np
+import pytest
+
+from srcore.plots import read_columns, smoothed, write_curves
+
+
+def test_smoothing_is_a_debiased_moving_average():
+    assert smoothed(np.array([2.0, 2.0, 2.0])).tolist() == pytest.approx([2.0, 2.0, 2.0])
+    # second value: (0.9 * 0.1 * 1 + 0.1 * 3) / (0.9 * 0.1 + 0.1) = 0.39 / 0.19
+    assert smoothed(np.array([1.0, 3.0]))[1] == pytest.approx(0.39 / 0.19)
+
+
+def test_empty_cells_are_missing_not_zero(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("step,loss,psnr\n10,0.5,\n20,0.4,29.1\n")
+    columns = read_columns(path)
+    assert columns["step"].tolist() == [10, 20]
+    assert math.isnan(columns["psnr"][0]) and columns["psnr"][1] == 29.1
+
+
+def test_curves_are_written_as_a_png(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("step,loss,lr\n" + "".join(f"{s},{1 / s},0.001\n" for s in range(1, 40)))
+    out = tmp_path / "plots" / "curves.png"
+    write_curves(out, "test", [("loss", path, ["loss"], True), ("lr", path, ["lr"], False),
+                               ("missing", tmp_path / "none.csv", ["x"], False),
+                               ("val", path, ["psnr"], False)])
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert not list(out.parent.glob(".*.tmp"))

@@ -33,6 +33,16 @@ def smoothed(values: np.ndarray, weight: float = 0.9) -> np.ndarray:
     return out
 
 
+def gaps(steps: np.ndarray) -> np.ndarray:
+    """Where a series pauses (G's losses during D's steps): the indices after which the step
+    jumps by more than 1.5x its usual interval. A NaN inserted there breaks the drawn line
+    instead of bridging the pause with a straight segment."""
+    if len(steps) < 3:
+        return np.array([], dtype=int)
+    jumps = np.diff(steps)
+    return np.flatnonzero(jumps > 1.5 * jumps.min()) + 1
+
+
 def write_curves(out: Path, title: str, panels: list[tuple[str, Path, list[str], bool]]) -> None:
     """Panels, three to a row, each (y label, CSV, columns, smooth): the columns against
     `step`; with smooth, the raw values faintly and their smoothed curve over them."""
@@ -54,13 +64,15 @@ def write_curves(out: Path, title: str, panels: list[tuple[str, Path, list[str],
             steps, values = data["step"], data[column]
             keep = ~np.isnan(values)
             steps, values = steps[keep], values[keep]
+            breaks = gaps(steps)
+            x = np.insert(steps, breaks, np.nan)
             if smooth and len(values) > 2:
-                line, = ax.plot(steps, values, alpha=0.3, linewidth=1)
-                ax.plot(steps, smoothed(values), color=line.get_color(), linewidth=2,
-                        label=f"{column} (smoothed)")
+                line, = ax.plot(x, np.insert(values, breaks, np.nan), alpha=0.3, linewidth=1)
+                ax.plot(x, np.insert(smoothed(values), breaks, np.nan), color=line.get_color(),
+                        linewidth=2, label=f"{column} (smoothed)")
             else:
-                ax.plot(steps, values, marker="o" if len(values) < 30 else None, markersize=3,
-                        label=column)
+                ax.plot(x, np.insert(values, breaks, np.nan),
+                        marker="o" if len(values) < 30 else None, markersize=3, label=column)
         ax.set_xlabel("step")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from srcore.plots import read_columns, smoothed, write_curves
+from srcore.plots import gaps, read_columns, smoothed, write_curves
 
 
 def test_smoothing_is_a_debiased_moving_average():
@@ -29,3 +29,10 @@ def test_curves_are_written_as_a_png(tmp_path):
                                ("val", path, ["psnr"], False)])
     assert out.read_bytes()[:4] == b"\x89PNG"
     assert not list(out.parent.glob(".*.tmp"))
+
+
+def test_a_pause_in_a_series_breaks_its_line():
+    # G logged at 10..50 and 110..150, D's steps between: one break, before step 110
+    steps = np.array([10, 20, 30, 40, 50, 110, 120, 130, 140, 150], dtype=float)
+    assert gaps(steps).tolist() == [5]
+    assert gaps(np.arange(10, 410, 10, dtype=float)).tolist() == []

@@ -100,3 +100,36 @@ def test_gan_steps_follow_the_schedule(tmp_path):
     assert params.gan.steps == 2 * (30 + 20)
     joint = load_params(write_params(tmp_path, gan__g_steps=30, gan__schedule="joint"))
     assert joint.gan.steps == 2 * 30
+
+
+def test_dvc_exp_run_changes_only_the_params_it_sets(tmp_path):
+    """`dvc exp run -S` rewrites params.yaml in its own layout; ours is that layout already,
+    so an experiment's diff of params.yaml is the lines it set, nothing else."""
+    import os
+    import subprocess
+    import sys
+
+    original = (REPO / "params.yaml").read_text()
+    (tmp_path / "params.yaml").write_text(original)
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  touch:\n    cmd: python -c \"open('out.txt', 'w').write('x')\"\n"
+        "    params: [cnn.loss, cnn.lr_halve_at]\n    outs: [out.txt]\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "DVC_"))}
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@example.com",
+               PATH=os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""))
+
+    def sh(*args):
+        subprocess.run(args, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=120)
+
+    sh("git", "init", "-q")
+    sh(sys.executable, "-m", "dvc", "init", "-q")
+    sh("git", "add", "-A")
+    sh("git", "commit", "-qm", "x")
+    sh(sys.executable, "-m", "dvc", "exp", "run", "-q", "-S", "cnn.loss=l2",
+       "-S", "cnn.lr_halve_at=[250]")
+    changed = [(a, b) for a, b in zip(original.splitlines(),
+                                      (tmp_path / "params.yaml").read_text().splitlines())
+               if a != b]
+    assert [b.split("#")[0].strip() for _, b in changed] == ["loss: l2", "- 250"]
+    assert len((tmp_path / "params.yaml").read_text().splitlines()) == len(original.splitlines())

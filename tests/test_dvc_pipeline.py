@@ -38,8 +38,11 @@ def dvc(*args, cwd, env):
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     root = copy_repo(tmp_path_factory.mktemp("repo"))
+    # a project that has never run: without the committed baseline, whose split and baseline
+    # scores DVC would otherwise (rightly) reuse instead of running those stages
+    git(root, "rm", "-rq", "dvc.lock", "metrics")
     write_params(root, **TINY)
-    git(root, "commit", "-qam", "tiny params")
+    git(root, "commit", "-qam", "tiny params, no baseline")
     # `python` in dvc.yaml must be this interpreter; MLflow uses the default store at the root
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"

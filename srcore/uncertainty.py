@@ -28,9 +28,6 @@ def mean_difference(per_image: dict[str, float]) -> dict:
         raise ValueError("no images to compare")
     if len(values) < MIN_BOOTSTRAP:
         low, high, method = values.min(), values.max(), "min-max (fewer than 5 images)"
-    elif np.ptp(values) == 0:
-        low = high = values[0]  # every resample has the same mean
-        method = "bootstrap 95%"
     else:
         result = bootstrap((values,), np.mean, confidence_level=0.95, method="percentile",
                            n_resamples=RESAMPLES, random_state=SEED)

@@ -13,7 +13,7 @@ from stages.paths import CNN, DISC, GAN, GAN_DISC, GAN_LAST, METRICS, PRETRAINED
 
 STAGE = "train_gan"
 G_CSV = METRICS / "train_gan_g.csv"  # the generator's losses, logged in its steps
-D_CSV = METRICS / "train_gan_d.csv"  # the discriminator's, in its steps
+D_CSV = METRICS / "train_gan_d.csv"  # the discriminator's, measured at every step
 VAL_CSV = METRICS / "train_gan_val.csv"
 CURVES = METRICS / "train_gan.png"
 G_COLUMNS = ["step", "g_perceptual", "g_adversarial", "g_l1", "g_total"]

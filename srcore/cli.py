@@ -20,6 +20,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 PARAMS = typer.Option(Path("params.yaml"), "--params", help="params file to read.")
 
 
+@app.command("check-params")
+def check_params(params: Path = PARAMS) -> None:
+    """Stage 0: validate the whole params file, before DVC removes any stage's outputs."""
+    from stages import check_params as stage
+
+    stage.run(params)
+
+
 @app.command()
 def download(params: Path = PARAMS) -> None:
     """Stage 1: fetch the HR photos of data.source (sample, div2k or dir) into data/raw/."""

@@ -43,6 +43,17 @@ def gaps(steps: np.ndarray) -> np.ndarray:
     return np.flatnonzero(jumps > 1.5 * jumps.min()) + 1
 
 
+def drawn(steps: np.ndarray, values: np.ndarray, smooth: bool):
+    """(x, y, smoothed y or None) as drawn: a NaN at each pause (see `gaps`) breaks the line,
+    and the smoothing restarts after it, so one G phase's average does not carry into the next."""
+    breaks = gaps(steps)
+    x, y = np.insert(steps, breaks, np.nan), np.insert(values, breaks, np.nan)
+    if not smooth:
+        return x, y, None
+    parts = np.concatenate([smoothed(part) for part in np.split(values, breaks)])
+    return x, y, np.insert(parts, breaks, np.nan)
+
+
 def write_curves(out: Path, title: str, panels: list[tuple[str, Path, list[str], bool]]) -> None:
     """Panels, three to a row, each (y label, CSV, columns, smooth): the columns against
     `step`; with smooth, the raw values faintly and their smoothed curve over them."""
@@ -64,15 +75,14 @@ def write_curves(out: Path, title: str, panels: list[tuple[str, Path, list[str],
             steps, values = data["step"], data[column]
             keep = ~np.isnan(values)
             steps, values = steps[keep], values[keep]
-            breaks = gaps(steps)
-            x = np.insert(steps, breaks, np.nan)
-            if smooth and len(values) > 2:
-                line, = ax.plot(x, np.insert(values, breaks, np.nan), alpha=0.3, linewidth=1)
-                ax.plot(x, np.insert(smoothed(values), breaks, np.nan), color=line.get_color(),
-                        linewidth=2, label=f"{column} (smoothed)")
+            x, raw, smooth_y = drawn(steps, values, smooth and len(values) > 2)
+            if smooth_y is not None:
+                line, = ax.plot(x, raw, alpha=0.3, linewidth=1)
+                ax.plot(x, smooth_y, color=line.get_color(), linewidth=2,
+                        label=f"{column} (smoothed)")
             else:
-                ax.plot(x, np.insert(values, breaks, np.nan),
-                        marker="o" if len(values) < 30 else None, markersize=3, label=column)
+                ax.plot(x, raw, marker="o" if len(values) < 30 else None, markersize=3,
+                        label=column)
         ax.set_xlabel("step")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

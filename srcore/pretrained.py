@@ -347,7 +347,7 @@ def prepare_pretrained(out_dir: Path, cache_dir: Path) -> dict:
         plain = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in state.items()}
         save_atomic(path, plain)  # byte-identical across runs, so the sha256 is stable
         manifest[path.name] = {"source": source, "sha256": sha256_of(path).hexdigest(), "tensors": len(plain)}
-        print(f"wrote {path} ({len(plain)} tensors, from {source})", flush=True)
+        print(f"  {path.name}: {len(plain)} tensors, from {source}", flush=True)  # path: a temp folder
     if "vgg19" not in states:
         (out_dir / "vgg19.pt").unlink(missing_ok=True)  # stale from an earlier torchvision run
     write_json(out_dir / "manifest.json", manifest)

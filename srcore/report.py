@@ -1,18 +1,22 @@
 """The report's five ablation tables, as Markdown, from the experiments DVC knows of.
 
-`collect` reads `dvc exp show` (the workspace, HEAD and HEAD's experiments, queued ones too)
-and keeps those that have `metrics/evaluate.json`; `tables` picks a record per table row.
+`collect` reads `dvc exp show` (the workspace, HEAD and HEAD's experiments, queued ones too),
+keeps those that have `metrics/evaluate.json`, and reads their scores from
+`metrics/evaluate_details.json` (git keeps it in each experiment's commit: RGB PSNR and SSIM are
+not headline metrics); `tables` picks a record per table row.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 from srcore.errors import SrcoreError
 
 METHODS = ("nearest", "bilinear", "bicubic", "cnn", "gan")
 SCORES = ("psnr", "ssim", "lpips", "psnr_y", "ssim_y")  # the column order of the tables
+HEADLINE, DETAILS = "metrics/evaluate.json", "metrics/evaluate_details.json"
 DEFAULTS = {"model.rrdb": 2, "cnn.loss": "l1", "gan.loss": "dual",  # params.yaml's (a test checks)
             "gan.perceptual.activation": "pre"}
 # the configuration each table's other rows are held at: ours, or the report's own
@@ -48,9 +52,12 @@ def collect(repo: Path) -> list[dict]:
     rows.sort(key=lambda row: row.get("rev") == "workspace")
     records, seen = [], set()
     for row in rows:
-        evaluate = {m: s for m in METHODS if (s := _scores(row, m))}
-        if not evaluate:
+        if not isinstance(_cell(row, HEADLINE, "cnn.psnr_y"), (int, float)):
             continue  # queued, failed, or a commit without metrics/evaluate.json
+        details = _details(repo, row.get("rev"))
+        evaluate = {m: s for m in METHODS if (s := _scores(details, m))}
+        if not evaluate:
+            continue
         params = {key: _plain(_cell(row, "params.yaml", key)) for key in DEFAULTS}
         key = json.dumps([params, evaluate], sort_keys=True)
         if key not in seen:
@@ -134,10 +141,28 @@ def _cell(row: dict, file: str, name: str):
     return row.get(f"{file}:{name}", row.get(name))
 
 
-def _scores(row: dict, method: str) -> dict:
-    values = {s: _cell(row, "metrics/evaluate.json", f"{method}.{s}") for s in SCORES}
-    return {s: v for s, v in values.items() if isinstance(v, (int, float))
-            and not isinstance(v, bool)}
+def _details(repo: Path, rev: str | None) -> dict:
+    """The row's metrics/evaluate_details.json: the workspace's file, or git's at `rev`."""
+    if rev == "workspace":
+        path = repo / DETAILS
+        text = path.read_text() if path.is_file() else None
+    else:
+        out = subprocess.run(["git", "show", f"{rev}:{DETAILS}"], cwd=repo, capture_output=True,
+                             text=True)
+        text = out.stdout if out.returncode == 0 else None
+    try:
+        details = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {}
+    return details if isinstance(details, dict) else {}
+
+
+def _scores(details: dict, method: str) -> dict:
+    values = details.get(method)
+    if not isinstance(values, dict):
+        return {}
+    return {s: values[s] for s in SCORES if isinstance(values.get(s), (int, float))
+            and not isinstance(values.get(s), bool)}
 
 
 def _plain(value):

@@ -3,11 +3,19 @@
 DVC runs queued and temporary experiments in a copy of the repo that is deleted afterwards, so
 the default store lives at the real project root (DVC_ROOT when DVC sets it), with an absolute
 artifact location. MLFLOW_TRACKING_URI overrides all of it.
+
+Each stage is a child run of one parent run per pipeline execution, as MLflow's docs lay out
+pipelines: the parent is named after the DVC experiment (DVC_EXP_NAME), or for a plain
+`dvc repro` after the commit and a short hash of params.yaml, and it holds every param and, as
+`changed.*` tags, those that differ from the committed params.yaml.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -36,13 +44,92 @@ def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def git_commit(root: Path) -> str:
+def _git(root: Path, *args: str) -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=10)
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                             timeout=10)
     except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_commit(root: Path) -> str:
+    """The commit the code comes from: an experiment's baseline (DVC sets it), else HEAD."""
+    rev = os.environ.get("DVC_EXP_BASELINE_REV") or "HEAD"
+    return (_git(root, "rev-parse", rev) or "unknown").strip()
+
+
+def _read_params(text: str | None) -> dict[str, Any]:
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(text) if text else None
+    except yaml.YAMLError:
+        return {}
+    return flatten(loaded) if isinstance(loaded, dict) else {}
+
+
+def pipeline_identity(root: Path) -> dict[str, Any]:
+    """What names and tags this pipeline execution's parent run: see the module docstring."""
+    path = root / "params.yaml"
+    params = _read_params(path.read_text() if path.is_file() else None)
+    commit = git_commit(root)
+    committed = _read_params(_git(root, "show", f"{commit}:params.yaml"))
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()
+                            ).hexdigest()[:6]
+    experiment = os.environ.get("DVC_EXP_NAME")
+    name = experiment or f"{commit[:7]}-{digest}"
+    changed = {k: v for k, v in params.items()
+               if committed and (k not in committed or committed[k] != v)}
+    return {"name": name, "key": f"{name} {commit} {digest}", "params": params,
+            "changed": changed, "commit": commit, "params_hash": digest,
+            "experiment": experiment or "workspace (dvc repro)"}
+
+
+def _parent_run(client, experiment_id: str, identity: dict[str, Any]) -> str:
+    """The run id of this execution's parent run, created on its first stage."""
+    from mlflow.entities import Param
+
+    found = client.search_runs([experiment_id], f"tags.pipeline_key = '{identity['key']}'",
+                               max_results=1)
+    if found:
+        return found[0].info.run_id
+    changed = identity["changed"]
+    tags = {"pipeline_key": identity["key"], "dvc_experiment": identity["experiment"],
+            "git_commit": identity["commit"], "params_hash": identity["params_hash"],
+            "changed_params": ", ".join(f"{k}={v}" for k, v in changed.items()) or "none",
+            **{f"changed.{k}": str(v) for k, v in changed.items()}}
+    tags["mlflow.note.content"] = (
+        f"DVC pipeline execution: {identity['experiment']} at commit {identity['commit'][:7]}, "
+        f"changed params: {tags['changed_params']}. Its stages are the child runs.")
+    run = client.create_run(experiment_id, run_name=identity["name"], tags=tags)
+    params = [Param(k, str(v)) for k, v in identity["params"].items()]
+    for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+        client.log_batch(run.info.run_id, params=params[start:start + 100])
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def _run_exists(client, run_id: str, experiment_id: str) -> bool:
+    try:
+        info = client.get_run(run_id).info
+        return info.experiment_id == experiment_id and info.lifecycle_stage == "active"
+    except Exception:  # MLflow raises MlflowException for an unknown id; any failure: a new run
+        return False
+
+
+def _experiment_id(mlflow, experiment: str, own_store: bool) -> str:
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    artifacts = (project_root() / "mlruns").as_uri()
+    experiment_id = mlflow.create_experiment(experiment, artifact_location=artifacts)
+    if own_store:  # the project's own store: drop MLflow's empty "Default", so the UI opens on ours
+        client = mlflow.MlflowClient()
+        default = client.get_experiment("0")
+        if default is not None and not client.search_runs(["0"], max_results=1):
+            client.delete_experiment("0")
+    return experiment_id
 
 
 def check_server(uri: str, timeout: float = 5) -> None:
@@ -61,38 +148,57 @@ def check_server(uri: str, timeout: float = 5) -> None:
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, experiment: str, params: dict[str, Any],
-              enabled: bool = True) -> Iterator[Any]:
+def stage_run(stage: str, experiment: str, params: dict[str, Any], enabled: bool = True,
+              run_id: str | None = None) -> Iterator[Any]:
     """Start an MLflow run for one stage, log its params and tags, and yield the mlflow module.
-    enabled=False (training processes other than the main one) records nothing, yields None."""
+    enabled=False (training processes other than the main one) records nothing, yields None.
+    run_id: a run of this stage to continue (a resumed training), if the store still has it."""
     if not enabled:
         yield None
         return
     import mlflow
 
     uri = tracking_uri()
+    own_store = "MLFLOW_TRACKING_URI" not in os.environ  # read first: set_tracking_uri sets it
     check_server(uri)
+    for name in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database..."
+        logging.getLogger(name).setLevel(logging.WARNING)
     mlflow.set_tracking_uri(uri)
+    identity = pipeline_identity(Path.cwd())
     try:
-        found = mlflow.get_experiment_by_name(experiment)
-        if found is None:
-            artifacts = (project_root() / "mlruns").as_uri()
-            experiment_id = mlflow.create_experiment(experiment, artifact_location=artifacts)
-        else:
-            experiment_id = found.experiment_id
+        experiment_id = _experiment_id(mlflow, experiment, own_store)
+        parent = _parent_run(mlflow.MlflowClient(), experiment_id, identity)
     except Exception as err:  # MLflow raises many types for a bad store; all mean the same here
         raise SrcoreError(f"MLflow tracking store {uri!r} is not usable ({err}). Fix or unset "
                           "MLFLOW_TRACKING_URI (the default is sqlite:///<project>/mlflow.db)."
                           ) from None
-    tags = {
-        "stage": stage,
-        "dvc_experiment": os.environ.get("DVC_EXP_NAME", "workspace"),
-        "git_commit": git_commit(project_root()),
-    }
-    with mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags):
+    tags = {"stage": stage, "pipeline": identity["name"], "mlflow.parentRunId": parent,
+            "dvc_experiment": identity["experiment"], "git_commit": identity["commit"],
+            "params_hash": identity["params_hash"]}
+    if run_id is not None and not _run_exists(mlflow.MlflowClient(), run_id, experiment_id):
+        run_id = None
+    if run_id is not None:
+        print(f"{stage}: continuing MLflow run {run_id}")
+        tags = {}  # the run keeps the parent and tags it was created with
+    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=stage, tags=tags):
         mlflow.log_params(flatten(params))
         try:
             yield mlflow
         except Interrupted:
             mlflow.end_run("KILLED")  # stopped by the user or a scheduler, not failed
             raise
+
+
+def log_on_pipeline_run(mlflow, metrics: dict[str, float]) -> None:
+    """Log `metrics` on the active stage run's parent too: the UI's compare view of two
+    pipeline runs then shows the results beside the params that differ."""
+    import time
+
+    from mlflow.entities import Metric
+
+    run_id = mlflow.active_run().info.run_id
+    parent = mlflow.get_run(run_id).data.tags.get("mlflow.parentRunId")
+    if parent:
+        now = int(time.time() * 1000)
+        mlflow.MlflowClient().log_batch(parent, metrics=[Metric(k, float(v), now, 0)
+                                                         for k, v in metrics.items()])

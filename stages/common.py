@@ -8,7 +8,7 @@ from typing import Callable
 from srcore.errors import SrcoreError
 from stages.declared import DeclaredParams, stage_params
 from stages.inputs import read_split
-from stages.paths import HR
+from stages.paths import HR, MODELS
 
 
 def training_data(params: DeclaredParams, split: dict):
@@ -36,18 +36,24 @@ def run_or_launch(stage_module, command: str, params_path: Path) -> None:
     """Run a training stage in this process, or in train.nproc processes through torchrun."""
     from srcore.config import load_params
     from srcore.launch import check_devices, run_under_torchrun
+    from srcore.runlock import exclusive
     from srcore.train.distributed import launched_by_torchrun
 
     train = load_params(params_path).train  # a bad params file stops here, before any launch
-    if train.nproc > 1 and not launched_by_torchrun():
+    if launched_by_torchrun():
+        stage_module.run(params_path)  # one of the processes: the launcher holds the lock
+        return
+    # two runs of one stage would overwrite each other's resumable state and outputs
+    with exclusive(MODELS / f".{stage_module.STAGE}.lock", command):
+        if train.nproc == 1:
+            stage_module.run(params_path)
+            return
         stage_module.check_inputs()  # missing inputs: one message, not one per process
         check_devices(train.nproc, train.device)
         code = run_under_torchrun(train.nproc, [command, "--params", str(params_path)])
         if code:
             raise SrcoreError(f"{command}: a training process failed (exit code {code}); its "
                               "error is above")
-        return
-    stage_module.run(params_path)
 
 
 def run_training(params_path: Path, stage: str, check_inputs: Callable[[], None], train) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from srcore.atomic import write_json, write_text
 from srcore.errors import SrcoreError
-from srcore.tracking import stage_run
+from srcore.tracking import log_on_pipeline_run, stage_run
 from srcore.csvlog import rows_csv
 from stages.inputs import read_split
 from stages.declared import stage_params
@@ -18,11 +18,23 @@ from stages.paths import CNN, GAN, HR, METRICS, PRETRAINED
 
 BASELINES_JSON = METRICS / "evaluate_baselines.json"
 BASELINES_CSV = METRICS / "evaluate_baselines_per_image.csv"
-EVALUATE_JSON = METRICS / "evaluate.json"
+EVALUATE_JSON = METRICS / "evaluate.json"  # the headline: the one file `dvc exp show` lists
+DETAILS_JSON = METRICS / "evaluate_details.json"
 EVALUATE_CSV = METRICS / "evaluate_per_image.csv"
 FIGURE = METRICS / "comparison.png"
 CSV_COLUMNS = ["method", "image", "psnr", "ssim", "psnr_y", "ssim_y", "lpips"]
 COMPARED = [("cnn", "bicubic"), ("gan", "cnn")]  # paired differences A - B, with intervals
+HEADLINE = ("psnr_y", "ssim_y", "lpips")
+
+
+def headline(summary: dict, differences: dict) -> dict:
+    """Each method's PSNR-Y, SSIM-Y and LPIPS, and each paired difference's mean and interval:
+    what `dvc exp show` and `dvc metrics diff` compare across experiments."""
+    scores = {method: {k: s[k] for k in HEADLINE} for method, s in summary.items()}
+    intervals = {pair: {metric: {end: d[end] for end in ("mean", "low", "high")}
+                        for metric, d in by_metric.items()}
+                 for pair, by_metric in differences.items()}
+    return {**scores, **intervals}
 
 
 def _test_images():
@@ -77,7 +89,8 @@ def run_models(params_path: Path) -> None:
         rows = evaluate(methods, images, scale, kernel, params.eval.crop_border, lpips_model)
         summary = {**baselines, **summarize(rows)}
         differences = paired_differences(_read_rows(baseline_rows) + rows, COMPARED)
-        write_json(EVALUATE_JSON, {**summary, "differences": differences})
+        write_json(DETAILS_JSON, {**summary, "differences": differences})
+        write_json(EVALUATE_JSON, headline(summary, differences))
         per_image = baseline_rows + rows_csv(rows, CSV_COLUMNS).split("\n", 1)[1]
         write_text(EVALUATE_CSV, per_image)
         all_methods = {**{k: baseline(k, scale) for k in BASELINES}, **methods}
@@ -87,12 +100,15 @@ def run_models(params_path: Path) -> None:
         from srcore.io import write_png
 
         write_png(FIGURE, figure)
-        for method, scores in summary.items():
-            mlflow.log_metrics({f"{method}_{k}": v for k, v in scores.items()})
-        for pair, by_metric in differences.items():
-            mlflow.log_metrics({f"{pair}_{metric}_{end}": d[end] for metric, d in by_metric.items()
-                                for end in ("mean", "low", "high")})
+        metrics = {f"{method}_{k}": v for method, scores in summary.items()
+                   for k, v in scores.items()}
+        metrics.update({f"{pair}_{metric}_{end}": d[end] for pair, by_metric in
+                        differences.items() for metric, d in by_metric.items()
+                        for end in ("mean", "low", "high")})
+        mlflow.log_metrics(metrics)
+        log_on_pipeline_run(mlflow, metrics)
         mlflow.log_artifact(str(EVALUATE_JSON))
+        mlflow.log_artifact(str(DETAILS_JSON))
         mlflow.log_artifact(str(EVALUATE_CSV))
         mlflow.log_artifact(str(FIGURE))
     _print_table(summary, len(images))

@@ -8,6 +8,7 @@ from srcore.atomic import write_json
 from srcore.tracking import stage_run
 from stages.common import Records, run_training, training_data
 from stages.inputs import read_split
+from srcore.train.state import saved_run_id
 from stages.declared import run_key
 from stages.paths import CNN, CNN_LAST, METRICS
 
@@ -50,7 +51,10 @@ def _train(params, values, split, dist, device) -> None:
               f"{precision} x {dist.world} process(es), {params.model.rrdb} RRDB, bicubic val "
               f"PSNR-Y {bicubic['psnr_y']:.2f} dB")
 
-    with stage_run(STAGE, params.mlflow.experiment, values, enabled=dist.main) as mlflow:
+    resumes = saved_run_id(CNN_LAST, key) if dist.main else None
+    with stage_run(STAGE, params.mlflow.experiment, values, enabled=dist.main,
+                   run_id=resumes) as mlflow:
+        run_id = mlflow.active_run().info.run_id if dist.main else None
         records = Records(mlflow, [(TRAIN_CSV, TRAIN_COLUMNS)], VAL_CSV, VAL_COLUMNS,
                           val[0], data.scale, device)
         if dist.main:
@@ -61,6 +65,7 @@ def _train(params, values, split, dist, device) -> None:
         summary = train_cnn(model, dataset, val, cnn, params.train, seed=params.seed,
                             crop_border=params.eval.crop_border, device=device,
                             precision=precision, best_path=CNN, last_path=CNN_LAST, key=key,
+                            run_id=run_id,
                             on_start=records.start, on_log=records.log,
                             on_validate=records.validated, dist=dist)
         if not dist.main:

@@ -8,6 +8,7 @@ from srcore.atomic import write_json
 from srcore.tracking import stage_run
 from stages.common import Records, run_training, training_data
 from stages.inputs import read_split, require
+from srcore.train.state import saved_run_id
 from stages.declared import run_key
 from stages.paths import CNN, DISC, GAN, GAN_DISC, GAN_LAST, METRICS, PRETRAINED
 
@@ -58,7 +59,10 @@ def _train(params, values, split, dist, device) -> None:
               f"starts at val PSNR-Y {cnn_scores['psnr_y']:.2f} dB, LPIPS "
               f"{cnn_scores['lpips']:.4f}")
 
-    with stage_run(STAGE, params.mlflow.experiment, values, enabled=dist.main) as mlflow:
+    resumes = saved_run_id(GAN_LAST, key) if dist.main else None
+    with stage_run(STAGE, params.mlflow.experiment, values, enabled=dist.main,
+                   run_id=resumes) as mlflow:
+        run_id = mlflow.active_run().info.run_id if dist.main else None
         records = Records(mlflow, [(G_CSV, G_COLUMNS), (D_CSV, D_COLUMNS)], VAL_CSV,
                           VAL_COLUMNS, val[0], params.data.scale, device)
         if dist.main:
@@ -68,6 +72,7 @@ def _train(params, values, split, dist, device) -> None:
                             params.train, disc_lr=params.disc.lr, seed=params.seed,
                             crop_border=params.eval.crop_border, device=device,
                             precision=precision, last_path=GAN_LAST, key=key,
+                            run_id=run_id,
                             on_start=records.start, on_log=records.log,
                             on_validate=records.validated, dist=dist)
         if not dist.main:

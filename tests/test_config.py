@@ -3,7 +3,7 @@ import pytest
 from srcore.config import load_params
 from srcore.errors import SrcoreError
 
-from conftest import REPO, write_params
+from conftest import REPO, run_cli, write_params
 
 
 def test_repo_params_are_valid():
@@ -133,3 +133,18 @@ def test_dvc_exp_run_changes_only_the_params_it_sets(tmp_path):
                if a != b]
     assert [b.split("#")[0].strip() for _, b in changed] == ["loss: l2", "- 250"]
     assert len((tmp_path / "params.yaml").read_text().splitlines()) == len(original.splitlines())
+
+
+def test_check_params_stage_refuses_a_bad_value_and_keeps_its_output(project):
+    """The first stage of dvc.yaml: its output is the same bytes for any valid params.yaml, and
+    a bad one fails, naming the key, without touching it."""
+    out = project / "data/params_checked.txt"
+    run_cli("check-params", cwd=project)
+    first = out.read_bytes()
+    write_params(project, cnn__lr=0.25)
+    run_cli("check-params", cwd=project)
+    assert out.read_bytes() == first  # nothing downstream re-runs for a valid change
+    write_params(project, cnn__lr=-1)
+    result = run_cli("check-params", cwd=project, check=False)
+    assert result.returncode == 2 and "cnn.lr" in result.stderr and "Traceback" not in result.stderr
+    assert out.read_bytes() == first

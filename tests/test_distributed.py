@@ -92,7 +92,7 @@ def test_train_cnn_with_nproc_2_launches_torchrun_and_records_once(project):
     import mlflow
 
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
-    runs = mlflow.search_runs(experiment_names=["srcore"])
+    runs = mlflow.search_runs(experiment_names=["srcore"], filter_string="tags.stage = 'train_cnn'")
     assert list(runs["status"]) == ["FINISHED"] and list(runs["params.processes"]) == ["2"]
 
 

@@ -75,6 +75,24 @@ def test_repro_split_and_pretrained_then_nothing_to_do(repo):
     assert "up to date" in status
 
 
+def test_a_bad_param_stops_before_dvc_removes_any_output(repo):
+    """Stages run by hand (no dvc.lock), then `dvc exp run` with a bad value: the check_params
+    stage refuses it before DVC deletes the outputs of the stages it would re-run."""
+    root, env = repo
+    lock = (root / "dvc.lock").read_text()
+    (root / "dvc.lock").unlink()
+    params = (root / "params.yaml").read_text()
+    result = subprocess.run([sys.executable, "-m", "dvc", "exp", "run", "-S", "cnn.lr=-1"],
+                            cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    (root / "params.yaml").write_text(params)
+    (root / "dvc.lock").write_text(lock)
+    assert result.returncode != 0 and "cnn.lr" in result.stdout + result.stderr
+    assert "Running stage 'download'" not in result.stdout
+    for kept in ("data/raw", "data/hr", "models/pretrained"):
+        assert any((root / kept).iterdir()), kept
+    assert "up to date" in dvc("status", "split", "pretrained", cwd=root, env=env)
+
+
 def test_train_cnn_then_an_experiment_that_skips_the_data_stages(repo):
     root, env = repo
     dvc("repro", "train_cnn", cwd=root, env=env)
@@ -96,7 +114,9 @@ def test_train_cnn_then_an_experiment_that_skips_the_data_stages(repo):
     assert "Running stage 'train_cnn'" in out
     for stage in ("download", "downsample", "split"):
         assert f"Running stage '{stage}'" not in out
-    diff = dvc("metrics", "diff", "--json", cwd=root, env=env)
+    # the training summary is not a headline metric: README's command names it
+    diff = dvc("metrics", "diff", "--json", "--targets", "metrics/train_cnn.json", cwd=root,
+               env=env)
     changed = json.loads(diff)["metrics/train_cnn.json"]
     assert "val_psnr_y" in changed and changed["val_psnr_y"]["old"] is not None
     assert changed["val_psnr_y"]["new"] is not None
@@ -166,8 +186,16 @@ def test_a_changed_param_retrains_instead_of_resuming_a_finished_state(repo):
 def test_evaluation_and_two_experiments_side_by_side(repo):
     root, env = repo
     dvc("repro", cwd=root, env=env)
-    scores = json.loads((root / "metrics/evaluate.json").read_text())
+    scores = json.loads((root / "metrics/evaluate_details.json").read_text())
     differences = scores.pop("differences")
+    headline = json.loads((root / "metrics/evaluate.json").read_text())
+    assert headline["cnn"] == {k: scores["cnn"][k] for k in ("psnr_y", "ssim_y", "lpips")}
+    assert headline["gan_vs_cnn"]["lpips"] == {
+        k: differences["gan_vs_cnn"]["lpips"][k] for k in ("mean", "low", "high")}
+    # dvc metrics show lists the headline alone: five methods x 3 scores, 2 x 2 x 3 differences
+    shown = json.loads(dvc("metrics", "show", "--json", cwd=root, env=env))
+    files = shown[0]["data"] if isinstance(shown, list) else next(iter(shown.values()))["data"]
+    assert list(files) == ["metrics/evaluate.json"]
     assert list(scores) == ["nearest", "bilinear", "bicubic", "cnn", "gan"]
     for method in scores.values():
         assert set(method) == {"psnr", "ssim", "psnr_y", "ssim_y", "lpips"}
@@ -236,15 +264,43 @@ def test_mlflow_ui_shows_every_stage_run(repo):
             except (urllib.error.URLError, ConnectionError):
                 assert time.time() < deadline and server.poll() is None, "mlflow ui did not start"
                 time.sleep(1)
-        runs = _get(f"{api}/runs/search", {"experiment_ids": [
-            experiment["experiment"]["experiment_id"]], "max_results": 200})["runs"]
-        by_stage = {}
+        experiment_id = experiment["experiment"]["experiment_id"]
+        runs = _get(f"{api}/runs/search", {"experiment_ids": [experiment_id],
+                                           "max_results": 500})["runs"]
+        by_stage, parents = {}, {}
         for run in runs:
             tags = {t["key"]: t["value"] for t in run["data"].get("tags", [])}
-            by_stage.setdefault(tags["stage"], []).append((run, tags))
+            if "stage" in tags:
+                by_stage.setdefault(tags["stage"], []).append((run, tags))
+            else:
+                parents[run["info"]["run_name"]] = (run, tags)
         assert set(by_stage) >= {"download", "downsample", "split", "pretrained", "train_cnn",
                                  "pretrain_disc", "train_gan", "evaluate_baselines", "evaluate"}
-        assert any(tags["dvc_experiment"] == "triad" for _, tags in by_stage["train_gan"])
+        # one parent run per pipeline execution, the stages as its children
+        assert all("mlflow.parentRunId" in tags for runs in by_stage.values() for _, tags in runs)
+        triad, tags = parents["triad"]
+        assert tags["changed_params"] == "gan.loss=triad, gan.weights.l1=1"
+        assert tags["changed.gan.loss"] == "triad" and tags["dvc_experiment"] == "triad"
+        params = {p["key"]: p["value"] for p in triad["data"]["params"]}
+        assert params["gan.loss"] == "triad" and params["model.rrdb"] == "1"
+        metrics = {m["key"] for m in triad["data"].get("metrics", [])}
+        assert {"gan_lpips", "gan_vs_cnn_lpips_mean"} <= metrics  # compared beside the params
+        l2 = [run for run, tags in parents.values() if tags["changed_params"] == "cnn.loss=l2"]
+        assert len(l2) == 1 and l2[0]["info"]["run_name"] != "triad"
+
+        def children(parent):
+            found = _get(f"{api}/runs/search", {
+                "experiment_ids": [experiment_id], "max_results": 100,
+                "filter": f"tags.mlflow.parentRunId = '{parent['info']['run_id']}'"})["runs"]
+            return sorted(run["info"]["run_name"] for run in found)
+
+        assert children(triad) == ["evaluate", "train_gan"]
+        assert children(l2[0]) == ["train_cnn"]
+        plain = [tags for name, (run, tags) in parents.items() if name not in ("triad",)
+                 and tags["dvc_experiment"] == "workspace (dvc repro)"]
+        assert any(tags["changed_params"] == "none" for tags in plain)
+        default = _get(f"{api}/experiments/get?experiment_id=0")["experiment"]
+        assert default["lifecycle_stage"] == "deleted"  # the UI opens on srcore's experiment
         run, tags = by_stage["train_cnn"][0]
         run_id = run["info"]["run_id"]
         params = {p["key"]: p["value"] for p in run["data"]["params"]}
@@ -303,4 +359,4 @@ def test_the_committed_baseline_is_this_code_and_params(tmp_path):
     assert not problems, ("the committed dvc.lock is not the default run of this code: run "
                           "`dvc repro` and commit dvc.lock and metrics/\n" + "\n".join(problems))
     committed = json.loads((root / "metrics/evaluate.json").read_text())
-    assert {"bicubic", "cnn", "gan", "differences"} <= set(committed)
+    assert {"bicubic", "cnn", "gan", "cnn_vs_bicubic", "gan_vs_cnn"} <= set(committed)

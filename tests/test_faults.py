@@ -59,13 +59,19 @@ def test_killed_training_resumes_and_ends_as_an_uninterrupted_run(training_proje
     wait_for_state(training_project, process)
     # the plot data grows as training goes: `dvc plots show` works on a run in progress
     assert len((training_project / "metrics/train_cnn.csv").read_text().splitlines()) > 2
+    # a second run of the stage meanwhile fails at once, naming the first
+    second = run_cli("train-cnn", cwd=training_project, check=False)
+    assert second.returncode == 2 and f"process {process.pid}" in second.stderr
+    assert "train-cnn is already running" in second.stderr and "Traceback" not in second.stderr
     process.send_signal(signal.SIGKILL)
     process.wait()
+    # the killed run's lock does not block the rerun below
     out = run_cli("train-cnn", cwd=training_project)
     assert "resuming from models/cnn_last.pt after step" in out.stdout
     resumed_after = int(out.stdout.split("after step ")[1].split()[0])
     assert 1 <= resumed_after < STEPS and resumed_after % 20 == 0  # a checkpoint step
-    run_cli("train-cnn", cwd=straight)
+    run_cli("train-cnn", cwd=straight,
+            env={"MLFLOW_TRACKING_URI": f"sqlite:///{straight / 'mlflow.db'}"})
     metrics = json.loads((training_project / "metrics/train_cnn.json").read_text())
     assert metrics["steps_run"] == STEPS
     for name in ("metrics/train_cnn.csv", "metrics/train_cnn_val.csv"):
@@ -77,6 +83,13 @@ def test_killed_training_resumes_and_ends_as_an_uninterrupted_run(training_proje
     resumed, uninterrupted = (load_checkpoint(p / "models/cnn.pt")["state_dict"]
                               for p in (training_project, straight))
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
+    # the killed run and its resumption are one MLflow run with the whole history
+    runs = stage_runs(training_project, "train_cnn")
+    assert list(runs["status"]) == ["FINISHED"]
+    import mlflow
+
+    history = mlflow.MlflowClient().get_metric_history(runs["run_id"][0], "train_loss")
+    assert sorted({m.step for m in history}) == list(range(5, STEPS + 1, 5))
 
 
 @pytest.mark.slow
@@ -94,12 +107,18 @@ def test_ctrl_c_and_sigterm_save_the_state_and_the_next_run_resumes(training_pro
     from srcore.models.checkpoint import load_checkpoint
 
     assert load_checkpoint(training_project / "models/cnn_last.pt")["step"] == saved
-    import mlflow
-
-    mlflow.set_tracking_uri(f"sqlite:///{training_project / 'mlflow.db'}")
-    assert list(mlflow.search_runs(experiment_names=["srcore"])["status"]) == ["KILLED"]
+    assert list(stage_runs(training_project, "train_cnn")["status"]) == ["KILLED"]
     out = run_cli("train-cnn", cwd=training_project)
     assert f"resuming from models/cnn_last.pt after step {saved}" in out.stdout
+    assert list(stage_runs(training_project, "train_cnn")["status"]) == ["FINISHED"]
+
+
+def stage_runs(folder, stage):
+    """The MLflow runs of a stage in the project's own store (its pipeline's parent aside)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    return mlflow.search_runs(experiment_names=["srcore"], filter_string=f"tags.stage = '{stage}'")
 
 
 def test_full_disk_is_a_clear_error_and_keeps_the_old_file(tmp_path):
@@ -132,7 +151,7 @@ def test_training_stage_checks_tracking_before_training(training_project):
     out = run_cli("train-cnn", cwd=training_project, check=False,
                   env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"})
     assert out.returncode == 2 and "does not answer" in out.stderr
-    assert not (training_project / "models").exists()
+    assert not list(training_project.glob("models/*.pt"))  # models/ holds the stage's lock only
 
 
 def test_unwritable_output_folder_is_named(tmp_path):

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from srcore.plots import gaps, read_columns, smoothed, write_curves
+from srcore.plots import drawn, gaps, read_columns, smoothed, write_curves
 
 
 def test_smoothing_is_a_debiased_moving_average():
@@ -36,3 +36,12 @@ def test_a_pause_in_a_series_breaks_its_line():
     steps = np.array([10, 20, 30, 40, 50, 110, 120, 130, 140, 150], dtype=float)
     assert gaps(steps).tolist() == [5]
     assert gaps(np.arange(10, 410, 10, dtype=float)).tolist() == []
+
+
+def test_smoothing_restarts_after_a_pause():
+    """G's adversarial loss of one phase must not bias the next phase's smoothed curve."""
+    steps = np.array([10, 20, 30, 110, 120, 130], dtype=float)
+    x, raw, smooth = drawn(steps, np.array([0.9, 0.9, 0.9, 0.7, 0.7, 0.7]), smooth=True)
+    assert np.isnan(x[3]) and np.isnan(raw[3]) and np.isnan(smooth[3])
+    assert smooth[4:].tolist() == pytest.approx([0.7, 0.7, 0.7])
+    assert drawn(steps, np.ones(6), smooth=False)[2] is None

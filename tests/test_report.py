@@ -84,8 +84,8 @@ def test_tables_without_metrics_raise():
         tables([{"name": "workspace", "params": {}, "evaluate": {}}])
 
 
-# The stage writes evaluate.json from the params, and a baselines file whose keys collide with
-# it, as the real pipeline does (exp show then names those columns "metrics/evaluate.json:...").
+# The stage writes, from the params, the headline evaluate.json (what exp show lists) and
+# evaluate_details.json, which git keeps in each experiment's commit, as the real pipeline does.
 STAGE = """\
 stages:
   evaluate:
@@ -93,12 +93,14 @@ stages:
       python -c "import json, yaml; p = yaml.safe_load(open('params.yaml'));
       r = p['model']['rrdb']; t = p['gan']['loss'] == 'triad';
       s = lambda v: dict(psnr=v, ssim=0.5, psnr_y=v + 1, ssim_y=0.6, lpips=0.25);
-      b = dict(nearest=s(15), bilinear=s(16), bicubic=s(17));
-      json.dump(b, open('metrics/evaluate_baselines.json', 'w'));
-      json.dump(dict(b, cnn=s(20 + r), gan=s(18 + r + t)), open('metrics/evaluate.json', 'w'))"
+      d = dict(nearest=s(15), bilinear=s(16), bicubic=s(17), cnn=s(20 + r), gan=s(18 + r + t));
+      json.dump(d, open('metrics/evaluate_details.json', 'w'));
+      h = {m: dict(psnr_y=v['psnr_y'], ssim_y=0.6, lpips=0.25) for m, v in d.items()};
+      json.dump(h, open('metrics/evaluate.json', 'w'))"
     params: [model.rrdb, cnn.loss, gan.loss, gan.perceptual.activation]
+    outs:
+      - metrics/evaluate_details.json: {cache: false}
     metrics:
-      - metrics/evaluate_baselines.json: {cache: false}
       - metrics/evaluate.json: {cache: false}
 """
 PARAMS = """\

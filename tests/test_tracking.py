@@ -1,9 +1,10 @@
 import sqlite3
+import subprocess
 
 import pytest
 
 from srcore.errors import SrcoreError
-from srcore.tracking import flatten, stage_run, tracking_uri
+from srcore.tracking import flatten, log_on_pipeline_run, stage_run, tracking_uri
 
 
 def test_uri_follows_dvc_root_and_env(monkeypatch, tmp_path):
@@ -18,20 +19,84 @@ def test_flatten_uses_dotted_names():
     assert flatten({"a": 1, "b": {"c": 2, "d": {"e": 3}}}) == {"a": 1, "b.c": 2, "b.d.e": 3}
 
 
-def test_stage_run_records_params_tags_and_absolute_artifacts(monkeypatch, tmp_path):
+def _git(root, *args):
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", *args],
+                   cwd=root, check=True, capture_output=True)
+
+
+def _runs(db_path):
+    """[(run name, tags, params, status)] of a store."""
+    with sqlite3.connect(db_path) as db:
+        runs = db.execute("select run_uuid, name, status from runs").fetchall()
+        return [(name, dict(db.execute("select key, value from tags where run_uuid = ?", (i,))),
+                 dict(db.execute("select key, value from params where run_uuid = ?", (i,))),
+                 status) for i, name, status in runs]
+
+
+def test_stages_are_child_runs_of_one_parent_per_pipeline_execution(monkeypatch, tmp_path):
+    """Two stages of one `dvc exp run` share a parent named after the experiment, which holds
+    every param and tags the changed ones; a plain run of other params gets a parent of its own."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_EXP_BASELINE_REV", raising=False)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("seed: 42\ncnn:\n  loss: l1\n  lr: 0.001\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "params.yaml")
+    _git(tmp_path, "commit", "-qm", "baseline")
+    (tmp_path / "params.yaml").write_text("seed: 42\ncnn:\n  loss: l2\n  lr: 0.001\n")
     monkeypatch.setenv("DVC_EXP_NAME", "lucky-exp")
     with stage_run("split", "demo", {"split": {"train": 7}}) as mlflow:
         mlflow.log_metric("images", 11)
+    with stage_run("train_cnn", "demo", {"cnn": {"loss": "l2"}}) as mlflow:
+        log_on_pipeline_run(mlflow, {"cnn_psnr_y": 31.5})
+    monkeypatch.delenv("DVC_EXP_NAME")
+    (tmp_path / "params.yaml").write_text("seed: 7\ncnn:\n  loss: l1\n  lr: 0.001\n")
+    with stage_run("split", "demo", {"split": {"train": 7}}):
+        pass
+
+    runs = _runs(tmp_path / "mlflow.db")
+    parents = {name: (tags, params) for name, tags, params, status in runs
+               if "mlflow.parentRunId" not in tags and status == "FINISHED"}
+    assert len(parents) == 2 and len(runs) == 5
+    tags, params = parents.pop("lucky-exp")
+    assert params == {"seed": "42", "cnn.loss": "l2", "cnn.lr": "0.001"}
+    assert tags["changed_params"] == "cnn.loss=l2" and tags["changed.cnn.loss"] == "l2"
+    assert "changed.seed" not in tags and len(tags["git_commit"]) == 40
+    (plain, (plain_tags, _)), = parents.items()  # the plain `dvc repro` of other params
+    assert plain.startswith(tags["git_commit"][:7] + "-") and plain_tags["changed_params"] == "seed=7"
+    assert plain_tags["dvc_experiment"] == "workspace (dvc repro)"
+    children = [(name, t, p) for name, t, p, _ in runs if "mlflow.parentRunId" in t]
+    ours = [(name, p) for name, t, p in children if t["pipeline"] == "lucky-exp"
+            and t["dvc_experiment"] == "lucky-exp"]
+    assert sorted(ours) == [("split", {"split.train": "7"}), ("train_cnn", {"cnn.loss": "l2"})]
+    assert [(name, t["pipeline"]) for name, t, _ in children if t["pipeline"] != "lucky-exp"] \
+        == [("split", plain)]
     with sqlite3.connect(tmp_path / "mlflow.db") as db:
-        tags = dict(db.execute("select key, value from tags"))
-        params = dict(db.execute("select key, value from params"))
+        parent_ids = {t["mlflow.parentRunId"] for _, t, _ in children}
+        names = {db.execute("select name from runs where run_uuid = ?", (i,)).fetchone()[0]
+                 for i in parent_ids}
         location = db.execute("select artifact_location from experiments "
                               "where name = 'demo'").fetchone()[0]
-    assert tags["stage"] == "split" and tags["dvc_experiment"] == "lucky-exp"
-    assert "git_commit" in tags and params == {"split.train": "7"}
+        default = db.execute("select lifecycle_stage from experiments "
+                             "where experiment_id = 0").fetchone()[0]
+    assert names == {"lucky-exp", plain}
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        logged = db.execute("select r.name, m.key, m.value from metrics m join runs r "
+                            "on r.run_uuid = m.run_uuid where m.key = 'cnn_psnr_y'").fetchall()
+    assert logged == [("lucky-exp", "cnn_psnr_y", 31.5)]  # on the parent: compared in the UI
     assert location == (tmp_path / "mlruns").as_uri()
+    assert default == "deleted"  # MLflow's empty Default experiment, in the project's own store
+
+
+def test_the_database_creation_lines_are_silent(monkeypatch, tmp_path, capfd):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    with stage_run("split", "demo", {}):
+        pass
+    captured = capfd.readouterr()
+    assert "database" not in captured.out + captured.err
 
 
 def test_unusable_store_is_a_clear_error(monkeypatch, tmp_path):

@@ -43,6 +43,7 @@ def pixel_step(model, optimizer, scaler, loss_fn, lq: torch.Tensor, gt: torch.Te
 def train_cnn(model: RRDBNet, data: PatchDataset, val: list[ValImage], cnn: CnnParams,
               train: TrainParams, *, seed: int, crop_border: int, device: torch.device,
               precision: str, best_path: Path, last_path: Path, key: str,
+              run_id: str | None = None,
               on_start: Callable[[int], None] = lambda step: None,
               on_log: Callable[[int, dict], None] = lambda step, row: None,
               on_validate: Callable[[int, dict, torch.nn.Module], None] = lambda *a: None,
@@ -61,7 +62,7 @@ def train_cnn(model: RRDBNet, data: PatchDataset, val: list[ValImage], cnn: CnnP
     scaler = grad_scaler(precision, device)
     # the best weights live in the state too: DVC deletes best_path (a stage output) before
     # re-running the stage
-    state = loop.new_state(best=None, best_step=0, best_model=None)
+    state = loop.new_state(run_id, best=None, best_step=0, best_model=None)
     objects = {"model": model, "ema": ema, "optimizer": optimizer, "scheduler": scheduler,
                "scaler": scaler}
     resumed = resume_state(last_path, key, objects, state, quiet=not dist.main)

@@ -135,6 +135,7 @@ def gan_step(phase: str, nets: GanNets, lq: torch.Tensor, gt: torch.Tensor, gan:
 def pretrain_disc(generator: RRDBNet, disc: Discriminator, data: PatchDataset, *, steps: int,
                   batch_size: int, lr: float, betas, relativistic: bool, train: TrainParams,
                   seed: int, device, precision: str, last_path: Path, key: str,
+                  run_id: str | None = None,
                   on_start: Callable[[int], None] = lambda step: None,
                   on_log: Callable[[int, dict], None] = lambda step, row: None,
                   dist: Dist = Dist()) -> dict:
@@ -144,7 +145,7 @@ def pretrain_disc(generator: RRDBNet, disc: Discriminator, data: PatchDataset, *
     disc.to(device).train()
     optimizer = torch.optim.Adam(disc.parameters(), lr=lr, betas=betas)
     scaler = grad_scaler(precision, device)
-    state = loop.new_state()
+    state = loop.new_state(run_id)
     objects = {"discriminator": disc, "optimizer": optimizer, "scaler": scaler}
     resumed = resume_state(last_path, key, objects, state, quiet=not dist.main)
     nets = GanNets(generator, distributed.wrap(disc, dist, device), opt_d=optimizer,
@@ -171,6 +172,7 @@ def train_gan(generator: RRDBNet, disc: Discriminator, perceptual: PerceptualLos
               data: PatchDataset, val: list[ValImage], lpips_model, gan: GanParams,
               train: TrainParams, *, disc_lr: float, seed: int, crop_border: int, device,
               precision: str, last_path: Path, key: str,
+              run_id: str | None = None,
               on_start: Callable[[int], None] = lambda step: None,
               on_log: Callable[[int, dict], None] = lambda step, row: None,
               on_validate: Callable[[int, dict, torch.nn.Module], None] = lambda *a: None,
@@ -188,7 +190,7 @@ def train_gan(generator: RRDBNet, disc: Discriminator, perceptual: PerceptualLos
     opt_g = torch.optim.Adam(generator.parameters(), lr=gan.lr, betas=gan.betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=disc_lr, betas=gan.betas)
     scaler_g, scaler_d = grad_scaler(precision, device), grad_scaler(precision, device)
-    state = loop.new_state(scores=None)
+    state = loop.new_state(run_id, scores=None)
     objects = {"generator": generator, "ema": ema, "discriminator": disc, "opt_g": opt_g,
                "opt_d": opt_d, "scaler_g": scaler_g, "scaler_d": scaler_d}
     resumed = resume_state(last_path, key, objects, state, quiet=not dist.main)

@@ -51,8 +51,10 @@ class Hooks:
     postfix: Callable[[dict[str, float]], str] = lambda means: ""
 
 
-def new_state(**phase_state) -> dict:
-    return {"step": 0, "window": {}, "stopped_early": False, **phase_state}
+def new_state(run_id: str | None, **phase_state) -> dict:
+    """run_id: the MLflow run the stage logs to, kept so a resumed run continues it."""
+    return {"step": 0, "window": {}, "stopped_early": False, "mlflow_run_id": run_id,
+            **phase_state}
 
 
 def run(cadence: Cadence, batches: Iterator, step_fn: StepFn, hooks: Hooks, *, desc: str,

@@ -36,6 +36,14 @@ def save_state(path: Path, key: str, objects: dict, state: dict) -> None:
                        "objects": {k: v.state_dict() for k, v in objects.items()}, **state})
 
 
+def saved_run_id(path: Path, key: str) -> str | None:
+    """The MLflow run of a resumable state of this configuration: a resumed run continues it."""
+    if not Path(path).is_file():
+        return None
+    saved = load_checkpoint(path)
+    return saved.get("mlflow_run_id") if saved.get("key") == key else None
+
+
 def resume_state(path: Path, key: str, objects: dict, state: dict, quiet: bool = False) -> bool:
     """Load a saved state into `objects` and `state` when it belongs to this configuration."""
     if not Path(path).is_file():

@@ -1,0 +1,37 @@
+"""One run of a stage at a time: a second run fails at once and names the first.
+
+Hand-written because it is a dozen lines over the standard library (filelock, the usual
+package, cannot say who holds a lock). fcntl.flock locks belong to the open file, so the
+kernel drops them when their process dies: a lock left by a killed run never blocks the next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from pathlib import Path
+from typing import Iterator
+
+from srcore.errors import SrcoreError
+
+
+@contextlib.contextmanager
+def exclusive(path: Path, what: str) -> Iterator[None]:
+    """Hold the lock file `path` (it records our process id) while `what` runs."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise SrcoreError(f"{what} is already running in this project (process {holder}, "
+                              f"lock {path}): wait for it to finish, or stop it (a stopped run "
+                              "resumes), then run again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)

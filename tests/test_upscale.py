@@ -249,3 +249,13 @@ def test_bf16_upscale_stays_close_to_fp32():
     print(f"bf16 vs fp32: mean {np.abs(bf16.astype(int) - fp32).mean():.2f} levels, "
           f"max {max_diff(bf16, fp32)}")
     assert np.abs(bf16.astype(int) - fp32).mean() < 1.5
+
+
+@pytest.mark.parametrize("content", [np.random.default_rng(0).bytes(5000), b""])
+def test_a_model_file_of_random_bytes_is_not_a_checkpoint(tmp_path, content):
+    (tmp_path / "junk.pt").write_bytes(content)
+    with pytest.raises(SrcoreError) as caught:
+        load_generator(tmp_path / "junk.pt")
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'junk.pt'}: not a PyTorch checkpoint")
+    assert "weights_only" not in message and "issue" not in message

@@ -28,8 +28,20 @@ def training_data(params: DeclaredParams, split: dict):
                           f"{data.patch_size}; lower it or use larger images")
     dataset = PatchDataset(usable, data.patch_size, data.patches_per_image, data.scale,
                            data.lq_kernel, data.hflip, data.vflip, data.rot90, params.seed)
-    val = make_val_images(load_images(HR, split["val"]), data.scale, data.lq_kernel)
+    val_images = load_images(HR, split["val"])
+    check_metric_sizes(split["val"], val_images, params.eval.crop_border)
+    val = make_val_images(val_images, data.scale, data.lq_kernel)
     return dataset, val
+
+
+def check_metric_sizes(names: list[str], images: list, crop_border: int) -> None:
+    """Before any training or evaluation: every image scored must fit the metrics."""
+    from srcore.metrics import check_size
+
+    for name, img in zip(names, images):
+        check_size(img.shape, crop_border, what=str(HR / f"{name}.png"),
+                   remedy="lower eval.crop_border, or remove the image from the source and "
+                          "re-run dvc repro")
 
 
 def run_or_launch(stage_module, command: str, params_path: Path) -> None:

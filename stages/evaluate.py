@@ -25,11 +25,17 @@ CSV_COLUMNS = ["method", "image", "psnr", "ssim", "psnr_y", "ssim_y", "lpips"]
 COMPARED = [("cnn", "bicubic"), ("gan", "cnn")]  # paired differences A - B, with intervals
 
 
-def _test_images():
+def _test_images(crop_border: int):
     from srcore.data.dataset import load_images
+    from srcore.metrics import check_size
 
     names = read_split()["test"]
-    return dict(zip(names, load_images(HR, names)))
+    images = dict(zip(names, load_images(HR, names)))
+    for name, img in images.items():  # before any model runs
+        check_size(img.shape, crop_border, what=str(HR / f"{name}.png"),
+                   remedy="lower eval.crop_border, or remove the image from the source and "
+                          "re-run dvc repro")
+    return images
 
 
 def run_baselines(params_path: Path) -> None:
@@ -37,7 +43,7 @@ def run_baselines(params_path: Path) -> None:
     from srcore.pretrained import load_lpips
 
     params, values = stage_params(params_path, "evaluate_baselines")
-    images = _test_images()
+    images = _test_images(params.eval.crop_border)
     lpips_model = load_lpips(PRETRAINED)
     scale, kernel = params.data.scale, params.data.lq_kernel
     with stage_run("evaluate_baselines", params.mlflow.experiment, values) as mlflow:
@@ -67,7 +73,7 @@ def run_models(params_path: Path) -> None:
     except FileNotFoundError as err:
         raise SrcoreError(f"{err.filename} not found: run dvc repro evaluate_baselines") from None
     models = {"cnn": load_generator(CNN)[0], "gan": load_generator(GAN)[0]}
-    images = _test_images()
+    images = _test_images(params.eval.crop_border)
     lpips_model = load_lpips(PRETRAINED)
     device = pick_device(params.train.device)
     precision = pick_precision(params.train.precision, device)

@@ -117,3 +117,32 @@ def test_val_images_too_small_for_the_crop_border_stop_training_before_it_starts
     assert "data/hr/p2.png is 64x64: the metrics need at least 71x71" in out.stderr
     assert "lower eval.crop_border" in out.stderr
     assert not (project / "models").exists()
+
+
+def test_a_truncated_jpeg_in_data_dir_is_named_at_download(project, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mine")
+    write_modes(folder)
+    whole = (folder / "photo.jpg").read_bytes()
+    (folder / "photo.jpg").write_bytes(whole[: len(whole) // 2])
+    write_params(project, data__source="dir", data__dir=str(folder))
+    out = run_cli("download", cwd=project, check=False)
+    assert out.returncode == 2 and "1 bad file(s)" in out.stderr
+    assert f"{folder / 'photo.jpg'}: image data is corrupt or truncated" in out.stderr
+    assert not (project / "data").exists()
+
+
+def test_symlinks_leading_out_of_data_dir_are_followed_and_recorded(project, tmp_path_factory):
+    folder, elsewhere = tmp_path_factory.mktemp("mine"), tmp_path_factory.mktemp("elsewhere")
+    paths = write_modes(elsewhere)
+    (folder / "rgb.png").write_bytes(paths["rgb"].read_bytes())
+    (folder / "linked.png").symlink_to(paths["gray"])
+    (folder / "inside.png").symlink_to(folder / "rgb.png")
+    write_params(project, data__source="dir", data__dir=str(folder))
+    out = run_cli("download", cwd=project)
+    assert "1 file(s) of data.dir are symbolic links to files outside it" in out.stdout
+    raw = {i["name"]: i for i in json.loads((project / "data/raw/manifest.json").read_text())[
+        "images"]}
+    assert raw["linked"]["link_to"] == str(paths["gray"].resolve())
+    assert "link_to" not in raw["rgb"] and "link_to" not in raw["inside"]
+    assert (project / "data/raw/linked.png").read_bytes() == paths["gray"].read_bytes()
+    assert not (project / "data/raw/linked.png").is_symlink()

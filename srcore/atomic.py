@@ -2,11 +2,15 @@
 
 Everything is written next to its final path under a temporary name and renamed into place:
 a rename within one file system is atomic, so readers see either the old or the new output.
+The temporary name is `.<name>.<pid>.<random>.tmp`: a later write of the same output removes
+those left by a process that no longer runs (SIGKILL, power loss); Ctrl-C and SIGTERM raise
+an exception in the writer, which removes its own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -22,19 +26,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary file path beside `path`; rename it onto `path` if the block succeeds."""
     path = Path(path)
     _make_parent(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    _remove_stale(path)
+    tmp = None
     try:
+        fd, name = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
+        tmp = Path(name)
+        os.close(fd)
         yield tmp
         os.chmod(tmp, 0o644)  # mkstemp makes files private; outputs are ordinary files
         os.replace(tmp, path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise SrcoreError(f"could not write {path}: {err.strerror or err}. "
-                          "Check free disk space and permissions, then re-run.") from err
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise _write_error(path, err) from err
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
 
 
@@ -43,8 +50,10 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary folder beside `path`; it replaces `path` if the block succeeds."""
     path = Path(path)
     _make_parent(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    _remove_stale(path)
+    tmp = None
     try:
+        tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent))
         yield tmp
         os.chmod(tmp, 0o755)  # mkdtemp makes folders private; outputs are ordinary folders
         if path.exists():
@@ -56,11 +65,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         else:
             os.replace(tmp, path)
     except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise SrcoreError(f"could not write {path}: {err.strerror or err}. "
-                          "Check free disk space and permissions, then re-run.") from err
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise _write_error(path, err) from err
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
@@ -71,6 +81,38 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, data) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def _write_error(path: Path, err: OSError) -> SrcoreError:
+    # strerror only: str(err) would name the hidden temporary file, not the output
+    return SrcoreError(f"could not write {path}: {err.strerror or type(err).__name__}. "
+                       f"Check free disk space and that {path.parent} is writable, then re-run.")
+
+
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}."
+
+
+def _remove_stale(path: Path) -> None:
+    """Remove temporary files or folders of `path` left by processes that no longer run."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
 
 
 def _make_parent(path: Path) -> None:

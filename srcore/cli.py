@@ -151,24 +151,35 @@ def compare(
     reference: Path = typer.Argument(..., help="ground-truth image"),
     test: Path = typer.Argument(..., help="image to score against it (same size)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
-    crop_border: int = typer.Option(4, help="border removed for the Y-channel metrics"),
+    crop_border: int = typer.Option(4, min=0, help="border removed for the Y-channel metrics"),
     weights: Path = typer.Option(Path("models/pretrained"),
                                  help="folder of the pretrained stage's weights (LPIPS)"),
 ) -> None:
-    """PSNR, SSIM (RGB and Y channel) and LPIPS of TEST against REFERENCE."""
+    """PSNR, SSIM (RGB and Y channel) and LPIPS of TEST against REFERENCE.
+
+    With --json, an infinite PSNR (identical images) is written as null with a "note", since
+    strict JSON has no Infinity.
+    """
     import json
+    import math
 
     from srcore.errors import SrcoreError
     from srcore.io import read_rgb8
-    from srcore.metrics import image_metrics
+    from srcore.metrics import check_size, image_metrics
     from srcore.pretrained import load_lpips
 
     ref, other = read_rgb8(reference), read_rgb8(test)
     if ref.shape != other.shape:
         raise SrcoreError(f"{test} is {other.shape[1]}x{other.shape[0]} but {reference} is "
                           f"{ref.shape[1]}x{ref.shape[0]}: compare images of the same size")
+    check_size(ref.shape, crop_border, what=str(reference),
+               remedy=f"compare larger images or lower --crop-border {crop_border}")
     scores = image_metrics(ref, other, crop_border, load_lpips(weights))
     if as_json:
+        infinite = [k for k, v in scores.items() if math.isinf(v)]
+        if infinite:
+            scores = {**{k: None if k in infinite else v for k, v in scores.items()},
+                      "note": f"{', '.join(infinite)} null: infinite PSNR (identical pixels)"}
         print(json.dumps(scores))
     else:
         for key, value in scores.items():

@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 
 from srcore.atomic import write_text
+from srcore.errors import SrcoreError
 
 
 class CsvLog:
@@ -27,9 +28,14 @@ class CsvLog:
         write_text(self.path, rows_csv(kept, self.columns))
 
     def append(self, row: dict) -> None:
-        with open(self.path, "a", newline="", encoding="utf-8") as f:
-            csv.DictWriter(f, self.columns, extrasaction="ignore",
-                           lineterminator="\n").writerow(_rounded(row))
+        try:
+            with open(self.path, "a", newline="", encoding="utf-8") as f:
+                csv.DictWriter(f, self.columns, extrasaction="ignore",
+                               lineterminator="\n").writerow(_rounded(row))
+        except OSError as err:
+            raise SrcoreError(f"could not write {self.path}: {err.strerror or err}. Check free "
+                              f"disk space and that {self.path.parent} is writable, then "
+                              "re-run.") from err
 
 
 def _step_of(row: dict) -> int | None:

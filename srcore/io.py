@@ -37,8 +37,13 @@ def probe(path: Path) -> tuple[int, int, str]:
         with Image.open(path) as img:
             width, height = img.size
             mode = img.mode
+            # MPO: a camera JPEG with extra views or previews; its first image is the photo
+            frames = 1 if img.format == "MPO" else getattr(img, "n_frames", 1)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise SrcoreError(f"{path}: not a readable image ({err}); remove or replace it") from None
+    if frames > 1:  # OpenCV would decode the first frame only, silently
+        raise SrcoreError(f"{path}: animated or multi-frame image ({frames} frames); only still "
+                          "images are supported: save the frames you want as separate images")
     if width * height > MAX_PIXELS:
         raise SrcoreError(f"{path}: {width}x{height} exceeds the {MAX_PIXELS:,}-pixel limit "
                           "(possible decompression bomb); shrink it first")

@@ -4,11 +4,38 @@ Y is ITU-R BT.601 luma as MATLAB's rgb2ycbcr computes it (range 16-235), with `c
 pixels removed on each side: the protocol of the super-resolution literature. SSIM is Wang et
 al. 2004: Gaussian window sigma 1.5, population covariance, per channel then averaged.
 Inputs are uint8 RGB arrays (H, W, 3), the way the images are stored.
+
+Images too small for these metrics are refused with an SrcoreError (check_size) rather than
+scored with a smaller SSIM window or a padded LPIPS input: those would be other metrics, not
+comparable with the published ones. The data stages refuse such images up front.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from srcore.errors import SrcoreError
+
+SSIM_WINDOW = 11  # Gaussian, sigma 1.5, truncated at 3.5 sigma as scikit-image does
+LPIPS_MIN_SIDE = 31  # LPIPS's AlexNet: conv1 (11x11, stride 4) and two 3x3 max-pools
+
+
+def min_side(crop_border: int, lpips: bool = True) -> int:
+    """The smallest image side the metrics accept."""
+    return max(SSIM_WINDOW + 2 * crop_border, LPIPS_MIN_SIDE if lpips else 0)
+
+
+def check_size(shape, crop_border: int, lpips: bool = True, what: str = "the image",
+               remedy: str = "use larger images or a smaller crop border") -> None:
+    """Raise a clear SrcoreError if an image of `shape` is too small for the metrics."""
+    need = min_side(crop_border, lpips)
+    height, width = shape[:2]
+    if min(height, width) < need:
+        reasons = f"SSIM's {SSIM_WINDOW}-pixel window inside a crop border of {crop_border}"
+        if lpips:
+            reasons += f", LPIPS's {LPIPS_MIN_SIDE}"
+        raise SrcoreError(f"{what} is {width}x{height}: the metrics need at least {need}x{need} "
+                          f"pixels ({reasons}); {remedy}")
 
 
 def to_y(rgb: np.ndarray) -> np.ndarray:
@@ -35,6 +62,9 @@ def psnr_ssim(ref: np.ndarray, test: np.ndarray, crop_border: int) -> dict[str, 
 
     if ref.shape != test.shape:
         raise ValueError(f"image sizes differ: {ref.shape} vs {test.shape}")
+    if crop_border < 0:
+        raise ValueError(f"crop_border must be >= 0, not {crop_border}")
+    check_size(ref.shape, crop_border, lpips=False)
     ref_y, test_y = _crop(to_y(ref), crop_border), _crop(to_y(test), crop_border)
     with np.errstate(divide="ignore"):  # identical images: PSNR is inf, which is right
         return {
@@ -71,6 +101,7 @@ def lpips_distance(lpips_model, ref: np.ndarray, test: np.ndarray) -> float:
 def image_metrics(ref: np.ndarray, test: np.ndarray, crop_border: int,
                   lpips_model) -> dict[str, float]:
     """psnr, ssim (RGB, whole image), psnr_y, ssim_y (Y, border cropped), lpips."""
+    check_size(ref.shape, crop_border)
     return {**psnr_ssim(ref, test, crop_border), "lpips": lpips_distance(lpips_model, ref, test)}
 
 

@@ -25,7 +25,10 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SIXTEEN_BIT_FORMATS = {".png", ".tif", ".tiff"}
 NO_ALPHA_FORMATS = {".jpg", ".jpeg"}
-TILE_BAR_MIN = 4  # a progress bar over tiles for images with at least this many
+MIN_TILE = 32  # smaller tiles spend most of their time on the context around them
+MANY_TILES = 2000  # warn above this many tiles in one image
+TILE_BAR_DELAY = 3  # seconds: images that take longer show a progress bar over their tiles
+READ_ONLY_SUFFIXES = {".gif"}  # read (still GIFs), written as PNG
 
 
 @dataclass
@@ -78,7 +81,8 @@ def collect_jobs(inputs: list[Path], outdir: Path, recursive: bool = False,
         elif given.is_dir():
             # hidden files are skipped, and so are earlier results in an output folder inside
             found = sorted(p for p in (given.rglob("*") if recursive else given.iterdir())
-                           if p.is_file() and is_image_name(p)
+                           if p.is_file() and (is_image_name(p)
+                                               or p.suffix.lower() in READ_ONLY_SUFFIXES)
                            and not any(part.startswith(".")
                                        for part in p.relative_to(given).parts)
                            and not (outdir.resolve() != given.resolve()
@@ -157,6 +161,10 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int = 256, til
         raise SrcoreError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
     if tile < 0 or tile_pad < 0:
         raise SrcoreError("--tile and --tile-pad must be >= 0 (--tile 0: the whole image at once)")
+    if 0 < tile < MIN_TILE:
+        raise SrcoreError(f"--tile {tile} is below the minimum of {MIN_TILE} input pixels (tiles "
+                          "that small take hours on a photo); use --tile 256, the default, or "
+                          "lower it only as far as memory requires")
     jobs = collect_jobs(inputs, outdir, recursive, ext)
 
     import torch
@@ -190,8 +198,13 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int = 256, til
             img, mode = read_image(job.src)
             height, width = img.shape[:2]
             n_tiles = len(tile_boxes(height, width, tile))
+            if n_tiles > MANY_TILES:
+                tqdm.write(f"note: {job.src}: {n_tiles} tiles of {tile} pixels; this will take "
+                           "long: a larger --tile is faster, if memory allows", file=sys.stderr)
+            # shown only for an image that takes more than TILE_BAR_DELAY seconds, but then
+            # also when stderr is a log file: a long run must show that it is moving
             with tqdm(total=n_tiles, unit="tile", desc=job.src.name, leave=False,
-                      disable=True if n_tiles < TILE_BAR_MIN else None) as tiles:
+                      disable=n_tiles < 2, delay=TILE_BAR_DELAY, mininterval=1) as tiles:
                 out = upscale_array(model, img, tile, tile_pad, dev, prec, tiles.update)
             del img
             notes = ["palette expanded"] if mode.startswith("P") else []

@@ -7,7 +7,7 @@ from typing import Callable
 
 from srcore.errors import SrcoreError
 from stages.declared import DeclaredParams, stage_params
-from stages.inputs import read_split
+from stages.inputs import check_metric_sizes, read_split
 from stages.paths import HR, MODELS
 
 
@@ -28,7 +28,9 @@ def training_data(params: DeclaredParams, split: dict):
                           f"{data.patch_size}; lower it or use larger images")
     dataset = PatchDataset(usable, data.patch_size, data.patches_per_image, data.scale,
                            data.lq_kernel, data.hflip, data.vflip, data.rot90, params.seed)
-    val = make_val_images(load_images(HR, split["val"]), data.scale, data.lq_kernel)
+    val_images = load_images(HR, split["val"])
+    check_metric_sizes(split["val"], val_images, params.eval.crop_border)
+    val = make_val_images(val_images, data.scale, data.lq_kernel)
     return dataset, val
 
 

@@ -23,15 +23,26 @@ def run(params_path: Path) -> None:
     elif source == "dir":
         from srcore.data.folder import folder_images
 
-        inputs = [(name, path, str(path)) for name, path in folder_images(Path(params.data.dir))]
+        folder = Path(params.data.dir).expanduser()
+        inputs = [(name, path, str(path)) for name, path in folder_images(folder)]
+        # symbolic links are followed; those leading out of data.dir are recorded (link_to)
+        outside = {path: path.resolve() for _, path, _ in inputs
+                   if not path.resolve().is_relative_to(folder.resolve())}
     with stage_run("download", params.mlflow.experiment, values) as mlflow:
         with atomic_dir(RAW) as out:
             images = _div2k(out) if source == "div2k" else _copy(inputs, out, source)
+            if source == "dir":
+                for image, (_, path, _) in zip(images, inputs):
+                    if path in outside:
+                        image["link_to"] = str(outside[path])
             manifest = {"source": source, "images": images}
             (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         mlflow.log_metric("images", len(images))
         mlflow.log_dict(manifest, "raw_manifest.json")
     print(f"download: {len(images)} images from source {source!r} in {RAW}/")
+    if source == "dir" and outside:
+        print(f"  {len(outside)} file(s) of data.dir are symbolic links to files outside it, "
+              f"followed (link_to in {RAW / MANIFEST}): " + ", ".join(map(str, outside)))
 
 
 def _copy(inputs: list[tuple[str, Path, str]], out: Path, source: str) -> list[dict]:

@@ -12,7 +12,7 @@ from srcore.atomic import write_json, write_text
 from srcore.errors import SrcoreError
 from srcore.tracking import log_on_pipeline_run, stage_run
 from srcore.csvlog import rows_csv
-from stages.inputs import read_split
+from stages.inputs import check_metric_sizes, read_split
 from stages.declared import stage_params
 from stages.paths import CNN, GAN, HR, METRICS, PRETRAINED
 
@@ -37,11 +37,13 @@ def headline(summary: dict, differences: dict) -> dict:
     return {**scores, **intervals}
 
 
-def _test_images():
+def _test_images(crop_border: int):
     from srcore.data.dataset import load_images
 
     names = read_split()["test"]
-    return dict(zip(names, load_images(HR, names)))
+    images = load_images(HR, names)
+    check_metric_sizes(names, images, crop_border)  # before any model runs
+    return dict(zip(names, images))
 
 
 def run_baselines(params_path: Path) -> None:
@@ -49,7 +51,7 @@ def run_baselines(params_path: Path) -> None:
     from srcore.pretrained import load_lpips
 
     params, values = stage_params(params_path, "evaluate_baselines")
-    images = _test_images()
+    images = _test_images(params.eval.crop_border)
     lpips_model = load_lpips(PRETRAINED)
     scale, kernel = params.data.scale, params.data.lq_kernel
     with stage_run("evaluate_baselines", params.mlflow.experiment, values) as mlflow:
@@ -79,7 +81,7 @@ def run_models(params_path: Path) -> None:
     except FileNotFoundError as err:
         raise SrcoreError(f"{err.filename} not found: run dvc repro evaluate_baselines") from None
     models = {"cnn": load_generator(CNN)[0], "gan": load_generator(GAN)[0]}
-    images = _test_images()
+    images = _test_images(params.eval.crop_border)
     lpips_model = load_lpips(PRETRAINED)
     device = pick_device(params.train.device)
     precision = pick_precision(params.train.precision, device)

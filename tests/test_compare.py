@@ -64,3 +64,33 @@ def test_compare_refuses_different_sizes_and_missing_files(weights_dir, tmp_path
     assert out.returncode == 2 and "56x40" in out.stderr and "56x44" in out.stderr
     out = run_cli("compare", "a.png", "nope.png", cwd=tmp_path, check=False)
     assert out.returncode == 2 and "nope.png" in out.stderr
+
+
+@pytest.mark.parametrize("size, args, expected", [
+    (10, [], "at least 31x31"), (1, [], "at least 31x31"),
+    (40, ["--crop-border", "150"], "--crop-border 150"),
+    (40, ["--crop-border", "-5"], "Invalid value for '--crop-border'"),
+])
+def test_compare_refuses_small_images_and_bad_crop_borders(weights_dir, tmp_path, size, args,
+                                                          expected):
+    Image.fromarray(photo(size, size)).save(tmp_path / "a.png")
+    Image.fromarray(photo(size, size, seed=1)).save(tmp_path / "b.png")
+    out = run_cli("compare", "a.png", "b.png", "--weights", weights_dir, *args, cwd=tmp_path,
+                  check=False)
+    assert out.returncode == 2 and expected in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_compare_json_of_identical_images_is_strict_json(weights_dir, tmp_path):
+    Image.fromarray(photo(40, 56)).save(tmp_path / "a.png")
+    out = run_cli("compare", "a.png", "a.png", "--json", "--weights", weights_dir, cwd=tmp_path)
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    scores = json.loads(out.stdout, parse_constant=refuse)
+    assert scores["psnr"] is None and scores["psnr_y"] is None
+    assert scores["ssim"] == 1.0 and scores["lpips"] == 0.0
+    assert "identical" in scores["note"]
+    text = run_cli("compare", "a.png", "a.png", "--weights", weights_dir, cwd=tmp_path).stdout
+    assert "psnr    inf" in text

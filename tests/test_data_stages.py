@@ -3,12 +3,13 @@
 import json
 import sqlite3
 
+import cv2
 import numpy as np
 
 from srcore.io import read_rgb8
 
-from conftest import run_cli, write_params
-from images import png_header_only, write_modes
+from conftest import run_cli, write_params, write_training_data
+from images import photo, png_header_only, write_modes
 
 
 def test_sample_download_downsample_split(project):
@@ -42,17 +43,16 @@ def test_sample_download_downsample_split(project):
     assert stages == {"download", "downsample", "split"}
 
 
-def test_dir_source_reports_conversions_and_small_images(project, tmp_path_factory):
+def test_dir_source_reports_conversions(project, tmp_path_factory):
     folder = tmp_path_factory.mktemp("mine")
     write_modes(folder / "nested")
-    write_params(project, data__source="dir", data__dir=str(folder), data__patch_size=48)
+    write_params(project, data__source="dir", data__dir=str(folder), data__patch_size=32)
     run_cli("download", cwd=project)
     raw = json.loads((project / "data/raw/manifest.json").read_text())
     assert len(raw["images"]) == 6 and raw["images"][0]["name"].startswith("nested__")
     out = run_cli("downsample", cwd=project)
     assert "1 grayscale" in out.stdout and "1 palette" in out.stdout
     assert "1 16-bit" in out.stdout and "1 alpha dropped" in out.stdout
-    assert "smaller than data.patch_size=48" in out.stdout  # 56x40 images
     sixteen = read_rgb8(project / "data/hr/nested__sixteen.png")
     assert sixteen.dtype == np.uint8 and sixteen.shape == (40, 56, 3)
 
@@ -90,3 +90,59 @@ def test_failed_rerun_keeps_previous_output(project, tmp_path_factory):
     assert run_cli("download", cwd=project, check=False).returncode == 2
     assert sorted(p.name for p in (project / "data/raw").iterdir()) == before
     assert [p.name for p in (project / "data").iterdir()] == ["raw"]  # no temp folders left
+
+
+def test_images_too_small_for_training_or_metrics_are_refused_by_downsample(project,
+                                                                          tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mine")
+    for i in range(5):
+        cv2.imwrite(str(folder / f"big{i}.png"), photo(64, 64, seed=i))
+    cv2.imwrite(str(folder / "tiny.png"), photo(10, 10))
+    cv2.imwrite(str(folder / "thin.png"), photo(24, 200))  # 200x24: too thin for a crop
+    write_params(project, data__source="dir", data__dir=str(folder), data__patch_size=32)
+    run_cli("download", cwd=project)
+    out = run_cli("downsample", cwd=project, check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "2 image(s) cannot be used" in out.stderr
+    assert "tiny.png: 8x8" in out.stderr and "thin.png: 200x24" in out.stderr
+    assert "smaller than the minimum side of 32 pixels" in out.stderr
+    assert not (project / "data/hr").exists()
+
+
+def test_val_images_too_small_for_the_crop_border_stop_training_before_it_starts(project):
+    write_training_data(project, train=2)
+    write_params(project, eval__crop_border=30)  # 64x64 images: SSIM-Y needs 11 + 2 x 30
+    out = run_cli("train-cnn", cwd=project, check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "data/hr/p2.png is 64x64: the metrics need at least 71x71" in out.stderr
+    assert "lower eval.crop_border" in out.stderr
+    assert not (project / "models").exists()
+
+
+def test_a_truncated_jpeg_in_data_dir_is_named_at_download(project, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mine")
+    write_modes(folder)
+    whole = (folder / "photo.jpg").read_bytes()
+    (folder / "photo.jpg").write_bytes(whole[: len(whole) // 2])
+    write_params(project, data__source="dir", data__dir=str(folder))
+    out = run_cli("download", cwd=project, check=False)
+    assert out.returncode == 2 and "1 bad file(s)" in out.stderr
+    assert f"{folder / 'photo.jpg'}: image data is corrupt or truncated" in out.stderr
+    assert not (project / "data").exists()
+
+
+def test_symlinks_leading_out_of_data_dir_are_followed_and_recorded(project, tmp_path_factory):
+    folder, elsewhere = tmp_path_factory.mktemp("mine"), tmp_path_factory.mktemp("elsewhere")
+    paths = write_modes(elsewhere)
+    (folder / "rgb.png").write_bytes(paths["rgb"].read_bytes())
+    (folder / "linked.png").symlink_to(paths["gray"])
+    (folder / "inside.png").symlink_to(folder / "rgb.png")
+    write_params(project, data__source="dir", data__dir=str(folder))
+    out = run_cli("download", cwd=project)
+    assert "1 file(s) of data.dir are symbolic links to files outside it" in out.stdout
+    raw = {i["name"]: i for i in json.loads((project / "data/raw/manifest.json").read_text())[
+        "images"]}
+    assert raw["linked"]["link_to"] == str(paths["gray"].resolve())
+    assert "link_to" not in raw["rgb"] and "link_to" not in raw["inside"]
+    assert (project / "data/raw/linked.png").read_bytes() == paths["gray"].read_bytes()
+    assert not (project / "data/raw/linked.png").is_symlink()

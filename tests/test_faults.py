@@ -1,8 +1,9 @@
 """Faults a long run meets: a killed process, Ctrl-C, a full disk, an absent tracking server."""
 
 import errno
-import shutil
 import json
+import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,7 +13,7 @@ import time
 import pytest
 import torch
 
-from srcore.atomic import atomic_path, write_json
+from srcore.atomic import atomic_dir, atomic_path, write_json, write_text
 from srcore.errors import SrcoreError
 from srcore.tracking import stage_run
 
@@ -158,3 +159,37 @@ def test_unwritable_output_folder_is_named(tmp_path):
     (tmp_path / "metrics").write_text("a file where a folder should be")
     with pytest.raises(SrcoreError, match="cannot create folder .*metrics.*writable"):
         write_json(tmp_path / "metrics" / "train_cnn.json", {"a": 1})
+
+
+def test_unwritable_folder_names_the_output_not_a_temporary_file(tmp_path, monkeypatch):
+    # as root, chmod does not stop writes: make the temporary file's creation fail instead
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / ".x.tmp"))
+
+    monkeypatch.setattr("tempfile.mkstemp", refuse)
+    monkeypatch.setattr("tempfile.mkdtemp", refuse)
+    for write in (lambda: write_json(tmp_path / "cnn.json", {}),
+                  lambda: atomic_dir(tmp_path / "raw").__enter__()):
+        with pytest.raises(SrcoreError) as caught:
+            write()
+        message = str(caught.value)
+        assert message.startswith(f"could not write {tmp_path}/") and ".tmp" not in message
+        assert "Permission denied" in message and f"{tmp_path} is writable" in message
+
+
+def test_temporary_files_of_dead_processes_are_removed_by_the_next_write(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = tmp_path / f".a_x4.png.{dead}.k3j_x.tmp"
+    stale.write_bytes(b"half an image")
+    stale_dir = tmp_path / f".raw.{dead}.ab12cd.tmp"
+    (stale_dir / "sub").mkdir(parents=True)
+    mine = tmp_path / f".a_x4.png.{os.getpid()}.zz99.tmp"  # a live writer's: kept
+    mine.write_bytes(b"in progress")
+    other = tmp_path / f".b_x4.png.{dead}.k3j_x.tmp"  # another output's: not ours to judge
+    other.write_bytes(b"")
+    write_text(tmp_path / "a_x4.png", "new")
+    with atomic_dir(tmp_path / "raw"):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["a_x4.png", "raw", mine.name, other.name])

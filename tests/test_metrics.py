@@ -32,3 +32,21 @@ def test_identical_images_and_size_mismatch():
     assert np.isinf(scores["psnr"])
     with pytest.raises(ValueError, match="sizes differ"):
         psnr_ssim(ref, ref[:-4], crop_border=4)
+
+
+@pytest.mark.parametrize("size, crop_border, need", [(10, 0, 11), (18, 4, 19), (1, 4, 19)])
+def test_images_too_small_for_ssim_are_a_clear_error(size, crop_border, need):
+    from srcore.errors import SrcoreError
+
+    img = photo(size, size + 2)
+    with pytest.raises(SrcoreError, match=f"is {size + 2}x{size}.* at least {need}x{need}"):
+        psnr_ssim(img, img, crop_border)
+
+
+def test_images_too_small_for_lpips_are_a_clear_error():
+    from srcore.errors import SrcoreError
+    from srcore.metrics import image_metrics
+
+    img = photo(30, 40)
+    with pytest.raises(SrcoreError, match="is 40x30.* at least 31x31.*LPIPS"):
+        image_metrics(img, img, 4, lpips_model=None)  # refused before LPIPS is run

@@ -106,7 +106,7 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
     with pytest.raises(SrcoreError, match="not an RRDBNet checkpoint"):
         load_generator(tmp_path / "other.pt")
     (tmp_path / "junk.pt").write_bytes(b"junk")
-    with pytest.raises(SrcoreError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(SrcoreError, match="junk.pt: not a PyTorch checkpoint"):
         load_generator(tmp_path / "junk.pt")
 
 
@@ -119,7 +119,8 @@ class _Evil:
 def test_checkpoints_cannot_run_code(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"conv_first.weight": _Evil()}, path, pickle_module=pickle)
-    with pytest.raises(SrcoreError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(SrcoreError, match="evil.pt: holds Python objects other than tensors, "
+                                          "so loading it could run code"):
         load_generator(path)
     import os
     assert not os.path.exists("/tmp/srcore-evil-marker")

@@ -172,3 +172,16 @@ def test_losses_are_logged_at_the_cadence_as_means_of_their_window(tmp_path):
     losses = [r["train_loss"] for _, r in per_step]
     for (step, row), low in zip(windows, (0, 3, 6)):
         assert row["train_loss"] == pytest.approx(sum(losses[low:step]) / (step - low), rel=1e-5)
+
+
+def test_a_truncated_state_says_how_to_start_over(tmp_path):
+    model, data, val, cnn, train, kw = setup(tmp_path)
+    train_cnn(model, data, val, cnn, train, **kw)
+    last = tmp_path / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])  # cut short, e.g. copied from a full disk
+    model, data, val, cnn, train, kw = setup(tmp_path)
+    with pytest.raises(SrcoreError) as caught:
+        train_cnn(model, data, val, cnn, train, **kw)
+    message = str(caught.value)
+    assert str(last) in message and "resumable training state" in message
+    assert f"delete it (rm {last}) to start this training over" in message

@@ -106,7 +106,7 @@ def read(path):
 
 def test_every_mode_keeps_its_mode_depth_and_format(tmp_path, ckpt):
     paths = write_modes(tmp_path / "in")
-    summary = run([tmp_path / "in"], tmp_path / "out", ckpt, tile=16, device="cpu",
+    summary = run([tmp_path / "in"], tmp_path / "out", ckpt, tile=32, device="cpu",
                   precision="fp32")
     assert (summary.done, summary.failed, summary.skipped) == (6, [], [])
     out = {key: read(tmp_path / "out" / f"{p.stem}_x4{p.suffix}") for key, p in paths.items()}
@@ -249,3 +249,53 @@ def test_bf16_upscale_stays_close_to_fp32():
     print(f"bf16 vs fp32: mean {np.abs(bf16.astype(int) - fp32).mean():.2f} levels, "
           f"max {max_diff(bf16, fp32)}")
     assert np.abs(bf16.astype(int) - fp32).mean() < 1.5
+
+
+@pytest.mark.parametrize("content", [np.random.default_rng(0).bytes(5000), b""])
+def test_a_model_file_of_random_bytes_is_not_a_checkpoint(tmp_path, content):
+    (tmp_path / "junk.pt").write_bytes(content)
+    with pytest.raises(SrcoreError) as caught:
+        load_generator(tmp_path / "junk.pt")
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'junk.pt'}: not a PyTorch checkpoint")
+    assert "weights_only" not in message and "issue" not in message
+
+
+def test_a_tiny_tile_is_refused_before_any_image(tmp_path, ckpt):
+    cv2.imwrite(str(tmp_path / "a.png"), photo(200, 300))
+    result = run_cli("upscale", "a.png", "-o", "out", "--model", ckpt, "--tile", "1",
+                     cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--tile 1 is below the minimum of 32" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_many_tiles_warn_and_slow_images_show_progress_over_tiles(tmp_path, ckpt, capsys,
+                                                                   monkeypatch):
+    import srcore.upscale as upscale_module
+
+    monkeypatch.setattr(upscale_module, "MANY_TILES", 4)  # warn from 4 tiles on
+    monkeypatch.setattr(upscale_module, "TILE_BAR_DELAY", 0)  # every image counts as slow
+    cv2.imwrite(str(tmp_path / "a.png"), photo(64, 96))
+    summary = run([tmp_path / "a.png"], tmp_path / "out", ckpt, tile=32, device="cpu")
+    assert summary.done == 1
+    err = capsys.readouterr().err
+    assert "a.png: 6 tiles of 32 pixels" in err and "a larger --tile" in err
+    assert "tile/s]" in err and "/6 [" in err  # the bar over tiles, shown in a log too
+
+
+def test_animated_images_are_refused_and_gifs_in_folders_are_counted(tmp_path, ckpt):
+    from PIL import Image
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    frames = [Image.fromarray(photo(12, 16, seed=i)) for i in range(3)]
+    frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
+    frames[0].save(folder / "still.gif")
+    summary = run([folder], tmp_path / "out", ckpt, device="cpu")
+    assert summary.done == 1 and summary.failed == [folder / "anim.gif"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["still_x4.png"]
+    result = run_cli("upscale", folder / "anim.gif", "-o", "out2", "--model", ckpt,
+                     cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "upscaled 0 image(s), 1 failed" in result.stdout
+    assert "anim.gif: animated or multi-frame image (3 frames)" in result.stderr

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from srcore.errors import SrcoreError
-from srcore.io import is_image_name, probe
+from srcore.io import is_image_name, read_image
 
 
 def folder_images(folder: Path) -> list[tuple[str, Path]]:
     """(name, file) for every image under `folder`, recursively; names unique and sorted.
 
-    Every file is checked up front (header only) so that all bad files are named in one error.
+    Every file is decoded up front, so that all bad files (a truncated JPEG too) are named in
+    one error, by their path in `folder`.
     """
     folder = Path(folder).expanduser()
     if not folder.is_dir():
@@ -29,12 +32,17 @@ def folder_images(folder: Path) -> list[tuple[str, Path]]:
             problems.append(f"{path}: same name as {seen[name]}; rename one of them")
             continue
         seen[name] = path
-        try:
-            probe(path)
-        except SrcoreError as err:
-            problems.append(str(err))
-            continue
         images.append((name, path))
+
+    def decodes(item):
+        try:
+            read_image(item[1])
+        except SrcoreError as err:
+            return str(err)
+
+    # OpenCV releases the GIL while decoding, so threads scale
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        problems += [p for p in pool.map(decodes, images) if p]
     if problems:
         raise SrcoreError(f"{len(problems)} bad file(s) in data.dir={str(folder)!r}; remove or fix "
                           "them and re-run:\n  " + "\n  ".join(problems))

@@ -42,30 +42,35 @@ class HrImage:
     conversions: list[str] = field(default_factory=list)
 
 
-def downsample_one(src: Path, dest: Path, max_side: int, scale: int) -> HrImage:
+def downsample_one(src: Path, dest: Path, max_side: int, scale: int,
+                   min_side: int = 1, why: str = "") -> HrImage:
+    """Downsample one image; refuse it if a side ends up below `min_side` (`why` says why)."""
     arr, mode = read_image(src)
     rgb, conversions = to_rgb8(arr, mode)
     out = shrink_and_crop(rgb, max_side, scale)
-    if out.shape[0] < scale or out.shape[1] < scale:
-        raise SrcoreError(f"{src}: {rgb.shape[1]}x{rgb.shape[0]} is smaller than the scale "
-                          f"{scale}; remove it")
+    if min(out.shape[:2]) < max(min_side, scale):
+        raise SrcoreError(f"{src}: {out.shape[1]}x{out.shape[0]} after downsampling (from "
+                          f"{rgb.shape[1]}x{rgb.shape[0]}), smaller than the minimum side of "
+                          f"{max(min_side, scale)} pixels{why}")
     write_png(dest, out)
     return HrImage(dest.stem, (rgb.shape[1], rgb.shape[0]), (out.shape[1], out.shape[0]),
                    conversions)
 
 
 def downsample_all(sources: list[tuple[str, Path]], dest_dir: Path, max_side: int,
-                   scale: int) -> list[HrImage]:
+                   scale: int, min_side: int = 1, why: str = "") -> list[HrImage]:
     """Downsample every (name, file) into dest_dir/<name>.png, in parallel.
 
-    Every bad file is collected and reported in one error, so a user fixes them all at once.
+    Every bad file (unreadable, or a side below `min_side`) is collected and reported in one
+    error, so a user fixes them all at once.
     """
     from tqdm import tqdm
 
     def work(item):
         name, src = item
         try:
-            return downsample_one(src, dest_dir / f"{name}.png", max_side, scale)
+            return downsample_one(src, dest_dir / f"{name}.png", max_side, scale, min_side,
+                                  why)
         except SrcoreError as err:
             return err
 
@@ -75,7 +80,7 @@ def downsample_all(sources: list[tuple[str, Path]], dest_dir: Path, max_side: in
                             unit="img"))
     problems = [str(r) for r in results if isinstance(r, SrcoreError)]
     if problems:
-        raise SrcoreError(f"{len(problems)} image(s) could not be read; remove or replace them "
+        raise SrcoreError(f"{len(problems)} image(s) cannot be used; remove or replace them "
                           "and re-run:\n  " + "\n  ".join(problems))
     return results
 

@@ -8,7 +8,9 @@ Every file is read with weights_only=True: a checkpoint cannot run code.
 
 from __future__ import annotations
 
+import pickle
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -41,7 +43,19 @@ def load_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a bad or unsafe file
-        raise SrcoreError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
+        # torch's message would advise weights_only=False (which can run code) and filing an
+        # issue: wrong for a corrupt file, so it is not passed on
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if not zipfile.is_zipfile(path) and not head.startswith(b"\x80"):  # zip or legacy pickle
+            raise SrcoreError(f"{path}: not a PyTorch checkpoint (a file written by torch.save); "
+                              "it is of another kind, corrupt or cut short: replace it") from None
+        if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in str(err):
+            raise SrcoreError(f"{path}: holds Python objects other than tensors, so loading it "
+                              "could run code; refusing it. Use a checkpoint saved as a plain "
+                              "state dict") from None
+        raise SrcoreError(f"{path}: not a readable PyTorch checkpoint, corrupt or cut short "
+                          f"({type(err).__name__}); replace it") from None
 
 
 def load_generator(path: Path) -> tuple[RRDBNet, dict]:

@@ -48,7 +48,11 @@ def resume_state(path: Path, key: str, objects: dict, state: dict, quiet: bool =
     """Load a saved state into `objects` and `state` when it belongs to this configuration."""
     if not Path(path).is_file():
         return False
-    saved = load_checkpoint(path)
+    try:
+        saved = load_checkpoint(path)
+    except SrcoreError as err:
+        raise SrcoreError(f"{err}. It is the resumable training state: delete it (rm {path}) "
+                          "to start this training over") from None
     if (saved.get("format") != STATE_FORMAT or saved.get("key") != key
             or set(saved.get("objects", {})) != set(objects) or not set(state) <= set(saved)):
         if not quiet:

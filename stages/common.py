@@ -12,9 +12,8 @@ from stages.paths import HR, MODELS
 
 
 def training_data(params: DeclaredParams, split: dict):
-    """(PatchDataset over the train split, ValImages of the val split)."""
+    """The PatchDataset over the train split."""
     from srcore.data.dataset import PatchDataset, load_images
-    from srcore.train.validate import make_val_images
 
     data = params.data
     train_images = dict(zip(split["train"], load_images(HR, split["train"])))
@@ -26,12 +25,18 @@ def training_data(params: DeclaredParams, split: dict):
     if not usable:
         raise SrcoreError(f"no training image is as large as data.patch_size="
                           f"{data.patch_size}; lower it or use larger images")
-    dataset = PatchDataset(usable, data.patch_size, data.patches_per_image, data.scale,
-                           data.lq_kernel, data.hflip, data.vflip, data.rot90, params.seed)
-    val_images = load_images(HR, split["val"])
-    check_metric_sizes(split["val"], val_images, params.eval.crop_border)
-    val = make_val_images(val_images, data.scale, data.lq_kernel)
-    return dataset, val
+    return PatchDataset(usable, data.patch_size, data.patches_per_image, data.scale,
+                        data.lq_kernel, data.hflip, data.vflip, data.rot90, params.seed)
+
+
+def val_data(params: DeclaredParams, split: dict):
+    """The ValImages of the val split, checked against the metrics' minimum size first."""
+    from srcore.data.dataset import load_images
+    from srcore.train.validate import make_val_images
+
+    images = load_images(HR, split["val"])
+    check_metric_sizes(split["val"], images, params.eval.crop_border)
+    return make_val_images(images, params.data.scale, params.data.lq_kernel)
 
 
 def run_or_launch(stage_module, command: str, params_path: Path) -> None:

@@ -39,7 +39,7 @@ def _train(params, values, split, dist, device) -> None:
     disc_params = params.disc
     generator, _ = load_generator(CNN)
     precision = pick_precision(params.train.precision, device)
-    dataset, _ = training_data(params, split)
+    dataset = training_data(params, split)
     torch.manual_seed(params.seed)
     disc = Discriminator(disc_params.widths, disc_params.hidden)
     key = run_key(STAGE, values)

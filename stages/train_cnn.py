@@ -6,7 +6,7 @@ from pathlib import Path
 
 from srcore.atomic import write_json
 from srcore.tracking import stage_run
-from stages.common import Records, run_training, training_data
+from stages.common import Records, run_training, training_data, val_data
 from stages.inputs import read_split
 from srcore.train.state import saved_run_id
 from stages.declared import run_key
@@ -39,7 +39,7 @@ def _train(params, values, split, dist, device) -> None:
 
     data, cnn = params.data, params.cnn
     precision = pick_precision(params.train.precision, device)
-    dataset, val = training_data(params, split)
+    dataset, val = training_data(params, split), val_data(params, split)
     torch.manual_seed(params.seed)
     model = RRDBNet(params.model.rrdb, params.model.features, params.model.growth,
                     params.model.skip)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from srcore.atomic import write_json
 from srcore.tracking import stage_run
-from stages.common import Records, run_training, training_data
+from stages.common import Records, run_training, training_data, val_data
 from stages.inputs import read_split, require
 from srcore.train.state import saved_run_id
 from stages.declared import run_key
@@ -48,7 +48,7 @@ def _train(params, values, split, dist, device) -> None:
     features = load_features(PRETRAINED, gan.perceptual.net)
     lpips_model = load_lpips(PRETRAINED, device) if dist.main else None  # validation: rank 0
     precision = pick_precision(params.train.precision, device)
-    dataset, val = training_data(params, split)
+    dataset, val = training_data(params, split), val_data(params, split)
     perceptual = PerceptualLoss.from_params(features, gan.perceptual)
     key = run_key(STAGE, values)
     if dist.main:

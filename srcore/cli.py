@@ -152,8 +152,12 @@ def compare(
     test: Path = typer.Argument(..., help="image to score against it (same size)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
     crop_border: int = typer.Option(4, min=0, help="border removed for the Y-channel metrics"),
-    weights: Path = typer.Option(Path("models/pretrained"),
-                                 help="folder of the pretrained stage's weights (LPIPS)"),
+    weights: Path = typer.Option(None, show_default=False,
+                                 help="folder of LPIPS weights. Default: models/pretrained of the "
+                                      "project in the current folder, else a user cache "
+                                      "(~/.cache/srcore/pretrained, or SRCORE_CACHE_DIR), "
+                                      "prepared there on first use."),
+    no_lpips: bool = typer.Option(False, "--no-lpips", help="skip LPIPS (needs no weights)."),
 ) -> None:
     """PSNR, SSIM (RGB and Y channel) and LPIPS of TEST against REFERENCE.
 
@@ -165,16 +169,20 @@ def compare(
 
     from srcore.errors import SrcoreError
     from srcore.io import read_rgb8
-    from srcore.metrics import check_size, image_metrics
-    from srcore.pretrained import load_lpips
+    from srcore.metrics import check_size, lpips_distance, psnr_ssim
+    from srcore.pretrained import load_lpips, lpips_weights
 
     ref, other = read_rgb8(reference), read_rgb8(test)
     if ref.shape != other.shape:
         raise SrcoreError(f"{test} is {other.shape[1]}x{other.shape[0]} but {reference} is "
                           f"{ref.shape[1]}x{ref.shape[0]}: compare images of the same size")
-    check_size(ref.shape, crop_border, what=str(reference),
-               remedy=f"compare larger images or lower --crop-border {crop_border}")
-    scores = image_metrics(ref, other, crop_border, load_lpips(weights))
+    check_size(ref.shape, crop_border, lpips=not no_lpips, what=str(reference),
+               remedy=f"compare larger images or lower --crop-border {crop_border}"
+                      + ("" if no_lpips else ", or skip LPIPS (--no-lpips)"))
+    scores = psnr_ssim(ref, other, crop_border)
+    if not no_lpips:
+        folder = weights if weights is not None else lpips_weights(Path("models/pretrained"))
+        scores["lpips"] = lpips_distance(load_lpips(folder), ref, other)
     if as_json:
         infinite = [k for k, v in scores.items() if math.isinf(v)]
         if infinite:

@@ -316,6 +316,34 @@ def _version(dist: str) -> str:
         return "unknown"
 
 
+def user_cache() -> Path:
+    """Downloaded archives, and the LPIPS weights of commands run outside a project, are kept
+    here across runs and projects (SRCORE_CACHE_DIR, else ~/.cache/srcore)."""
+    return Path(os.environ.get("SRCORE_CACHE_DIR") or Path.home() / ".cache" / "srcore")
+
+
+LPIPS_FILES = ("alexnet.pt", "lpips_alex_lin.pt")
+
+
+def lpips_weights(project_weights: Path) -> Path:
+    """The folder of LPIPS weights for a command run from any folder: the project's (the
+    pretrained stage's output) where it has them, else the user cache's, prepared there on
+    first use by the pretrained stage's own route (its messages go to stderr)."""
+    import contextlib
+
+    from srcore.atomic import atomic_dir
+
+    if all((Path(project_weights) / name).is_file() for name in LPIPS_FILES):
+        return Path(project_weights)
+    cached = user_cache() / "pretrained"
+    if not all((cached / name).is_file() for name in LPIPS_FILES):
+        print(f"LPIPS weights: none in {project_weights}; preparing them once in {cached}",
+              file=sys.stderr, flush=True)
+        with contextlib.redirect_stdout(sys.stderr), atomic_dir(cached) as out:
+            prepare_pretrained(out, user_cache())
+    return cached
+
+
 def prepare_pretrained(out_dir: Path, cache_dir: Path) -> dict:
     """Write alexnet.pt, vgg16.pt, (vgg19.pt,) lpips_alex_lin.pt and manifest.json into `out_dir`.
 

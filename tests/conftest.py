@@ -85,7 +85,7 @@ def copy_repo(dest: Path) -> Path:
 def weights_dir(tmp_path_factory):
     """The real pretrained weights, prepared once per test session (archive cached)."""
     from srcore.pretrained import prepare_pretrained
-    from stages.pretrained import cache_dir
+    from srcore.pretrained import user_cache as cache_dir
 
     out_dir = tmp_path_factory.mktemp("pretrained")
     prepare_pretrained(out_dir, cache_dir())

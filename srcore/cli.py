@@ -98,8 +98,9 @@ def upscale(
                                 help="Output folder (created if missing); each result is "
                                      "<stem>_x4.<ext>, so it may be the input folder."),
     model: Path = typer.Option(..., "--model", show_default=False,
-                               help="Generator: models/cnn.pt or gan.pt, or a BasicSR / "
-                                    "Real-ESRGAN RRDBNet x4 file (e.g. RealESRGAN_x4plus.pth)."),
+                               help="Generator: models/cnn.pt or gan.pt, a BasicSR / "
+                                    "Real-ESRGAN RRDBNet x4 file (e.g. RealESRGAN_x4plus.pth), "
+                                    "or an .onnx file (srcore export; run by onnxruntime)."),
     tile: int = typer.Option(256, "--tile", min=0,
                              help="Tile size in input pixels; smaller needs less memory, "
                                   "0 = whole image at once."),
@@ -128,6 +129,30 @@ def upscale(
     typer.echo(summary.line())
     if not summary.ok:
         raise typer.Exit(2)
+
+
+@app.command()
+def export(
+    model: Path = typer.Argument(..., show_default=False,
+                                 help="Generator: models/cnn.pt or gan.pt, or a BasicSR / "
+                                      "Real-ESRGAN RRDBNet x4 file."),
+    output: Path = typer.Option(..., "-o", "--output", show_default=False,
+                                help="The .onnx file to write."),
+    fp16: bool = typer.Option(False, "--fp16",
+                              help="Also write OUTPUT's stem + .fp16.onnx: float16 weights, "
+                                   "input and output (for GPUs; half the size)."),
+) -> None:
+    """Export a generator to ONNX (opset 17; any batch, height and width), checked with
+    onnxruntime against torch on a small random batch."""
+    from srcore.onnx_export import OPSET, export as export_onnx
+
+    outputs = [(output, "fp32")]
+    if fp16:
+        outputs.append((output.with_name(output.stem + ".fp16.onnx"), "fp16"))
+    for path, precision in outputs:
+        diff = export_onnx(model, path, precision)
+        typer.echo(f"wrote {path} ({precision}, opset {OPSET}); onnxruntime vs torch: max abs "
+                   f"difference {diff:.1e} on a random 2x3x17x23 input")
 
 
 @app.command("evaluate-baselines")

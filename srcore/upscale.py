@@ -3,7 +3,9 @@
 One bad file does not stop the batch: a file that cannot be read, or whose output already
 exists (without --overwrite), is reported by name and skipped, and the summary counts it.
 Problems with the whole request (a missing input path, outputs that would collide with each
-other or with inputs, a checkpoint that is not an RRDBNet) stop before any image is touched.
+other or with inputs, a checkpoint that is not an RRDBNet, an .onnx file that onnxruntime
+cannot run) stop before any image is touched. An .onnx model (`srcore export`) goes through the
+same tiling and image-mode handling (srcore.infer) as a checkpoint, via srcore.onnx_model.
 """
 
 from __future__ import annotations
@@ -177,12 +179,25 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int = 256, til
 
     if device == "cuda" and not torch.cuda.is_available():
         raise SrcoreError("--device cuda but no CUDA GPU is available; use --device auto or cpu")
-    model, _ = load_generator(checkpoint)  # a non-RRDBNet file stops here, before any image
     dev = pick_device(device)
-    prec = pick_precision(precision, dev, "--precision")
-    model.to(dev).eval()
-    print(f"model: RRDBNet {model.config} from {checkpoint} on {dev}, {prec}; tile "
-          f"{tile or 'off'}, pad {tile_pad} (exact from pad {receptive_radius(model)})",
+    if Path(checkpoint).suffix.lower() == ".onnx":
+        from srcore.onnx_model import OnnxModel
+
+        if precision not in ("auto", "fp32"):
+            raise SrcoreError(f"--precision {precision}: an .onnx model runs at the precision "
+                              "it was exported with (`srcore export --fp16` writes an fp16 one)")
+        model = OnnxModel(checkpoint, dev)  # a bad file stops here, before any image
+        prec = "fp32"  # what upscale_array's autocast gets: none; the file has its own dtype
+        what = (f"ONNX {checkpoint} ({np.dtype(model.dtype).name}, "
+                f"{model.session.get_providers()[0]})")
+        radius = receptive_radius(model) if model.config else "unknown"
+    else:
+        model, _ = load_generator(checkpoint)  # a non-RRDBNet file stops here, before any image
+        prec = pick_precision(precision, dev, "--precision")
+        model.to(dev).eval()
+        what = f"RRDBNet {model.config} from {checkpoint} on {dev}, {prec}"
+        radius = receptive_radius(model)
+    print(f"model: {what}; tile {tile or 'off'}, pad {tile_pad} (exact from pad {radius})",
           file=sys.stderr)
 
     summary = Summary()

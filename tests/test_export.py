@@ -1,0 +1,190 @@
+"""`srcore export` to ONNX, and `upscale --model x.onnx` through onnxruntime."""
+
+import builtins
+import re
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_cli
+from images import photo
+from srcore.errors import SrcoreError
+from srcore.models.checkpoint import save_generator
+from srcore.models.discriminator import Discriminator
+from srcore.models.rrdb import RRDBNet
+from srcore.upscale import run
+
+
+def tiny(skip="bicubic"):
+    torch.manual_seed(0)
+    model = RRDBNet(rrdb=1, features=8, growth=8, skip=skip).eval()
+    model.conv_last.reset_parameters()  # zero at init (exactly bicubic): make the net count
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """cnn.pt and, written by the command a user runs, cnn.onnx and cnn.fp16.onnx (made once
+    for the module: the tests only read them)."""
+    folder = tmp_path_factory.mktemp("export")
+    save_generator(folder / "cnn.pt", tiny())
+    result = run_cli("export", "cnn.pt", "-o", "cnn.onnx", "--fp16", cwd=folder)
+    return result, folder
+
+
+@pytest.fixture
+def ckpt(tmp_path, exported):
+    """A folder of its own with cnn.pt, cnn.onnx and cnn.fp16.onnx; the path of cnn.pt."""
+    for name in ("cnn.pt", "cnn.onnx", "cnn.fp16.onnx"):
+        shutil.copy(exported[1] / name, tmp_path / name)
+    return tmp_path / "cnn.pt"
+
+
+def test_export_checks_itself_and_matches_torch_at_odd_sizes_and_batch_2(exported):
+    import onnx
+    import onnxruntime as ort
+
+    result, folder = exported
+    onnx_path = folder / "cnn.onnx"
+    reported = [float(d) for d in re.findall(r"max abs difference (\S+) on", result.stdout)]
+    assert len(reported) == 2 and reported[0] <= 1e-3, result.stdout
+    assert "cnn.fp16.onnx (fp16" in result.stdout
+    proto = onnx.load(str(onnx_path))
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    assert sorted(p.name for p in folder.iterdir()) == ["cnn.fp16.onnx", "cnn.onnx", "cnn.pt"]
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    model = tiny()
+    for shape in [(2, 3, 17, 23), (1, 3, 9, 40)]:
+        x = torch.rand(*shape)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        got = session.run(None, {"input": x.numpy()})[0]
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() <= 1e-3
+
+
+def test_export_reads_basicsr_files(tmp_path):
+    torch.save({"params_ema": tiny(skip="none").state_dict()}, tmp_path / "esrgan.pth")
+    result = run_cli("export", "esrgan.pth", "-o", "esrgan.onnx", cwd=tmp_path)
+    assert "wrote esrgan.onnx (fp32, opset 17)" in result.stdout
+    assert (tmp_path / "esrgan.onnx").stat().st_size > 0
+
+
+def read(path):
+    return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+
+
+@pytest.mark.parametrize("tile", ["0", "32"])
+def test_upscale_with_the_onnx_file_gives_the_pixels_of_the_checkpoint(tmp_path, ckpt,
+                                                                       tile):
+    cv2.imwrite(str(tmp_path / "a.png"), photo(45, 70))  # two tiles of 32 in each direction
+    cv2.imwrite(str(tmp_path / "g.png"), cv2.cvtColor(photo(21, 19), cv2.COLOR_BGR2GRAY))
+    outputs = {}
+    for name in ("cnn.pt", "cnn.onnx"):
+        result = run_cli("upscale", "a.png", "g.png", "-o", f"out_{name}", "--model", name,
+                         "--tile", tile, "--device", "cpu", "--precision", "fp32", cwd=tmp_path)
+        assert "upscaled 2 image(s), 0 failed" in result.stdout
+        outputs[name] = [read(tmp_path / f"out_{name}" / f) for f in ("a_x4.png", "g_x4.png")]
+    assert "model: ONNX cnn.onnx (float32" in result.stderr
+    for torch_out, onnx_out in zip(outputs["cnn.pt"], outputs["cnn.onnx"]):
+        assert torch_out.shape == onnx_out.shape and onnx_out.shape[:2] in ((180, 280),
+                                                                            (84, 76))
+        assert np.abs(torch_out.astype(int) - onnx_out).max() <= 1
+
+
+def test_upscale_with_an_fp16_onnx_file_stays_close(tmp_path, ckpt):
+    cv2.imwrite(str(tmp_path / "a.png"), photo(20, 24))
+    for name in ("cnn.pt", "cnn.fp16.onnx"):
+        run_cli("upscale", "a.png", "-o", f"out_{name}", "--model", name, "--device", "cpu",
+                "--precision", "fp32" if name.endswith(".pt") else "auto", cwd=tmp_path)
+    fp32, fp16 = (read(tmp_path / f"out_{name}" / "a_x4.png")
+                  for name in ("cnn.pt", "cnn.fp16.onnx"))
+    assert np.abs(fp32.astype(int) - fp16).mean() < 1
+
+
+def expect_refusal(result, *texts):
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    for text in texts:
+        assert text in result.stderr
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("junk.pt", np.random.default_rng(0).bytes(3000), "junk.pt: not a PyTorch checkpoint"),
+    ("disc.pt", "disc", "disc.pt: not an RRDBNet checkpoint"),
+    ("srvgg.pth", "srvgg", "srvgg.pth: not an RRDBNet checkpoint"),
+    ("x2.pth", "x2", "x2.pth: takes 12 input channels"),
+])
+def test_export_refuses_what_is_not_an_rrdbnet_generator(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content == "disc":  # our pipeline's discriminator, saved as pretrain-disc saves it
+        from srcore.train.gan import save_discriminator
+
+        save_discriminator(path, Discriminator(widths=(8, 8), hidden=(8, 8)))
+    elif content == "srvgg":  # Real-ESRGAN's other architecture (realesr-general-x4v3)
+        torch.save({"params": {"body.0.weight": torch.zeros(64, 3, 3, 3),
+                               "body.0.bias": torch.zeros(64)}}, path)
+    elif content == "x2":  # RealESRGAN_x2plus: pixel-unshuffle in front, 12 channels
+        state = tiny(skip="none").state_dict()
+        state["conv_first.weight"] = torch.zeros(8, 12, 3, 3)
+        torch.save({"params_ema": state}, path)
+    else:
+        path.write_bytes(content)
+    result = run_cli("export", name, "-o", "out.onnx", cwd=tmp_path, check=False)
+    expect_refusal(result, message)
+    assert not (tmp_path / "out.onnx").exists()
+
+
+@pytest.mark.parametrize("content", [np.random.default_rng(1).bytes(4000), b""])
+def test_upscale_refuses_a_corrupt_onnx_file_before_any_image(tmp_path, content):
+    cv2.imwrite(str(tmp_path / "a.png"), photo(8, 8))
+    (tmp_path / "bad.onnx").write_bytes(content)
+    result = run_cli("upscale", "a.png", "-o", "out", "--model", "bad.onnx", cwd=tmp_path,
+                     check=False)
+    expect_refusal(result, "bad.onnx: not a usable ONNX model", "srcore export")
+    assert not (tmp_path / "out").exists()
+
+
+def test_upscale_refuses_a_precision_for_an_onnx_file(tmp_path, ckpt):
+    cv2.imwrite(str(tmp_path / "a.png"), photo(8, 8))
+    with pytest.raises(SrcoreError, match="--precision bf16: an .onnx model runs at the prec"):
+        run([tmp_path / "a.png"], tmp_path / "out", tmp_path / "cnn.onnx", precision="bf16")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_onnx_extra_names_the_install_command(tmp_path, ckpt, monkeypatch):
+    from srcore.onnx_export import export
+    from srcore.onnx_model import OnnxModel
+
+    real_import = builtins.__import__
+
+    def no_onnxruntime(name, *args, **kwargs):
+        if name.split(".")[0] == "onnxruntime":
+            raise ImportError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
+    for call in (lambda: export(ckpt, tmp_path / "x.onnx"),
+                 lambda: OnnxModel(tmp_path / "x.onnx")):
+        with pytest.raises(SrcoreError, match=re.escape('pip install -e ".[onnx]"')) as caught:
+            call()
+        assert "onnxruntime is not installed" in str(caught.value)
+    assert not (tmp_path / "x.onnx").exists()
+
+    cv2.imwrite(str(tmp_path / "a.png"), photo(8, 8))
+    with pytest.raises(SrcoreError, match="onnx extra"):
+        run([tmp_path / "a.png"], tmp_path / "out", tmp_path / "x.onnx", device="cpu")
+
+
+def test_an_export_that_fails_its_check_leaves_no_file(tmp_path, ckpt, monkeypatch):
+    import srcore.onnx_export as onnx_export
+
+    monkeypatch.setitem(onnx_export.TOLERANCE, "fp32", -1.0)  # any difference is too much
+    with pytest.raises(SrcoreError, match=r"new.onnx: onnxruntime differs from torch by .*; "
+                                          "not written"):
+        onnx_export.export(ckpt, tmp_path / "new.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cnn.fp16.onnx", "cnn.onnx", "cnn.pt"]

@@ -202,3 +202,38 @@ def log_on_pipeline_run(mlflow, metrics: dict[str, float]) -> None:
         now = int(time.time() * 1000)
         mlflow.MlflowClient().log_batch(parent, metrics=[Metric(k, float(v), now, 0)
                                                          for k, v in metrics.items()])
+
+
+def log_generator(mlflow, model, registered_name: str) -> None:
+    """Log a generator as an MLflow PyTorch model and register it as a new version of
+    `registered_name`, tagged with the run's DVC experiment and commit. Loaded with
+    mlflow.pyfunc.load_model("models:/NAME/latest"), it takes float32 (N, 3, H, W) RGB in [0, 1]
+    of any size and returns (N, 3, 4H, 4W). srcore's code travels with it (code_paths), so
+    loading needs only torch and mlflow."""
+    import copy
+
+    import numpy as np
+    import torch
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    import srcore
+
+    spec = Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1))])
+    example = np.random.default_rng(0).random((1, 3, 8, 8), dtype=np.float32)
+    cpu = copy.deepcopy(model).to("cpu", torch.float32).eval()
+    run = mlflow.active_run()
+    info = mlflow.pytorch.log_model(
+        cpu, name="generator", signature=ModelSignature(inputs=spec, outputs=spec),
+        input_example=example, registered_model_name=registered_name,
+        code_paths=[str(Path(srcore.__file__).parent)],
+        # pickled: MLflow 3's default, torch.export, fixes H and W to the input example's
+        serialization_format="pickle",
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
+                          f"mlflow=={mlflow.__version__}", "numpy"])
+    tags = mlflow.get_run(run.info.run_id).data.tags
+    client = mlflow.MlflowClient()
+    for key in ("dvc_experiment", "git_commit", "pipeline"):
+        if key in tags:
+            client.set_model_version_tag(registered_name, info.registered_model_version, key,
+                                         tags[key])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from srcore.atomic import write_json
-from srcore.tracking import stage_run
+from srcore.tracking import log_generator, stage_run
 from stages.common import Records, run_training, training_data, val_data
 from stages.inputs import read_split
 from srcore.train.state import saved_run_id
@@ -31,6 +31,7 @@ def run(params_path: Path) -> None:
 def _train(params, values, split, dist, device) -> None:
     import torch
 
+    from srcore.models.checkpoint import load_generator
     from srcore.models.rrdb import RRDBNet
     from srcore.plots import write_curves
     from srcore.train.cnn import train_cnn
@@ -89,6 +90,7 @@ def _train(params, values, split, dist, device) -> None:
         mlflow.log_metrics({f"best_{k}": float(v) for k, v in metrics.items()
                             if isinstance(v, (int, float))})
         mlflow.log_artifact(str(CNN))
+        log_generator(mlflow, load_generator(CNN)[0], "srcore-cnn")  # a registered model
     print(f"train_cnn: best val PSNR-Y {best['psnr_y']:.2f} dB (EMA weights) at step "
           f"{summary['best_step']} ({metrics['gain_over_bicubic_db']:+.2f} dB over bicubic; raw "
           f"weights at the end {raw['psnr_y']:.2f} dB), {summary['steps_run']} steps, "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from srcore.atomic import write_json
-from srcore.tracking import stage_run
+from srcore.tracking import log_generator, stage_run
 from stages.common import Records, run_training, training_data, val_data
 from stages.inputs import read_split, require
 from srcore.train.state import saved_run_id
@@ -97,6 +97,7 @@ def _train(params, values, split, dist, device) -> None:
         mlflow.log_artifact(str(CURVES))
         mlflow.log_metrics({f"final_{k}": float(v) for k, v in metrics.items()})
         mlflow.log_artifact(str(GAN))
+        log_generator(mlflow, load_generator(GAN)[0], "srcore-gan")  # a registered model
     print(f"train_gan: val PSNR-Y {last['psnr_y']:.2f} dB, LPIPS {last['lpips']:.4f} (EMA "
           f"weights; raw {raw['psnr_y']:.2f} dB, {raw['lpips']:.4f}; the CNN: "
           f"{cnn_scores['psnr_y']:.2f} dB, {cnn_scores['lpips']:.4f}), {summary['steps_run']} "

@@ -299,6 +299,12 @@ def test_mlflow_ui_shows_every_stage_run(repo):
         plain = [tags for name, (run, tags) in parents.items() if name not in ("triad",)
                  and tags["dvc_experiment"] == "workspace (dvc repro)"]
         assert any(tags["changed_params"] == "none" for tags in plain)
+        # each training's generator is a registered model version, tagged with its experiment
+        versions = _get(f"{api}/model-versions/search?filter=name%3D%27srcore-gan%27")
+        experiments = {t["value"] for v in versions["model_versions"] for t in v.get("tags", [])
+                       if t["key"] == "dvc_experiment"}
+        assert "triad" in experiments
+        assert _get(f"{api}/registered-models/get?name=srcore-cnn")["registered_model"]
         default = _get(f"{api}/experiments/get?experiment_id=0")["experiment"]
         assert default["lifecycle_stage"] == "deleted"  # the UI opens on srcore's experiment
         run, tags = by_stage["train_cnn"][0]

@@ -4,7 +4,8 @@ import subprocess
 import pytest
 
 from srcore.errors import SrcoreError
-from srcore.tracking import flatten, log_on_pipeline_run, stage_run, tracking_uri
+from srcore.tracking import (flatten, log_generator, log_on_pipeline_run, stage_run,
+                             tracking_uri)
 
 
 def test_uri_follows_dvc_root_and_env(monkeypatch, tmp_path):
@@ -104,3 +105,35 @@ def test_unusable_store_is_a_clear_error(monkeypatch, tmp_path):
     with pytest.raises(SrcoreError, match="MLFLOW_TRACKING_URI"):
         with stage_run("split", "demo", {}):
             pass
+
+
+def test_a_generator_is_registered_and_loads_offline_as_a_pyfunc(monkeypatch, tmp_path):
+    """What train_cnn and train_gan do with their best weights: a registered model version,
+    tagged with the DVC experiment, that mlflow.pyfunc loads and runs like the torch model."""
+    import mlflow
+    import numpy as np
+    import torch
+
+    from srcore.models.rrdb import RRDBNet
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.setenv("DVC_EXP_NAME", "tiny-exp")
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    model = RRDBNet(1, 8, 8)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # not the zero-initialised identity of bicubic
+    with stage_run("train_gan", "demo", {}) as run_mlflow:
+        log_generator(run_mlflow, model, "srcore-gan")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    version = mlflow.MlflowClient().get_latest_versions("srcore-gan")[0]
+    assert version.tags["dvc_experiment"] == "tiny-exp" and len(version.tags["git_commit"]) > 0
+    loaded = mlflow.pyfunc.load_model("models:/srcore-gan/latest")
+    x = np.random.default_rng(1).random((2, 3, 17, 23), dtype=np.float32)
+    out = loaded.predict(x)
+    assert out.shape == (2, 3, 68, 92)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    assert np.abs(out - expected).max() < 1e-5

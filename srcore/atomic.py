@@ -38,7 +38,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as err:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
-        raise _write_error(path, err) from err
+        raise write_error(path, err) from err
     except BaseException:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
@@ -67,7 +67,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as err:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-        raise _write_error(path, err) from err
+        raise write_error(path, err) from err
     except BaseException:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -83,7 +83,8 @@ def write_json(path: str | os.PathLike, data) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def _write_error(path: Path, err: OSError) -> SrcoreError:
+def write_error(path: Path, err: OSError) -> SrcoreError:
+    """The error for a failed write of the output `path` (csvlog's appends use it too)."""
     # strerror only: str(err) would name the hidden temporary file, not the output
     return SrcoreError(f"could not write {path}: {err.strerror or type(err).__name__}. "
                        f"Check free disk space and that {path.parent} is writable, then re-run.")

@@ -6,8 +6,7 @@ import csv
 import io
 from pathlib import Path
 
-from srcore.atomic import write_text
-from srcore.errors import SrcoreError
+from srcore.atomic import write_error, write_text
 
 
 class CsvLog:
@@ -33,9 +32,7 @@ class CsvLog:
                 csv.DictWriter(f, self.columns, extrasaction="ignore",
                                lineterminator="\n").writerow(_rounded(row))
         except OSError as err:
-            raise SrcoreError(f"could not write {self.path}: {err.strerror or err}. Check free "
-                              f"disk space and that {self.path.parent} is writable, then "
-                              "re-run.") from err
+            raise write_error(self.path, err) from err
 
 
 def _step_of(row: dict) -> int | None:

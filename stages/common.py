@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Callable
 
@@ -78,6 +79,20 @@ def run_training(params_path: Path, stage: str, check_inputs: Callable[[], None]
         train(params, values, split, dist, device)
     finally:
         distributed.teardown()
+
+
+@contextlib.contextmanager
+def training_run(stage: str, params, values: dict, last_path: Path, key: str, dist):
+    """The training stage's MLflow run, on the main process: the run its resumable state names,
+    if the state is of this configuration, so a resumed training continues it. Yields
+    (mlflow, run id), both None on the other processes."""
+    from srcore.tracking import stage_run
+    from srcore.train.state import saved_run_id
+
+    resumes = saved_run_id(last_path, key) if dist.main else None
+    with stage_run(stage, params.mlflow.experiment, values, enabled=dist.main,
+                   run_id=resumes) as mlflow:
+        yield mlflow, (mlflow.active_run().info.run_id if dist.main else None)
 
 
 class Records:

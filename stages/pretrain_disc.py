@@ -5,10 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from srcore.atomic import write_json
-from srcore.tracking import stage_run
-from stages.common import Records, run_training, training_data
+from stages.common import Records, run_training, training_data, training_run
 from stages.inputs import read_split, require
-from srcore.train.state import saved_run_id
 from stages.declared import run_key
 from stages.paths import CNN, DISC, DISC_LAST, METRICS
 
@@ -46,17 +44,14 @@ def _train(params, values, split, dist, device) -> None:
     if dist.main:
         print(f"pretrain_disc: {disc_params.pretrain_steps} steps of {params.gan.batch_size} "
               f"real and as many SR crops, {device} {precision} x {dist.world} process(es)")
-    resumes = saved_run_id(DISC_LAST, key) if dist.main else None
-    with stage_run(STAGE, params.mlflow.experiment, values, enabled=dist.main,
-                   run_id=resumes) as mlflow:
-        run_id = mlflow.active_run().info.run_id if dist.main else None
+    with training_run(STAGE, params, values, DISC_LAST, key, dist) as (mlflow, run_id):
         records = Records(mlflow, [(CSV, COLUMNS)])
         summary = pretrain_disc(
             generator, disc, dataset, steps=disc_params.pretrain_steps,
             batch_size=params.gan.batch_size, lr=disc_params.lr, betas=params.gan.betas,
             relativistic=params.gan.relativistic, train=params.train, seed=params.seed,
             device=device, precision=precision, last_path=DISC_LAST, key=key,
-                            run_id=run_id,
+            run_id=run_id,
             on_start=records.start, on_log=records.log, dist=dist)
         if not dist.main:
             return

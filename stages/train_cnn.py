@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from srcore.atomic import write_json
-from srcore.tracking import log_generator, stage_run
-from stages.common import Records, run_training, training_data, val_data
+from srcore.tracking import log_generator
+from stages.common import Records, run_training, training_data, training_run, val_data
 from stages.inputs import read_split
-from srcore.train.state import saved_run_id
 from stages.declared import run_key
 from stages.paths import CNN, CNN_LAST, METRICS
 
@@ -52,10 +51,7 @@ def _train(params, values, split, dist, device) -> None:
               f"{precision} x {dist.world} process(es), {params.model.rrdb} RRDB, bicubic val "
               f"PSNR-Y {bicubic['psnr_y']:.2f} dB")
 
-    resumes = saved_run_id(CNN_LAST, key) if dist.main else None
-    with stage_run(STAGE, params.mlflow.experiment, values, enabled=dist.main,
-                   run_id=resumes) as mlflow:
-        run_id = mlflow.active_run().info.run_id if dist.main else None
+    with training_run(STAGE, params, values, CNN_LAST, key, dist) as (mlflow, run_id):
         records = Records(mlflow, [(TRAIN_CSV, TRAIN_COLUMNS)], VAL_CSV, VAL_COLUMNS,
                           val[0], data.scale, device)
         if dist.main:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from srcore.atomic import write_json
-from srcore.tracking import log_generator, stage_run
-from stages.common import Records, run_training, training_data, val_data
+from srcore.tracking import log_generator
+from stages.common import Records, run_training, training_data, training_run, val_data
 from stages.inputs import read_split, require
-from srcore.train.state import saved_run_id
 from stages.declared import run_key
 from stages.paths import CNN, DISC, GAN, GAN_DISC, GAN_LAST, METRICS, PRETRAINED
 
@@ -59,10 +58,7 @@ def _train(params, values, split, dist, device) -> None:
               f"starts at val PSNR-Y {cnn_scores['psnr_y']:.2f} dB, LPIPS "
               f"{cnn_scores['lpips']:.4f}")
 
-    resumes = saved_run_id(GAN_LAST, key) if dist.main else None
-    with stage_run(STAGE, params.mlflow.experiment, values, enabled=dist.main,
-                   run_id=resumes) as mlflow:
-        run_id = mlflow.active_run().info.run_id if dist.main else None
+    with training_run(STAGE, params, values, GAN_LAST, key, dist) as (mlflow, run_id):
         records = Records(mlflow, [(G_CSV, G_COLUMNS), (D_CSV, D_COLUMNS)], VAL_CSV,
                           VAL_COLUMNS, val[0], params.data.scale, device)
         if dist.main:

@@ -11,6 +11,7 @@ keep the whole benchmark to about a minute or two on a laptop CPU.
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import statistics
 import time
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from srcore.config import Params
+from srcore.train.runtime import loader_workers, use_channels_last
 
 REPEATS = 5
 BUDGET_S = 6.0  # stop repeating a measurement after this long (at least one timed run)
@@ -61,19 +63,15 @@ def synthetic_images(params: Params, count: int = 8) -> list[np.ndarray]:
     return [rng.integers(0, 256, (side * 3 // 4, side, 3), dtype=np.uint8) for _ in range(count)]
 
 
-def run(params: Params, device: torch.device, log: Callable[[str], None]) -> dict:
-    """All measurements; a flat dict whose keys name what was measured and its unit."""
+def run(params: Params, device: torch.device, log: Callable[[str], None],
+        compile_too: bool | None = None) -> dict:
+    """All measurements; a flat dict whose keys name what was measured and its unit.
+    compile_too: also time torch.compile (default: on CUDA, or when train.compile is set)."""
     from srcore.data.dataset import PatchDataset
-    from srcore.losses import PerceptualLoss
-    from srcore.models.discriminator import Discriminator
-    from srcore.models.rrdb import RRDBNet
-    from srcore.train.batches import batch_stream
-    from srcore.train.cnn import LOSSES, pixel_step
-    from srcore.train.distributed import Dist
-    from srcore.train.gan import GanNets, gan_step
-    from srcore.train.runtime import grad_scaler, native_precisions, pick_precision
+    from srcore.train.runtime import configure, native_precisions, pick_precision
 
-    batch, patch, scale = params.cnn.batch_size, params.data.patch_size, params.data.scale
+    configure(device)
+    batch, patch = params.cnn.batch_size, params.data.patch_size
     native = native_precisions(device)
     candidates = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])
     if device.type == "cuda" and "bf16" not in native:
@@ -82,83 +80,179 @@ def run(params: Params, device: torch.device, log: Callable[[str], None]) -> dic
                  if device.type == "cuda" else cpu_name(), "torch_threads": torch.get_num_threads(),
                  "torch_version": torch.__version__, "native_precisions": native,
                  "rrdb_blocks": params.model.rrdb, "features": params.model.features,
-                 "batch_size": batch, "patch_size_px": patch}
+                 "batch_size": batch, "patch_size_px": patch,
+                 "auto_precision": pick_precision("auto", device)}
     torch.manual_seed(0)
+    out.update(_cnn_steps(params, device, candidates, native, log))
+    if compile_too is None:
+        compile_too = device.type == "cuda" or params.train.compile
+    if compile_too:
+        out.update(_compiled_step(params, device, out["auto_precision"], out, log))
+    out.update(_gan_steps(params, device, [p for p in candidates if p in native], out, log))
+    skipped = [p for p in candidates if p not in native]
+    if skipped:
+        out["gan_not_measured"] = (f"{', '.join(skipped)}: emulated on this device, not worth "
+                                   "training in; see the CNN figure")
 
-    def random_batch(size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return (torch.rand(size, 3, patch // scale, patch // scale, device=device),
-                torch.rand(size, 3, patch, patch, device=device))
+    images = synthetic_images(params)
+    dataset = PatchDataset(images, patch, params.data.patches_per_image, params.data.scale,
+                           params.data.lq_kernel, params.data.hflip, params.data.vflip,
+                           params.data.rot90, params.seed)
+    workers = loader_workers(params.train.num_workers, device)
+    log(f"data loader ({workers} worker(s))")
+    trained_in = pick_precision(params.train.precision, device)
+    out["loader_patches_per_s"] = loader_patches_per_s(dataset, batch, workers, params.seed)
+    out["loader_num_workers"] = workers
+    out["training_consumes_patches_per_s"] = out[f"cnn_train_{trained_in}_patches_per_s"]
+    out["loader_headroom_x"] = out["loader_patches_per_s"] / out["training_consumes_patches_per_s"]
 
-    lq, gt = random_batch(batch)
+    out.update(_loop_efficiency(params, device, _generator(
+        params, device, use_channels_last(params.train.channels_last, device)), dataset,
+        trained_in, log))
+    out.update(_inference(params, device, _generator(params, device).eval(), trained_in, log))
+    out.update(_evaluation(params, log))
+    return out
 
-    def new_generator() -> RRDBNet:
-        return RRDBNet(params.model.rrdb, params.model.features, params.model.growth,
-                       params.model.skip).to(device).train()
 
-    for precision in candidates:
-        emulated = precision not in native
-        model = new_generator()
-        optimizer = torch.optim.Adam(model.parameters(), lr=params.cnn.lr)
-        scaler = grad_scaler(precision, device)
-        log(f"CNN training step, {precision}" + (" (emulated: one run)" if emulated else ""))
-        seconds, runs = median_seconds(
-            lambda: pixel_step(model, optimizer, scaler, LOSSES[params.cnn.loss], lq, gt,
-                               precision, device),
-            device, warmup=0 if emulated else 1, repeats=1 if emulated else REPEATS)
-        out[f"cnn_train_{precision}_step_s"] = seconds
-        out[f"cnn_train_{precision}_patches_per_s"] = batch / seconds
-        out[f"cnn_train_{precision}_runs"] = runs
-        out[f"cnn_train_{precision}_emulated"] = emulated
+def _generator(params: Params, device: torch.device, channels_last: bool = False):
+    from srcore.models.rrdb import RRDBNet
+    from srcore.train.runtime import to_training
+
+    model = RRDBNet(params.model.rrdb, params.model.features, params.model.growth,
+                    params.model.skip)
+    return to_training(model, device, channels_last).train()
+
+
+def _random_batch(params: Params, size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    patch = params.data.patch_size
+    return (torch.rand(size, 3, patch // params.data.scale, patch // params.data.scale,
+                       device=device), torch.rand(size, 3, patch, patch, device=device))
+
+
+def _cnn_steps(params: Params, device, candidates: list[str], native: list[str], log) -> dict:
+    """The CNN step per precision as training runs it (train.channels_last etc.); on CUDA also
+    untuned, as the code ran before it was tuned (NCHW, unfused Adam, no cuDNN autotuning), so
+    that one run gives the speed-up."""
+    from srcore.train.cnn import LOSSES, pixel_step
+    from srcore.train.runtime import adam, grad_scaler, use_channels_last
+
+    batch = params.cnn.batch_size
+    lq, gt = _random_batch(params, batch, device)
+    tuned = use_channels_last(params.train.channels_last, device)
+    setups = [("", tuned, True)] + ([("_untuned", False, False)] if device.type == "cuda" else [])
+    out: dict = {"channels_last": tuned}
+    for suffix, channels_last, fast in setups:
+        torch.backends.cudnn.benchmark = fast and device.type == "cuda"
+        for precision in candidates:
+            emulated = precision not in native
+            model = _generator(params, device, channels_last)
+            optimizer = adam(model.parameters(), params.cnn.lr, params.cnn.betas,
+                             device) if fast else torch.optim.Adam(model.parameters(),
+                                                                   lr=params.cnn.lr)
+            scaler = grad_scaler(precision, device)
+            name = f"cnn_train_{precision}{suffix}"
+            log(f"CNN training step, {precision}{suffix.replace('_', ', ')}"
+                + (" (emulated: one run)" if emulated else ""))
+            seconds, runs = median_seconds(
+                lambda: pixel_step(model, optimizer, scaler, LOSSES[params.cnn.loss], lq, gt,
+                                   precision, device, channels_last),
+                device, warmup=0 if emulated else 2, repeats=1 if emulated else REPEATS)
+            out[f"{name}_step_s"] = seconds
+            out[f"{name}_patches_per_s"] = batch / seconds
+            out[f"{name}_runs"] = runs
+            if not suffix:
+                out[f"{name}_emulated"] = emulated
+    torch.backends.cudnn.benchmark = device.type == "cuda"
     if "bf16" in candidates:
         out["cnn_train_bf16_speedup_over_fp32"] = (out["cnn_train_fp32_step_s"]
                                                    / out["cnn_train_bf16_step_s"])
+    if device.type == "cuda":
+        for precision in candidates:
+            out[f"cnn_train_{precision}_speedup_over_untuned_fp32"] = (
+                out["cnn_train_fp32_untuned_step_s"] / out[f"cnn_train_{precision}_step_s"])
+    return out
 
-    perceptual = PerceptualLoss.from_params(_random_features(params.gan.perceptual.net),
-                                            params.gan.perceptual).to(device)
-    lq_gan, gt_gan = random_batch(params.gan.batch_size)
-    for precision in [p for p in candidates if p in native]:
-        generator = new_generator()
-        disc = Discriminator(params.disc.widths, params.disc.hidden).to(device).train()
+
+def _compiled_step(params: Params, device, precision: str, eager: dict, log) -> dict:
+    """The CNN step with train.compile: the first steps' extra time (the compilation), the
+    step after it, and after how many steps the compilation has paid for itself."""
+    from srcore.train.cnn import LOSSES, pixel_step
+    from srcore.train.runtime import adam, compiled, grad_scaler, use_channels_last
+
+    channels_last = use_channels_last(params.train.channels_last, device)
+    model = _generator(params, device, channels_last)
+    step_model = compiled(model, True)
+    optimizer = adam(model.parameters(), params.cnn.lr, params.cnn.betas, device)
+    lq, gt = _random_batch(params, params.cnn.batch_size, device)
+
+    def step():
+        pixel_step(step_model, optimizer, grad_scaler(precision, device),
+                   LOSSES[params.cnn.loss], lq, gt, precision, device, channels_last)
+
+    log(f"CNN training step, {precision}, torch.compile (compiling)")
+    first_s, _ = median_seconds(lambda: [step() for _ in range(2)], device, warmup=0, repeats=1)
+    seconds, runs = median_seconds(step, device, warmup=2)
+    eager_s = eager[f"cnn_train_{precision}_step_s"]
+    compile_s = max(first_s - 2 * seconds, 0.0)
+    saved = eager_s - seconds
+    out = {f"cnn_train_{precision}_compiled_step_s": seconds,
+           f"cnn_train_{precision}_compiled_runs": runs, "compile_s": compile_s,
+           f"cnn_train_{precision}_compiled_speedup_over_eager": eager_s / seconds}
+    if "cnn_train_fp32_untuned_step_s" in eager:
+        out[f"cnn_train_{precision}_compiled_speedup_over_untuned_fp32"] = (
+            eager["cnn_train_fp32_untuned_step_s"] / seconds)
+    out["compile_pays_off_after_steps"] = round(compile_s / saved) if saved > 0 else None
+    return out
+
+
+def _gan_steps(params: Params, device, precisions: list[str], cnn: dict, log) -> dict:
+    from srcore.losses import PerceptualLoss
+    from srcore.models.discriminator import Discriminator
+    from srcore.train.gan import GanNets, gan_step
+    from srcore.train.runtime import adam, grad_scaler, to_training, use_channels_last
+
+    channels_last = use_channels_last(params.train.channels_last, device)
+    perceptual = to_training(PerceptualLoss.from_params(
+        _random_features(params.gan.perceptual.net), params.gan.perceptual), device,
+        channels_last)
+    lq, gt = _random_batch(params, params.gan.batch_size, device)
+    out: dict = {}
+    for precision in precisions:
+        generator = _generator(params, device, channels_last)
+        disc = to_training(Discriminator(params.disc.widths, params.disc.hidden), device,
+                           channels_last).train()
         nets = GanNets(generator, disc, perceptual,
-                       torch.optim.Adam(generator.parameters(), lr=params.gan.lr),
-                       torch.optim.Adam(disc.parameters(), lr=params.disc.lr),
+                       adam(generator.parameters(), params.gan.lr, params.gan.betas, device),
+                       adam(disc.parameters(), params.disc.lr, params.gan.betas, device),
                        grad_scaler(precision, device), grad_scaler(precision, device))
         for phase, name in (("G", "generator"), ("D", "discriminator"), ("GD", "joint")):
             log(f"GAN {name} step, {precision}")
             generator.requires_grad_("G" in phase)
             disc.requires_grad_("D" in phase)
             seconds, runs = median_seconds(
-                lambda: gan_step(phase, nets, lq_gan, gt_gan, params.gan, precision, device),
-                device)
+                lambda: gan_step(phase, nets, lq, gt, params.gan, precision, device,
+                                 channels_last), device, warmup=2)
             out[f"gan_{name}_{precision}_step_s"] = seconds
             out[f"gan_{name}_{precision}_runs"] = runs
         out[f"gan_joint_{precision}_step_over_cnn_step"] = (
-            out[f"gan_joint_{precision}_step_s"] / out[f"cnn_train_{precision}_step_s"])
-    skipped = [p for p in candidates if p not in native]
-    if skipped:
-        out["gan_not_measured"] = (f"{', '.join(skipped)}: emulated on this device, not worth "
-                                   "training in; see the CNN figure")
-
-    log("data loader (8 batches of the training stream)")
-    images = synthetic_images(params)
-    dataset = PatchDataset(images, patch, params.data.patches_per_image, scale,
-                           params.data.lq_kernel, params.data.hflip, params.data.vflip,
-                           params.data.rot90, params.seed)
-    stream = batch_stream(dataset, batch, params.seed, 0, params.train.num_workers, Dist())
-    next(stream)  # workers started
-    loader_s, runs = median_seconds(lambda: [next(stream) for _ in range(8)],
-                                    torch.device("cpu"), repeats=3)
-    trained_in = "bf16" if "bf16" in native else "fp32"
-    out["loader_patches_per_s"] = 8 * batch / loader_s
-    out["loader_num_workers"] = params.train.num_workers
-    out["training_consumes_patches_per_s"] = out[f"cnn_train_{trained_in}_patches_per_s"]
-    out["loader_headroom_x"] = out["loader_patches_per_s"] / out["training_consumes_patches_per_s"]
-
-    loop_precision = pick_precision(params.train.precision, device)
-    out.update(_loop_efficiency(params, device, new_generator(), dataset, loop_precision, log))
-    out.update(_inference(params, device, new_generator().eval(), trained_in, log))
-    out.update(_evaluation(params, log))
+            out[f"gan_joint_{precision}_step_s"] / cnn[f"cnn_train_{precision}_step_s"])
     return out
+
+
+def loader_patches_per_s(dataset, batch: int, workers: int, seed: int, batches: int = 24) -> float:
+    """Patches per second the training stream delivers with `workers` loader processes, timed
+    in the steady state: after the workers have started and their prefetched batches (2 per
+    worker) have been drained, so the figure is what they make, not what they had queued."""
+    from srcore.train.batches import batch_stream
+    from srcore.train.distributed import Dist
+
+    stream = batch_stream(dataset, batch, seed, 0, workers, Dist())
+    for _ in range(1 + 2 * workers):
+        next(stream)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(stream)
+    return batches * batch / (time.perf_counter() - start)
 
 
 def _loop_efficiency(params: Params, device, model, dataset, precision: str, log) -> dict:
@@ -168,37 +262,39 @@ def _loop_efficiency(params: Params, device, model, dataset, precision: str, log
     Validation is left out (one tiny image, at the end): its cost is set by cnn.val_every and
     the val images, and is reported on its own (validation_s: the default val set's size).
     MLflow is left out too (the stages log to it asynchronously)."""
-    import contextlib
     import sys
     import tempfile
     from pathlib import Path
 
     from srcore.csvlog import CsvLog
     from srcore.train.cnn import LOSSES, pixel_step, train_cnn
-    from srcore.train.runtime import grad_scaler
+    from srcore.train.runtime import adam, grad_scaler, use_channels_last
     from srcore.train.validate import make_val_images, validate
 
     cnn, train = params.cnn, params.train
+    channels_last = use_channels_last(train.channels_last, device)
     steps = min(cnn.steps, max(train.checkpoint_every, 2))
     quick = cnn.model_copy(update={"steps": steps, "lr_halve_at": [steps // 2] if steps > 2
                                    else [], "val_every": steps, "early_stop_warmup": steps - 1})
     tiny = make_val_images([np.zeros((4 * params.data.scale,) * 2 + (3,), np.uint8)],
                            params.data.scale, params.data.lq_kernel)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cnn.lr)
+    optimizer = adam(model.parameters(), cnn.lr, cnn.betas, device)
     lq, gt = (t.unsqueeze(0).repeat(cnn.batch_size, 1, 1, 1) for t in dataset[(0, 0)])
 
     def isolated_step_s() -> float:
         return median_seconds(lambda: pixel_step(model, optimizer, grad_scaler(precision, device),
-                                                 LOSSES[cnn.loss], lq, gt, precision, device),
-                              device)[0]
+                                                 LOSSES[cnn.loss], lq, gt, precision, device,
+                                                 channels_last), device, warmup=2)[0]
 
     # the isolated step is timed before and after the loop, and the two averaged: on a shared
     # machine the speed drifts over a minute, and one side alone would bias the ratio
     log(f"the isolated step, {precision}")
     before_s = isolated_step_s()
+    validate(model, tiny, device, precision, 0)  # its cuDNN autotuning stays out of the loop
     log(f"the train_cnn loop, {steps} steps, {precision}")
     # its progress lines go to stderr: stdout is the benchmark's result (--json)
-    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr), \
+            _host_syncs(device) as syncs:
         csv = CsvLog(Path(tmp) / "train.csv", ["step", "train_loss", "lr"])
         summary = train_cnn(model, dataset, tiny, quick, train, seed=params.seed, crop_border=0,
                             device=device, precision=precision, best_path=Path(tmp) / "cnn.pt",
@@ -216,7 +312,26 @@ def _loop_efficiency(params: Params, device, model, dataset, precision: str, log
     return {"loop_precision": precision, "loop_steps": steps,
             "loop_steps_per_s": summary["steps_per_s"], "isolated_steps_per_s": 1 / step_s,
             "loop_efficiency_x": summary["steps_per_s"] * step_s,
-            "validation_s": val_s, "validation_every_steps": cnn.val_every}
+            "validation_s": val_s, "validation_every_steps": cnn.val_every,
+            **({"loop_host_syncs_per_step": len(syncs) / steps} if device.type == "cuda" else {})}
+
+
+@contextlib.contextmanager
+def _host_syncs(device):
+    """The CUDA host syncs inside the block, as torch's sync debug mode reports them (a list of
+    warnings; stays empty on a CPU). The loop should sync only when it logs, validates or saves."""
+    import warnings
+
+    if device.type != "cuda":
+        yield []
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            yield caught
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
 
 
 def _random_features(net: str) -> torch.nn.Module:
@@ -272,7 +387,8 @@ def _evaluation(params: Params, log) -> dict:
 UNITS = (("_patches_per_s", "patches/s"), ("_megapixels_per_s", "MP/s"), ("_images_per_s",
          "images/s"), ("_step_s", "s"), ("_over_cnn_step", "x"), ("_speedup_over_fp32", "x"),
          ("_headroom_x", "x"), ("_efficiency_x", "x"), ("_steps_per_s", "steps/s"),
-         ("validation_s", "s"))
+         ("validation_s", "s"), ("_untuned_fp32", "x"), ("_over_eager", "x"), ("compile_s", "s"),
+         ("_syncs_per_step", "syncs"))
 
 
 def table(results: dict) -> str:

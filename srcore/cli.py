@@ -108,8 +108,8 @@ def upscale(
                                  help="Input pixels of context around each tile."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     precision: str = typer.Option("auto", "--precision",
-                                  help="auto (bf16 where the hardware runs it natively), fp32, "
-                                       "bf16, or fp16 (CUDA)."),
+                                  help="auto (CUDA: fp32 on TF32 tensor cores; CPU: bf16 "
+                                       "where it runs natively), fp32, bf16, or fp16 (CUDA)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
     recursive: bool = typer.Option(False, "--recursive", "-r",
                                    help="Search input folders' subfolders too (the output "
@@ -247,6 +247,9 @@ def benchmark(
     as_json: bool = typer.Option(False, "--json", help="print the figures as JSON instead."),
     device: str = typer.Option(None, "--device", show_default=False,
                                help="auto, cpu or cuda (default: train.device)."),
+    compile_too: bool = typer.Option(None, "--compile/--no-compile", show_default=False,
+                                     help="also time torch.compile (default: on CUDA or with "
+                                          "train.compile; it costs a minute or more)."),
 ) -> None:
     """Speed on this machine at the params.yaml config: training steps per precision, GAN
     steps, data loading, inference and evaluation (medians after warm-up; ~1-2 min on a CPU)."""
@@ -261,7 +264,7 @@ def benchmark(
         raise SrcoreError(f"--device {device}: use auto, cpu or cuda")
     dev = pick_device(device or config.train.device)
     results = run(config, dev, lambda step: print(f"measuring: {step}", file=sys.stderr,
-                                                  flush=True))
+                                                  flush=True), compile_too)
     print(json.dumps(results, indent=2) if as_json else table(results))
 
 

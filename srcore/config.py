@@ -8,7 +8,7 @@ No key has a default here: params.yaml is the one place where values live.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError,
                       model_validator)
@@ -57,10 +57,24 @@ class ModelParams(_Section):
     skip: Literal["bicubic", "none"]
 
 
+def _auto_or_count(value):
+    if value == "auto" or (type(value) is int and value >= 0):
+        return value
+    raise ValueError("use auto or a whole number >= 0")
+
+
+def _auto_or_switch(value):
+    if value == "auto" or type(value) is bool:
+        return value
+    raise ValueError("use auto, true or false")
+
+
 class TrainParams(_Section):
     device: Literal["auto", "cpu", "cuda"]
     precision: Literal["auto", "fp32", "bf16", "fp16"]
-    num_workers: int = Field(ge=0)
+    num_workers: Annotated[Any, AfterValidator(_auto_or_count)]
+    channels_last: Annotated[Any, AfterValidator(_auto_or_switch)]
+    compile: bool
     nproc: int = Field(ge=1, le=1024)
     log_every: int = Field(ge=1)
     checkpoint_every: int = Field(ge=1)

@@ -25,6 +25,8 @@ def test_benchmark_json_reports_every_figure(tmp_path):
     native = native_precisions(torch.device("cpu"))
     assert figures["native_precisions"] == native and figures["device"] == "cpu"
     assert figures["batch_size"] == 4 and figures["patch_size_px"] == 16
+    assert figures["channels_last"] is False and figures["loader_num_workers"] == 0  # auto, CPU
+    assert "compile_s" not in figures  # timed on CUDA, or when asked for (next test)
     for precision in ("fp32", "bf16"):
         assert figures[f"cnn_train_{precision}_patches_per_s"] > 0
         assert figures[f"cnn_train_{precision}_emulated"] == (precision not in native)
@@ -56,3 +58,14 @@ def test_benchmark_table_and_bad_device(tmp_path):
     assert "cnn_train_fp32_patches_per_s" in text and "patches/s" in text and "MP/s" in text
     bad = run_cli("benchmark", "--device", "tpu", cwd=tmp_path, check=False)
     assert bad.returncode == 2 and "--device tpu" in bad.stderr
+
+
+@pytest.mark.slow
+def test_benchmark_times_torch_compile_when_asked(tmp_path):
+    write_params(tmp_path, **TINY)
+    figures = json.loads(run_cli("benchmark", "--json", "--compile", cwd=tmp_path).stdout)
+    precision = figures["auto_precision"]
+    assert figures["compile_s"] > 0 and figures[f"cnn_train_{precision}_compiled_step_s"] > 0
+    assert figures[f"cnn_train_{precision}_compiled_speedup_over_eager"] == pytest.approx(
+        figures[f"cnn_train_{precision}_step_s"]
+        / figures[f"cnn_train_{precision}_compiled_step_s"])

@@ -23,7 +23,8 @@ from srcore.train import distributed, loop
 from srcore.train.batches import batch_stream
 from srcore.train.distributed import Dist
 from srcore.train.ema import Ema
-from srcore.train.runtime import autocast, grad_scaler, optimize
+from srcore.train import runtime
+from srcore.train.runtime import autocast, batch_to, grad_scaler, optimize
 from srcore.train.state import cpu_copy, resume_state, save_state
 from srcore.train.validate import ValImage, validate
 
@@ -31,11 +32,11 @@ LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss}
 
 
 def pixel_step(model, optimizer, scaler, loss_fn, lq: torch.Tensor, gt: torch.Tensor,
-               precision: str, device) -> torch.Tensor:
+               precision: str, device, channels_last: bool = False) -> torch.Tensor:
     """One optimizer step of the CNN phase; returns the loss, left on the device."""
     with autocast(precision, device):
-        sr = model(lq.to(device, non_blocking=True))
-    loss = loss_fn(sr.float(), gt.to(device, non_blocking=True))
+        sr = model(batch_to(lq, device, channels_last))
+    loss = loss_fn(sr.float(), batch_to(gt, device, channels_last))
     optimize(loss, optimizer, scaler)
     return loss.detach()
 
@@ -54,10 +55,11 @@ def train_cnn(model: RRDBNet, data: PatchDataset, val: list[ValImage], cnn: CnnP
     Under torchrun every process runs this; only the main one validates and writes files, and
     the others follow its decisions (see distributed.py)."""
     distributed.check_batch(cnn.batch_size, "cnn.batch_size", dist)
-    model.to(device).train()
+    channels_last = runtime.use_channels_last(train.channels_last, device)
+    runtime.to_training(model, device, channels_last).train()
     ema = Ema(model, train.ema_decay)
     loss_fn = LOSSES[cnn.loss]
-    optimizer = torch.optim.Adam(model.parameters(), lr=cnn.lr, betas=cnn.betas)
+    optimizer = runtime.adam(model.parameters(), cnn.lr, cnn.betas, device)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cnn.lr_halve_at, gamma=0.5)
     scaler = grad_scaler(precision, device)
     # the best weights live in the state too: DVC deletes best_path (a stage output) before
@@ -66,12 +68,14 @@ def train_cnn(model: RRDBNet, data: PatchDataset, val: list[ValImage], cnn: CnnP
     objects = {"model": model, "ema": ema, "optimizer": optimizer, "scheduler": scheduler,
                "scaler": scaler}
     resumed = resume_state(last_path, key, objects, state, quiet=not dist.main)
-    trained = distributed.wrap(model, dist, device)
-    batches = batch_stream(data, cnn.batch_size, seed, state["step"], train.num_workers, dist,
+    trained = runtime.compiled(distributed.wrap(model, dist, device), train.compile)
+    batches = batch_stream(data, cnn.batch_size, seed, state["step"],
+                           runtime.loader_workers(train.num_workers, device, dist.world), dist,
                            pin_memory=device.type == "cuda")
 
     def step_fn(step: int, batch) -> dict[str, torch.Tensor]:
-        loss = pixel_step(trained, optimizer, scaler, loss_fn, *batch, precision, device)
+        loss = pixel_step(trained, optimizer, scaler, loss_fn, *batch, precision, device,
+                          channels_last)
         return {"train_loss": loss}
 
     used = {"lr": cnn.lr}  # the learning rate of the last step (logged with its losses)

@@ -24,7 +24,8 @@ from srcore.train import distributed, loop
 from srcore.train.batches import batch_stream
 from srcore.train.distributed import Dist, unwrap
 from srcore.train.ema import Ema
-from srcore.train.runtime import autocast, grad_scaler, optimize
+from srcore.train import runtime
+from srcore.train.runtime import autocast, batch_to, grad_scaler, optimize
 from srcore.train.state import resume_state, save_state
 from srcore.train.validate import ValImage, validate
 
@@ -122,9 +123,9 @@ def disc_step(nets: GanNets, lq: torch.Tensor, gt: torch.Tensor, fake: torch.Ten
 
 
 def gan_step(phase: str, nets: GanNets, lq: torch.Tensor, gt: torch.Tensor, gan: GanParams,
-             precision: str, device) -> dict[str, torch.Tensor]:
+             precision: str, device, channels_last: bool = False) -> dict[str, torch.Tensor]:
     """One step of the GAN phase: "G", "D" or "GD" says which networks learn."""
-    lq, gt = lq.to(device, non_blocking=True), gt.to(device, non_blocking=True)
+    lq, gt = batch_to(lq, device, channels_last), batch_to(gt, device, channels_last)
     logged, fake = {}, None
     if "G" in phase:
         logged, fake = generator_step(nets, lq, gt, gan, precision, device)
@@ -141,20 +142,22 @@ def pretrain_disc(generator: RRDBNet, disc: Discriminator, data: PatchDataset, *
                   dist: Dist = Dist()) -> dict:
     """Train D on real GT crops against the frozen CNN's SR crops."""
     distributed.check_batch(batch_size, "gan.batch_size", dist)
-    generator.to(device).eval().requires_grad_(False)
-    disc.to(device).train()
-    optimizer = torch.optim.Adam(disc.parameters(), lr=lr, betas=betas)
+    channels_last = runtime.use_channels_last(train.channels_last, device)
+    runtime.to_training(generator, device, channels_last).eval().requires_grad_(False)
+    runtime.to_training(disc, device, channels_last).train()
+    optimizer = runtime.adam(disc.parameters(), lr, betas, device)
     scaler = grad_scaler(precision, device)
     state = loop.new_state(run_id)
     objects = {"discriminator": disc, "optimizer": optimizer, "scaler": scaler}
     resumed = resume_state(last_path, key, objects, state, quiet=not dist.main)
-    nets = GanNets(generator, distributed.wrap(disc, dist, device), opt_d=optimizer,
-                   scaler_d=scaler)
-    batches = batch_stream(data, batch_size, seed, state["step"], train.num_workers, dist,
+    nets = GanNets(generator, runtime.compiled(distributed.wrap(disc, dist, device),
+                                               train.compile), opt_d=optimizer, scaler_d=scaler)
+    batches = batch_stream(data, batch_size, seed, state["step"],
+                           runtime.loader_workers(train.num_workers, device, dist.world), dist,
                            pin_memory=device.type == "cuda")
 
     def step_fn(step: int, batch) -> dict[str, torch.Tensor]:
-        lq, gt = (t.to(device, non_blocking=True) for t in batch)
+        lq, gt = (batch_to(t, device, channels_last) for t in batch)
         return disc_step(nets, lq, gt, None, relativistic, precision, device, learn=True)
 
     hooks = loop.Hooks(state, lambda: save_state(last_path, key, objects, state),
@@ -183,20 +186,24 @@ def train_gan(generator: RRDBNet, disc: Discriminator, perceptual: PerceptualLos
     G's EMA is validated only if G learned since the last validation: in D's steps its scores
     cannot change."""
     distributed.check_batch(gan.batch_size, "gan.batch_size", dist)
-    generator.to(device).train().requires_grad_(True)  # DDP hooks only what needs gradients
-    disc.to(device).train().requires_grad_(True)
-    perceptual.to(device)
+    channels_last = runtime.use_channels_last(train.channels_last, device)
+    # DDP hooks only what needs gradients
+    runtime.to_training(generator, device, channels_last).train().requires_grad_(True)
+    runtime.to_training(disc, device, channels_last).train().requires_grad_(True)
+    runtime.to_training(perceptual, device, channels_last)
     ema = Ema(generator, train.ema_decay)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=gan.lr, betas=gan.betas)
-    opt_d = torch.optim.Adam(disc.parameters(), lr=disc_lr, betas=gan.betas)
+    opt_g = runtime.adam(generator.parameters(), gan.lr, gan.betas, device)
+    opt_d = runtime.adam(disc.parameters(), disc_lr, gan.betas, device)
     scaler_g, scaler_d = grad_scaler(precision, device), grad_scaler(precision, device)
     state = loop.new_state(run_id, scores=None)
     objects = {"generator": generator, "ema": ema, "discriminator": disc, "opt_g": opt_g,
                "opt_d": opt_d, "scaler_g": scaler_g, "scaler_d": scaler_d}
     resumed = resume_state(last_path, key, objects, state, quiet=not dist.main)
-    nets = GanNets(distributed.wrap(generator, dist, device), distributed.wrap(disc, dist, device),
+    nets = GanNets(*(runtime.compiled(distributed.wrap(net, dist, device), train.compile)
+                     for net in (generator, disc)),
                    perceptual, opt_g, opt_d, scaler_g, scaler_d)
-    batches = batch_stream(data, gan.batch_size, seed, state["step"], train.num_workers, dist,
+    batches = batch_stream(data, gan.batch_size, seed, state["step"],
+                           runtime.loader_workers(train.num_workers, device, dist.world), dist,
                            pin_memory=device.type == "cuda")
     current = {"phase": None}
 
@@ -206,7 +213,7 @@ def train_gan(generator: RRDBNet, disc: Discriminator, perceptual: PerceptualLos
             generator.requires_grad_("G" in phase)
             disc.requires_grad_("D" in phase)
             current["phase"] = phase
-        return gan_step(phase, nets, *batch, gan, precision, device)
+        return gan_step(phase, nets, *batch, gan, precision, device, channels_last)
 
     def after_step(step: int) -> bool:
         if "G" in phase_of(step, gan):

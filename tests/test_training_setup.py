@@ -1,0 +1,81 @@
+"""The GPU speed switches (train.channels_last, train.compile, train.num_workers: auto), each run
+on the CPU: the same training, the same numbers, files that load anywhere."""
+
+import os
+
+import pytest
+import torch
+
+from srcore.models.checkpoint import load_checkpoint, load_generator
+from srcore.train.cnn import train_cnn
+from srcore.train.runtime import (LOADER_WORKERS_CUDA, loader_workers, pick_precision,
+                                  use_channels_last)
+from srcore.train.state import on_host
+from test_gan import run_gan, tiny_setup
+from test_train_cnn import setup
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a device name; no GPU is touched
+
+
+def trained_cnn(tmp_path, name: str, **overrides):
+    (tmp_path / name).mkdir()
+    model, data, val, cnn, train, kw = setup(tmp_path / name, steps=6, **overrides)
+    rows = []
+    summary = train_cnn(model, data, val, cnn, train,
+                        on_log=lambda step, row: rows.append(row["train_loss"]), **kw)
+    return model, summary, rows
+
+
+def test_auto_settings_follow_the_device():
+    assert not use_channels_last("auto", CPU) and use_channels_last("auto", CUDA)
+    assert use_channels_last(True, CPU) and not use_channels_last(False, CUDA)
+    assert loader_workers("auto", CPU) == 0 and loader_workers(3, CPU) == 3
+    cpus = len(os.sched_getaffinity(0))
+    assert loader_workers("auto", CUDA) == max(0, min(LOADER_WORKERS_CUDA, cpus - 1))
+    assert loader_workers("auto", CUDA, processes=cpus) == 0  # one CPU per process: no room
+    assert pick_precision("auto", CUDA) == "fp32"  # TF32: measured faster than bf16 there
+
+
+def test_channels_last_training_gives_the_nchw_numbers_and_plain_files(tmp_path):
+    _, plain, plain_rows = trained_cnn(tmp_path, "nchw")
+    nhwc, tuned, tuned_rows = trained_cnn(tmp_path, "nhwc", train__channels_last=True)
+    assert next(nhwc.parameters()).dim() == 4  # first conv weight
+    assert nhwc.conv_first.weight.is_contiguous(memory_format=torch.channels_last)
+    assert tuned_rows == pytest.approx(plain_rows, rel=1e-4)
+    assert tuned["best"]["psnr_y"] == pytest.approx(plain["best"]["psnr_y"], abs=0.01)
+    # the saved best weights load into a plain network, and resume into a channels_last one
+    loaded, reference = (load_generator(tmp_path / name / "cnn.pt")[0].state_dict()
+                         for name in ("nhwc", "nchw"))
+    for k, v in loaded.items():
+        assert v.is_contiguous()
+        torch.testing.assert_close(v, reference[k], rtol=1e-3, atol=1e-4)
+    assert load_checkpoint(tmp_path / "nhwc" / "last.pt")["step"] == 6
+
+
+def test_channels_last_gan(tmp_path, weights_dir):
+    rows = {}
+    for layout in (False, True):
+        (tmp_path / str(layout)).mkdir()
+        parts = tiny_setup(weights_dir, train__channels_last=layout)
+        rows[layout] = []
+        run_gan(tmp_path / str(layout), weights_dir, parts,
+                on_log=lambda s, r, out=rows[layout]: out.append(r["d_loss"]))
+    assert rows[True] == pytest.approx(rows[False], rel=1e-3)
+
+
+@pytest.mark.slow
+def test_compiled_training_gives_the_eager_numbers_and_plain_files(tmp_path):
+    _, eager, eager_rows = trained_cnn(tmp_path, "eager")
+    _, fast, fast_rows = trained_cnn(tmp_path, "compiled", train__compile=True)
+    assert fast_rows == pytest.approx(eager_rows, rel=1e-3)
+    assert fast["best"]["psnr_y"] == pytest.approx(eager["best"]["psnr_y"], abs=0.05)
+    saved = load_checkpoint(tmp_path / "compiled" / "last.pt")["objects"]["model"]
+    assert not any("_orig_mod" in k for k in saved)  # loads into an uncompiled network
+    load_generator(tmp_path / "compiled" / "cnn.pt")
+
+
+def test_state_on_the_host_keeps_its_structure():
+    state = {"a": torch.ones(2), "b": [torch.zeros(1), (1, 2)], "c": "text"}
+    host = on_host(state)
+    assert host["b"][1] == (1, 2) and host["c"] == "text"
+    assert torch.equal(host["a"], state["a"]) and torch.equal(host["b"][0], state["b"][0])

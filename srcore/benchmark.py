@@ -232,8 +232,10 @@ def _random_features(net: str) -> torch.nn.Module:
 def _inference(params: Params, device, model, precision: str, log) -> dict:
     """Upscaling one image of DIV2K's LR size (510x339: a 2040x1356 output) whole and in
     DEFAULT_TILE tiles, batched as upscale_array batches them on this device; on a GPU also the
-    peak memory of the whole-image pass. A CPU pass takes ~10 s at the default model, so there
-    it is timed once, without a warm-up (the GPU's first pass pays for cuDNN's set-up)."""
+    peak memory of the whole-image pass. A CPU pass takes seconds at the default model (3.3 s
+    on a 2-core CPU in bf16), so there it gets no warm-up (the GPU's first pass pays for cuDNN's
+    set-up) and BUDGET_S stops it after one or two timed runs; a tiny test image gets 3 and
+    their median, which drops the first's set-up."""
     from srcore.infer import DEFAULT_TILE, auto_tile, upscale_array
 
     # tiny test configurations (data.hr_max_side 64) get a smaller image, 128x85, to stay quick;
@@ -254,7 +256,7 @@ def _inference(params: Params, device, model, precision: str, log) -> dict:
             before = torch.cuda.memory_allocated(device)
         seconds, runs = median_seconds(
             lambda: upscale_array(model, lq, tile=tile, device=device, precision=precision),
-            device, warmup=1 if cuda else 0, repeats=3 if cuda else 1)
+            device, warmup=1 if cuda else 0, repeats=3)
         out[f"inference_{name}_megapixels_per_s"] = megapixels / seconds
         out[f"inference_{name}_runs"] = runs
         if cuda and name == "untiled":

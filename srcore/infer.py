@@ -19,11 +19,15 @@ time gave 11 MP/s of output against 50 MP/s for the whole image in one pass: eac
 leaves most of the GPU idle. So tiles whose padded inputs have the same shape go through the
 network together, `tiles_per_batch` at a time (batched == one at a time, to float rounding),
 and `tile=None` (auto) picks the size from the free GPU memory: the whole image when it fits,
-else the largest tile that does. The memory a pass needs is measured once per model, device and
-precision by a probe on a small input (bytes per LR pixel: activations grow linearly with the
-pixels). On a CPU, or for an ONNX model, auto is DEFAULT_TILE one tile at a time, as before:
-there is no memory to probe, a CPU gains little from batching, and the CPU pipeline's metrics
-stay the same.
+else the largest tile that does. Measured on an H100 (2 RRDB blocks, bf16, a 510x339 input):
+whole image 145 MP/s; 64-pixel tiles 16 MP/s one at a time, 46 MP/s batched (the network
+alone on 16 such tiles: 93 MP/s; the rest is host work per tile: stacking, rounding, copying).
+The memory a pass needs is measured once per model, device and precision by a probe on a small
+input: bytes per LR pixel, since activations grow linearly with the pixels (on that H100,
+8.5 KiB in bf16; the whole-image peaks at 510x339 and 1500x1000 were within 0.5% of the
+probe's estimate). On a CPU, or for an ONNX model, auto is DEFAULT_TILE one tile at a time, as
+before: there is no memory to probe, a CPU gains little from batching, and the CPU pipeline's
+metrics stay the same.
 
 The tiling is hand-written: no library does overlap tiling for an arbitrary torch model.
 """

@@ -25,7 +25,6 @@ from srcore.train.runtime import loader_workers, use_channels_last
 
 REPEATS = 5
 BUDGET_S = 6.0  # stop repeating a measurement after this long (at least one timed run)
-INFER_TILE = 64  # input pixels: several tiles on the benchmark image
 
 
 def median_seconds(fn: Callable[[], object], device: torch.device, warmup: int = 1,
@@ -345,20 +344,40 @@ def _random_features(net: str) -> torch.nn.Module:
 
 
 def _inference(params: Params, device, model, precision: str, log) -> dict:
-    from srcore.infer import upscale_array
+    """Upscaling one image of DIV2K's LR size (510x339: a 2040x1356 output) whole and in
+    DEFAULT_TILE tiles, batched as upscale_array batches them on this device; on a GPU also the
+    peak memory of the whole-image pass. A CPU pass takes seconds at the default model (3.3 s
+    on a 2-core CPU in bf16), so there it gets no warm-up (the GPU's first pass pays for cuDNN's
+    set-up) and BUDGET_S stops it after one or two timed runs; a tiny test image gets 3 and
+    their median, which drops the first's set-up."""
+    from srcore.infer import DEFAULT_TILE, auto_tile, upscale_array
 
-    side = params.data.hr_max_side // params.data.scale
-    lq = np.random.default_rng(1).integers(0, 256, (side * 3 // 4, side, 3), dtype=np.uint8)
+    # tiny test configurations (data.hr_max_side 64) get a smaller image, 128x85, to stay quick;
+    # the default hr_max_side 1020 gives the full 510x339
+    width = min(510, params.data.hr_max_side * 2)
+    lq = np.random.default_rng(1).integers(0, 256, (width * 339 // 510, width, 3),
+                                           dtype=np.uint8)
     megapixels = lq.shape[0] * lq.shape[1] * params.data.scale ** 2 / 1e6
+    cuda = device.type == "cuda"
     out = {"inference_precision": precision, "inference_output_megapixels": megapixels,
-           "inference_tile_px": INFER_TILE}
-    for name, tile in (("untiled", 0), ("tiled", INFER_TILE)):
+           "inference_input_px": f"{lq.shape[1]}x{lq.shape[0]}", "inference_tile_px": DEFAULT_TILE,
+           "inference_auto_tile_px": auto_tile(model, *lq.shape[:2], device=device,
+                                               precision=precision)}
+    for name, tile in (("untiled", 0), ("tiled", DEFAULT_TILE)):
         log(f"inference, {name}")
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
         seconds, runs = median_seconds(
             lambda: upscale_array(model, lq, tile=tile, device=device, precision=precision),
-            device, repeats=3)
+            device, warmup=1 if cuda else 0, repeats=3)
         out[f"inference_{name}_megapixels_per_s"] = megapixels / seconds
         out[f"inference_{name}_runs"] = runs
+        if cuda and name == "untiled":
+            out["inference_untiled_peak_gib"] = \
+                (torch.cuda.max_memory_allocated(device) - before) / 2 ** 30
+    out["inference_tiled_over_untiled_x"] = (out["inference_tiled_megapixels_per_s"]
+                                             / out["inference_untiled_megapixels_per_s"])
     return out
 
 
@@ -386,8 +405,9 @@ def _evaluation(params: Params, log) -> dict:
 
 UNITS = (("_patches_per_s", "patches/s"), ("_megapixels_per_s", "MP/s"), ("_images_per_s",
          "images/s"), ("_step_s", "s"), ("_over_cnn_step", "x"), ("_speedup_over_fp32", "x"),
-         ("_headroom_x", "x"), ("_efficiency_x", "x"), ("_steps_per_s", "steps/s"),
-         ("validation_s", "s"), ("_untuned_fp32", "x"), ("_over_eager", "x"), ("compile_s", "s"),
+         ("_headroom_x", "x"), ("_efficiency_x", "x"), ("_over_untiled_x", "x"),
+         ("_steps_per_s", "steps/s"), ("validation_s", "s"), ("_peak_gib", "GiB"),
+         ("_untuned_fp32", "x"), ("_over_eager", "x"), ("compile_s", "s"),
          ("_syncs_per_step", "syncs"))
 
 

@@ -101,9 +101,11 @@ def upscale(
                                help="Generator: models/cnn.pt or gan.pt, a BasicSR / "
                                     "Real-ESRGAN RRDBNet x4 file (e.g. RealESRGAN_x4plus.pth), "
                                     "or an .onnx file (srcore export; run by onnxruntime)."),
-    tile: int = typer.Option(256, "--tile", min=0,
+    tile: str = typer.Option("auto", "--tile",
                              help="Tile size in input pixels; smaller needs less memory, "
-                                  "0 = whole image at once."),
+                                  "0 = whole image at once. auto: on a CUDA GPU the whole "
+                                  "image if it fits in free memory, else the largest tile "
+                                  "that does (tiles batched); on a CPU 256."),
     tile_pad: int = typer.Option(16, "--tile-pad", min=0,
                                  help="Input pixels of context around each tile."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -122,9 +124,9 @@ def upscale(
 
     Exits with code 2 if any image failed or was skipped because its output exists.
     """
-    from srcore.upscale import run
+    from srcore.upscale import parse_tile, run
 
-    summary = run(inputs, output, model, tile=tile, tile_pad=tile_pad, device=device,
+    summary = run(inputs, output, model, tile=parse_tile(tile), tile_pad=tile_pad, device=device,
                   precision=precision, overwrite=overwrite, recursive=recursive, ext=ext)
     typer.echo(summary.line())
     if not summary.ok:

@@ -10,15 +10,32 @@ the remaining influence of farther pixels passes through the 0.2-scaled residual
 the dense blocks and is far below one 8-bit level in practice (tests/test_upscale.py checks it).
 
 Memory: the output is preallocated as uint8/uint16 and each tile is written straight into it,
-so besides input and output only one tile's tensors exist at a time; no float image of the
-whole output is ever made. Larger tiles are faster (less overlap: ((tile + 2 pad) / tile)^2 of
-the work) and need more memory.
+so besides input and output only one batch of tiles' tensors exists at a time; no float image
+of the whole output is ever made. Larger tiles are faster (less overlap: ((tile + 2 pad) /
+tile)^2 of the work) and need more memory.
+
+Speed on a GPU: small tiles waste it. On an H200 at 2 RRDB blocks, 64-pixel tiles one at a
+time gave 11 MP/s of output against 50 MP/s for the whole image in one pass: each small forward
+leaves most of the GPU idle. So tiles whose padded inputs have the same shape go through the
+network together, `tiles_per_batch` at a time (batched == one at a time, to float rounding),
+and `tile=None` (auto) picks the size from the free GPU memory: the whole image when it fits,
+else the largest tile that does. Measured on an H100 (2 RRDB blocks, bf16, a 510x339 input):
+whole image 145 MP/s; 64-pixel tiles 16 MP/s one at a time, 46 MP/s batched (the network
+alone on 16 such tiles: 93 MP/s; the rest is host work per tile: stacking, rounding, copying).
+The memory a pass needs is measured once per model, device and precision by a probe on a small
+input: bytes per LR pixel, since activations grow linearly with the pixels (on that H100,
+8.5 KiB in bf16; the whole-image peaks at 510x339 and 1500x1000 were within 0.5% of the
+probe's estimate). On a CPU, or for an ONNX model, auto is DEFAULT_TILE one tile at a time, as
+before: there is no memory to probe, a CPU gains little from batching, and the CPU pipeline's
+metrics stay the same.
 
 The tiling is hand-written: no library does overlap tiling for an arbitrary torch model.
 """
 
 from __future__ import annotations
 
+import math
+import weakref
 from typing import Callable
 
 import numpy as np
@@ -29,6 +46,12 @@ from srcore.train.runtime import autocast, inference_layout
 
 DEFAULT_TILE = 256
 DEFAULT_TILE_PAD = 16
+MIN_TILE = 32  # LR pixels: auto tiles are multiples of it (srcore.upscale's minimum for --tile)
+MEMORY_SHARE = 0.8  # of free GPU memory that auto plans to use: the probe misses fragmentation
+MAX_TILES_PER_BATCH = 16  # keeps a GPU busy with small tiles; more only holds more memory
+PROBE_SIDE = 64  # LR pixels of the memory probe's input
+
+_bytes_per_pixel: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {key: B}
 
 
 def receptive_radius(model) -> int:
@@ -52,17 +75,76 @@ def tile_boxes(height: int, width: int, tile: int) -> list[tuple[int, int, int, 
             for y in range(0, height, ty) for x in range(0, width, tx)]
 
 
-def upscale_array(model, img: np.ndarray, tile: int = DEFAULT_TILE,
+def choose_tile(height: int, width: int, tile_pad: int, bytes_per_pixel: float,
+                free_bytes: float) -> int:
+    """0 (whole image) if its pass fits in MEMORY_SHARE of free_bytes, else the largest
+    multiple of MIN_TILE whose padded tile fits, and never less than MIN_TILE."""
+    budget = MEMORY_SHARE * free_bytes
+    if height * width * bytes_per_pixel <= budget:
+        return 0
+    side = math.isqrt(int(budget / bytes_per_pixel)) - 2 * tile_pad
+    return max(MIN_TILE, side // MIN_TILE * MIN_TILE)
+
+
+def choose_tiles_per_batch(padded_pixels: int, bytes_per_pixel: float, free_bytes: float) -> int:
+    """How many padded tiles of padded_pixels fit in MEMORY_SHARE of free_bytes (1 to 16)."""
+    fits = int(MEMORY_SHARE * free_bytes // (padded_pixels * bytes_per_pixel))
+    return max(1, min(MAX_TILES_PER_BATCH, fits))
+
+
+def probes_memory(model, device: torch.device) -> bool:
+    """Auto tiling and batching are planned from GPU memory: torch models on CUDA only."""
+    return torch.device(device).type == "cuda" and isinstance(model, torch.nn.Module)
+
+
+def free_gpu_bytes(device: torch.device) -> int:
+    """Free device memory plus what PyTorch's allocator holds cached but unused."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
+def bytes_per_pixel(model, device: torch.device, precision: str) -> float:
+    """Peak GPU memory of one forward pass per LR pixel, measured once on a PROBE_SIDE^2 input
+    (same precision, autocast and inference_mode as upscale_array) and cached."""
+    device = torch.device(device)
+    cached = _bytes_per_pixel.setdefault(model, {})
+    key = (str(device), precision)
+    if key not in cached:
+        model.to(device).eval()
+        x = torch.rand(1, 3, PROBE_SIDE, PROBE_SIDE, device=device)
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        with torch.inference_mode(), autocast(precision, device):
+            model(inference_layout(x))  # the output counts in the peak, then is freed
+        torch.cuda.synchronize(device)
+        cached[key] = (torch.cuda.max_memory_allocated(device) - before) / PROBE_SIDE ** 2
+    return cached[key]
+
+
+def auto_tile(model, height: int, width: int, tile_pad: int = DEFAULT_TILE_PAD,
+              device: str | torch.device = "cpu", precision: str = "fp32") -> int:
+    """What tile=None means for this image: see the module doc (0 = whole image)."""
+    device = torch.device(device)
+    if not probes_memory(model, device):
+        return DEFAULT_TILE
+    return choose_tile(height, width, tile_pad, bytes_per_pixel(model, device, precision),
+                       free_gpu_bytes(device))
+
+
+def upscale_array(model, img: np.ndarray, tile: int | None = None,
                   tile_pad: int = DEFAULT_TILE_PAD, device: str | torch.device = "cpu",
                   precision: str = "fp32",
-                  progress: Callable[[int], object] | None = None) -> np.ndarray:
+                  progress: Callable[[int], object] | None = None,
+                  tiles_per_batch: int | None = None) -> np.ndarray:
     """Upscale a decoded image 4x; the result has the input's mode and dtype.
 
     img: (H, W) gray or (H, W, 3) RGB or (H, W, 4) RGBA, uint8 or uint16. Gray goes through the
     network as three equal channels and comes back as their mean; the alpha of RGBA is upscaled
     with bicubic interpolation; 16-bit samples reach the network as floats in [0, 1] and come
     back as 16-bit. The model output is clamped to [0, 1] and rounded. `progress(1)` is called
-    after each tile.
+    after each tile. tile None: auto_tile; tiles_per_batch None: as many as fit in free GPU
+    memory for a torch model on CUDA, else 1.
     """
     img = np.asarray(img)
     if img.dtype not in (np.uint8, np.uint16):
@@ -71,6 +153,8 @@ def upscale_array(model, img: np.ndarray, tile: int = DEFAULT_TILE,
         raise ValueError(f"expected (H, W), (H, W, 3) or (H, W, 4), not {img.shape}")
     if tile_pad < 0:
         raise ValueError(f"tile_pad must be >= 0, not {tile_pad}")
+    if tiles_per_batch is not None and tiles_per_batch < 1:
+        raise ValueError(f"tiles_per_batch must be >= 1, not {tiles_per_batch}")
     device = torch.device(device)
     scale = int(getattr(model, "scale", 4))
     height, width = img.shape[:2]
@@ -78,35 +162,53 @@ def upscale_array(model, img: np.ndarray, tile: int = DEFAULT_TILE,
     gray, alpha = img.ndim == 2, img.ndim == 3 and img.shape[2] == 4
     out = np.empty((height * scale, width * scale, *img.shape[2:]), dtype=img.dtype)
     model.to(device).eval()
+    if tile is None:
+        tile = auto_tile(model, height, width, tile_pad, device, precision)
+
+    # tiles whose padded inputs have the same shape can share a forward pass
+    groups: dict[tuple[int, int], list[tuple[tuple[int, ...], tuple[int, ...]]]] = {}
+    for y0, y1, x0, x1 in tile_boxes(height, width, tile):
+        padded = (max(y0 - tile_pad, 0), min(y1 + tile_pad, height),
+                  max(x0 - tile_pad, 0), min(x1 + tile_pad, width))
+        shape = (padded[1] - padded[0], padded[3] - padded[2])
+        groups.setdefault(shape, []).append(((y0, y1, x0, x1), padded))
+    if tiles_per_batch is None:
+        tiles_per_batch = 1
+        if tile and probes_memory(model, device):
+            biggest = max(h * w for h, w in groups)
+            tiles_per_batch = choose_tiles_per_batch(
+                biggest, bytes_per_pixel(model, device, precision), free_gpu_bytes(device))
 
     def quantized(y: torch.Tensor) -> np.ndarray:
         return y.float().clamp_(0, 1).mul_(maxval).round_().to(torch.int32).cpu().numpy()
 
     with torch.inference_mode():
-        for y0, y1, x0, x1 in tile_boxes(height, width, tile):
-            py0, py1 = max(y0 - tile_pad, 0), min(y1 + tile_pad, height)
-            px0, px1 = max(x0 - tile_pad, 0), min(x1 + tile_pad, width)
-            patch = img[py0:py1, px0:px1].astype(np.float32) / maxval
-            patch = torch.from_numpy(patch).to(device)
-            if gray:
-                x = patch[None, None].expand(1, 3, -1, -1)
-            else:
-                x = patch[:, :, :3].permute(2, 0, 1)[None]
-            with autocast(precision, device):
-                y = model(inference_layout(x))
-            # the tile's own area in the padded tile's output
-            oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
-            crop = (slice(oy, oy + (y1 - y0) * scale), slice(ox, ox + (x1 - x0) * scale))
-            y = y[0, :, crop[0], crop[1]]
-            target = (slice(y0 * scale, y1 * scale), slice(x0 * scale, x1 * scale))
-            if gray:
-                out[target] = quantized(y.float().mean(0))
-            else:
-                out[(*target, slice(0, 3))] = quantized(y.permute(1, 2, 0))
-            if alpha:
-                a = F.interpolate(patch[None, None, :, :, 3], scale_factor=scale,
-                                  mode="bicubic", align_corners=False)
-                out[(*target, 3)] = quantized(a[0, 0, crop[0], crop[1]])
-            if progress is not None:
-                progress(1)
+        for tiles in groups.values():
+            for start in range(0, len(tiles), tiles_per_batch):
+                batch = tiles[start:start + tiles_per_batch]
+                patch = np.stack([img[py0:py1, px0:px1] for _, (py0, py1, px0, px1) in batch])
+                patch = torch.from_numpy(patch.astype(np.float32) / maxval).to(device)
+                if gray:
+                    x = patch[:, None].expand(-1, 3, -1, -1)
+                else:
+                    x = patch[..., :3].permute(0, 3, 1, 2)
+                with autocast(precision, device):
+                    y = model(inference_layout(x))
+                for i, ((y0, y1, x0, x1), (py0, _, px0, _)) in enumerate(batch):
+                    # the tile's own area in the padded tile's output
+                    oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
+                    crop = (slice(oy, oy + (y1 - y0) * scale),
+                            slice(ox, ox + (x1 - x0) * scale))
+                    target = (slice(y0 * scale, y1 * scale), slice(x0 * scale, x1 * scale))
+                    part = y[i, :, crop[0], crop[1]]
+                    if gray:
+                        out[target] = quantized(part.float().mean(0))
+                    else:
+                        out[(*target, slice(0, 3))] = quantized(part.permute(1, 2, 0))
+                    if alpha:
+                        a = F.interpolate(patch[i, None, None, :, :, 3], scale_factor=scale,
+                                          mode="bicubic", align_corners=False)
+                        out[(*target, 3)] = quantized(a[0, 0, crop[0], crop[1]])
+                    if progress is not None:
+                        progress(1)
     return out

@@ -27,7 +27,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SIXTEEN_BIT_FORMATS = {".png", ".tif", ".tiff"}
 NO_ALPHA_FORMATS = {".jpg", ".jpeg"}
-MIN_TILE = 32  # smaller tiles spend most of their time on the context around them
+MIN_TILE = 32  # smaller tiles spend most of their time on the context around them (as infer's)
 MANY_TILES = 2000  # warn above this many tiles in one image
 TILE_BAR_DELAY = 3  # seconds: images that take longer show a progress bar over their tiles
 READ_ONLY_SUFFIXES = {".gif"}  # read (still GIFs), written as PNG
@@ -153,26 +153,42 @@ def write_image(path: Path, arr: np.ndarray) -> list[str]:
     return notes
 
 
-def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int = 256, tile_pad: int = 16,
-        device: str = "auto", precision: str = "auto", overwrite: bool = False,
-        recursive: bool = False, ext: str | None = None) -> Summary:
-    """Upscale every input image into outdir; per-file problems are counted, not raised."""
+def parse_tile(value: str) -> int | None:
+    """--tile: "auto" (None) or a number of input pixels (0 = the whole image at once)."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise SrcoreError(f"--tile {value}: use auto (the default), 0 (the whole image at once) "
+                          "or a tile size in input pixels, e.g. --tile 256") from None
+
+
+def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = None,
+        tile_pad: int = 16, device: str = "auto", precision: str = "auto",
+        overwrite: bool = False, recursive: bool = False, ext: str | None = None) -> Summary:
+    """Upscale every input image into outdir; per-file problems are counted, not raised.
+
+    tile None: auto (srcore.infer.auto_tile: the whole image if it fits in free GPU memory,
+    else the largest tile that does; 256 on a CPU or for an .onnx model)."""
     if device not in DEVICES:
         raise SrcoreError(f"--device {device}: use one of {', '.join(DEVICES)}")
     if precision not in PRECISIONS:
         raise SrcoreError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
-    if tile < 0 or tile_pad < 0:
+    if (tile is not None and tile < 0) or tile_pad < 0:
         raise SrcoreError("--tile and --tile-pad must be >= 0 (--tile 0: the whole image at once)")
-    if 0 < tile < MIN_TILE:
+    if tile is not None and 0 < tile < MIN_TILE:
         raise SrcoreError(f"--tile {tile} is below the minimum of {MIN_TILE} input pixels (tiles "
-                          "that small take hours on a photo); use --tile 256, the default, or "
-                          "lower it only as far as memory requires")
+                          "that small take hours on a photo); use --tile auto, the default, or "
+                          "256, or lower it only as far as memory requires")
     jobs = collect_jobs(inputs, outdir, recursive, ext)
 
     import torch
     from tqdm import tqdm
 
-    from srcore.infer import receptive_radius, tile_boxes, upscale_array
+    from srcore.infer import (DEFAULT_TILE, MEMORY_SHARE, auto_tile, bytes_per_pixel,
+                              choose_tile, free_gpu_bytes, probes_memory, receptive_radius,
+                              tile_boxes, upscale_array)
     from srcore.io import read_image
     from srcore.models.checkpoint import load_generator
     from srcore.train.runtime import pick_device, pick_precision
@@ -197,8 +213,17 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int = 256, til
         model.to(dev).eval()
         what = f"RRDBNet {model.config} from {checkpoint} on {dev}, {prec}"
         radius = receptive_radius(model)
-    print(f"model: {what}; tile {tile or 'off'}, pad {tile_pad} (exact from pad {radius})",
-          file=sys.stderr)
+    if tile is not None:
+        tiling = f"tile {tile or 'off'}"
+    elif probes_memory(model, dev):
+        per_pixel, free = bytes_per_pixel(model, dev, prec), free_gpu_bytes(dev)
+        tiling = (f"tile auto: the whole image up to {MEMORY_SHARE * free / per_pixel / 1e6:.1f} "
+                  f"MP of input ({free / 2 ** 30:.1f} GiB GPU memory free, "
+                  f"{per_pixel / 1024:.1f} KiB per input pixel), else tiles of "
+                  f"{choose_tile(10 ** 9, 10 ** 9, tile_pad, per_pixel, free)}")
+    else:
+        tiling = f"tile auto: {DEFAULT_TILE}"
+    print(f"model: {what}; {tiling}, pad {tile_pad} (exact from pad {radius})", file=sys.stderr)
 
     summary = Summary()
     start = time.perf_counter()
@@ -212,15 +237,16 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int = 256, til
         try:
             img, mode = read_image(job.src)
             height, width = img.shape[:2]
-            n_tiles = len(tile_boxes(height, width, tile))
+            size = auto_tile(model, height, width, tile_pad, dev, prec) if tile is None else tile
+            n_tiles = len(tile_boxes(height, width, size))
             if n_tiles > MANY_TILES:
-                tqdm.write(f"note: {job.src}: {n_tiles} tiles of {tile} pixels; this will take "
+                tqdm.write(f"note: {job.src}: {n_tiles} tiles of {size} pixels; this will take "
                            "long: a larger --tile is faster, if memory allows", file=sys.stderr)
             # shown only for an image that takes more than TILE_BAR_DELAY seconds, but then
             # also when stderr is a log file: a long run must show that it is moving
             with tqdm(total=n_tiles, unit="tile", desc=job.src.name, leave=False,
                       disable=n_tiles < 2, delay=TILE_BAR_DELAY, mininterval=1) as tiles:
-                out = upscale_array(model, img, tile, tile_pad, dev, prec, tiles.update)
+                out = upscale_array(model, img, size, tile_pad, dev, prec, tiles.update)
             del img
             notes = ["palette expanded"] if mode.startswith("P") else []
             notes += write_image(job.dst, out)

@@ -46,6 +46,12 @@ def test_benchmark_json_reports_every_figure(tmp_path):
     for key in ("inference_untiled_megapixels_per_s", "inference_tiled_megapixels_per_s",
                 "eval_images_per_s"):
         assert figures[key] > 0
+    # the tiny config's inference image: 128x85 (DIV2K's 510x339 at the default hr_max_side)
+    assert figures["inference_input_px"] == "128x85"
+    assert figures["inference_tile_px"] == figures["inference_auto_tile_px"] == 256  # a CPU
+    assert figures["inference_tiled_over_untiled_x"] == pytest.approx(
+        figures["inference_tiled_megapixels_per_s"] / figures["inference_untiled_megapixels_per_s"])
+    assert "inference_untiled_peak_gib" not in figures  # GPUs only
     # the real train_cnn loop for one checkpoint interval, against the isolated step
     assert figures["loop_steps"] == 50 and figures["loop_steps_per_s"] > 0
     assert figures["loop_efficiency_x"] == pytest.approx(

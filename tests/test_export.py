@@ -96,6 +96,16 @@ def test_upscale_with_the_onnx_file_gives_the_pixels_of_the_checkpoint(tmp_path,
         assert np.abs(torch_out.astype(int) - onnx_out).max() <= 1
 
 
+def test_an_onnx_model_takes_batches_of_tiles(ckpt):
+    from srcore.infer import upscale_array
+    from srcore.onnx_model import OnnxModel
+
+    model, img = OnnxModel(ckpt.with_suffix(".onnx")), photo(64, 96)
+    one = upscale_array(model, img, tile=16, tiles_per_batch=1)  # 24 tiles of 4 padded shapes
+    batched = upscale_array(model, img, tile=16, tiles_per_batch=4)
+    assert batched.shape == one.shape and np.abs(batched.astype(int) - one).max() <= 1
+
+
 def test_upscale_with_an_fp16_onnx_file_stays_close(tmp_path, ckpt):
     cv2.imwrite(str(tmp_path / "a.png"), photo(20, 24))
     for name in ("cnn.pt", "cnn.fp16.onnx"):

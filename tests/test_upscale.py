@@ -10,7 +10,8 @@ import torch
 from conftest import REPO, run_cli
 from images import photo, write_modes
 from srcore.errors import SrcoreError
-from srcore.infer import receptive_radius, tile_boxes, upscale_array
+from srcore.infer import (MIN_TILE, choose_tile, choose_tiles_per_batch, receptive_radius,
+                          tile_boxes, upscale_array)
 from srcore.models.checkpoint import load_generator, save_generator
 from srcore.models.rrdb import RRDBNet
 from srcore.upscale import collect_jobs, run
@@ -58,6 +59,40 @@ def test_tiles_match_one_pass_within_one_level(tile):
     assert len(calls) == len(tile_boxes(37, 45, tile)) > 1
     # the check can fail: too little context gives visible seams
     assert max_diff(upscale_array(model, img, tile=tile, tile_pad=4), whole) > 1
+
+
+@pytest.mark.parametrize("mode", ["rgb", "gray", "rgba16"])
+def test_batched_tiles_give_the_one_at_a_time_image(mode):
+    model, img = far_sighted(), photo(64, 96)
+    if mode == "gray":
+        img = img[:, :, 0]
+    elif mode == "rgba16":
+        img = np.dstack([img, img[:, :, 1]]).astype(np.uint16) * 257
+    one = upscale_array(model, img, tile=16, tiles_per_batch=1)
+    n_tiles = len(tile_boxes(64, 96, 16))  # 24, of 4 padded shapes: 8, 8, 4 and 4 tiles
+    for batch in (3, 4, n_tiles + 1):
+        calls = []
+        batched = upscale_array(model, img, tile=16, tiles_per_batch=batch,
+                                progress=calls.append)
+        assert batched.shape == one.shape and batched.dtype == one.dtype
+        assert max_diff(batched, one) <= (257 if mode == "rgba16" else 1)
+        assert len(calls) == n_tiles
+    # and the default on a CPU: one tile at a time, today's pixels exactly
+    assert np.array_equal(upscale_array(model, img, tile=16), one)
+
+
+def test_choose_tile_whole_image_when_it_fits_else_the_largest_tile_that_does():
+    mib = 2 ** 20
+    assert choose_tile(339, 510, 16, 10_000, 10_000 * 339 * 510 / 0.8 + 1) == 0
+    assert choose_tile(2000, 3000, 16, 10_000, 80 * 1024 * mib) == 0  # 6 MP on an 80 GiB GPU
+    for free in (200 * mib, 1024 * mib, 8 * 1024 * mib):
+        tile = choose_tile(4000, 6000, 16, 10_000, free)
+        assert tile % 32 == 0 and tile >= MIN_TILE
+        assert (tile + 32) ** 2 * 10_000 <= 0.8 * free < (tile + 64) ** 2 * 10_000
+    assert choose_tile(4000, 6000, 16, 10_000, 1 * mib) == MIN_TILE  # never below the minimum
+    assert choose_tiles_per_batch(288 ** 2, 10_000, 80 * 1024 * mib) == 16  # the cap
+    assert choose_tiles_per_batch(288 ** 2, 10_000, 4 * 1024 * mib) == 4
+    assert choose_tiles_per_batch(288 ** 2, 10_000, 1 * mib) == 1
 
 
 def test_tiling_is_exact_with_the_receptive_radius_as_pad():
@@ -259,6 +294,18 @@ def test_a_model_file_of_random_bytes_is_not_a_checkpoint(tmp_path, content):
     message = str(caught.value)
     assert message.startswith(f"{tmp_path / 'junk.pt'}: not a PyTorch checkpoint")
     assert "weights_only" not in message and "issue" not in message
+
+
+def test_cli_tile_auto_on_a_cpu_is_256_and_a_bad_tile_is_named(tmp_path, ckpt):
+    cv2.imwrite(str(tmp_path / "a.png"), photo(12, 16))
+    result = run_cli("upscale", "a.png", "-o", "out", "--model", ckpt, "--device", "cpu",
+                     "--tile", "auto", cwd=tmp_path)
+    assert "tile auto: 256, pad 16" in result.stderr
+    assert read(tmp_path / "out" / "a_x4.png").shape == (48, 64, 3)
+    result = run_cli("upscale", "a.png", "-o", "out", "--model", ckpt, "--tile", "abc",
+                     cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--tile abc: use auto" in result.stderr
 
 
 def test_a_tiny_tile_is_refused_before_any_image(tmp_path, ckpt):

@@ -1,15 +1,13 @@
 """The GPU speed switches (train.channels_last, train.compile, train.num_workers: auto), each run
 on the CPU: the same training, the same numbers, files that load anywhere."""
 
-import os
-
 import pytest
 import torch
 
 from srcore.models.checkpoint import load_checkpoint, load_generator
 from srcore.train.cnn import train_cnn
 from srcore.train.runtime import (LOADER_WORKERS_CUDA, loader_workers, pick_precision,
-                                  use_channels_last)
+                                  usable_cpus, use_channels_last)
 from srcore.train.state import on_host
 from test_gan import run_gan, tiny_setup
 from test_train_cnn import setup
@@ -30,7 +28,7 @@ def test_auto_settings_follow_the_device():
     assert not use_channels_last("auto", CPU) and use_channels_last("auto", CUDA)
     assert use_channels_last(True, CPU) and not use_channels_last(False, CUDA)
     assert loader_workers("auto", CPU) == 0 and loader_workers(3, CPU) == 3
-    cpus = len(os.sched_getaffinity(0))
+    cpus = usable_cpus()
     assert loader_workers("auto", CUDA) == max(0, min(LOADER_WORKERS_CUDA, cpus - 1))
     assert loader_workers("auto", CUDA, processes=cpus) == 0  # one CPU per process: no room
     assert pick_precision("auto", CUDA) == "fp32"  # TF32: measured faster than bf16 there

@@ -3,7 +3,6 @@ and the bicubic baseline it must beat."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +11,7 @@ import torch
 from srcore.data.dataset import to_tensor
 from srcore.data.kernels import downscale, upscale
 from srcore.metrics import check_size, lpips_distance, mean_scores, psnr_ssim, to_uint8
-from srcore.train.runtime import autocast, inference_layout
+from srcore.train.runtime import autocast, inference_layout, usable_cpus
 
 
 @dataclass
@@ -44,7 +43,7 @@ def validate(model: torch.nn.Module, val: list[ValImage], device, precision: str
     was_training = model.training
     model.eval()
     pending = []
-    with ThreadPoolExecutor(max(1, min(len(val), len(os.sched_getaffinity(0))))) as pool:
+    with ThreadPoolExecutor(max(1, min(len(val), usable_cpus()))) as pool:
         for v in val:
             with autocast(precision, device):
                 sr = to_uint8(model(inference_layout(v.lq.to(device))).float())

@@ -27,7 +27,6 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SIXTEEN_BIT_FORMATS = {".png", ".tif", ".tiff"}
 NO_ALPHA_FORMATS = {".jpg", ".jpeg"}
-MIN_TILE = 32  # smaller tiles spend most of their time on the context around them (as infer's)
 MANY_TILES = 2000  # warn above this many tiles in one image
 TILE_BAR_DELAY = 3  # seconds: images that take longer show a progress bar over their tiles
 READ_ONLY_SUFFIXES = {".gif"}  # read (still GIFs), written as PNG
@@ -175,6 +174,8 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
         raise SrcoreError(f"--device {device}: use one of {', '.join(DEVICES)}")
     if precision not in PRECISIONS:
         raise SrcoreError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
+    from srcore.infer import MIN_TILE
+
     if (tile is not None and tile < 0) or tile_pad < 0:
         raise SrcoreError("--tile and --tile-pad must be >= 0 (--tile 0: the whole image at once)")
     if tile is not None and 0 < tile < MIN_TILE:

@@ -40,13 +40,18 @@ class StreamSampler(torch.utils.data.Sampler):
             yield from ((data_pass, index) for index in order)
 
 
-def batch_stream(data, batch_size: int, seed: int, steps_done: int, num_workers: int,
-                 dist: Dist, pin_memory: bool = False) -> Iterator:
-    """This process's batches from step steps_done + 1 on, forever (`batch_size` is global)."""
+def batch_stream(data, batch_size: int, seed: int, steps_done: int, num_workers: int | str,
+                 dist: Dist, device: torch.device = torch.device("cpu")) -> Iterator:
+    """This process's batches from step steps_done + 1 on, forever (`batch_size` is global),
+    for training on `device`: num_workers may be train.num_workers' "auto", and batches for a
+    GPU come in pinned memory, so their copy to it does not block."""
     from torch.utils.data import DataLoader
 
+    from srcore.train.runtime import loader_workers
+
+    workers = loader_workers(num_workers, device, dist.world)
     per_rank = batch_size // dist.world
     sampler = StreamSampler(len(data), seed, dist, start=steps_done * per_rank)
-    loader = DataLoader(data, batch_size=per_rank, sampler=sampler, num_workers=num_workers,
-                        pin_memory=pin_memory, persistent_workers=num_workers > 0)
+    loader = DataLoader(data, batch_size=per_rank, sampler=sampler, num_workers=workers,
+                        pin_memory=device.type == "cuda", persistent_workers=workers > 0)
     return iter(loader)

@@ -69,9 +69,8 @@ def train_cnn(model: RRDBNet, data: PatchDataset, val: list[ValImage], cnn: CnnP
                "scaler": scaler}
     resumed = resume_state(last_path, key, objects, state, quiet=not dist.main)
     trained = runtime.compiled(distributed.wrap(model, dist, device), train.compile)
-    batches = batch_stream(data, cnn.batch_size, seed, state["step"],
-                           runtime.loader_workers(train.num_workers, device, dist.world), dist,
-                           pin_memory=device.type == "cuda")
+    batches = batch_stream(data, cnn.batch_size, seed, state["step"], train.num_workers,
+                           dist, device)
 
     def step_fn(step: int, batch) -> dict[str, torch.Tensor]:
         loss = pixel_step(trained, optimizer, scaler, loss_fn, *batch, precision, device,

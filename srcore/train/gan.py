@@ -152,9 +152,8 @@ def pretrain_disc(generator: RRDBNet, disc: Discriminator, data: PatchDataset, *
     resumed = resume_state(last_path, key, objects, state, quiet=not dist.main)
     nets = GanNets(generator, runtime.compiled(distributed.wrap(disc, dist, device),
                                                train.compile), opt_d=optimizer, scaler_d=scaler)
-    batches = batch_stream(data, batch_size, seed, state["step"],
-                           runtime.loader_workers(train.num_workers, device, dist.world), dist,
-                           pin_memory=device.type == "cuda")
+    batches = batch_stream(data, batch_size, seed, state["step"], train.num_workers,
+                           dist, device)
 
     def step_fn(step: int, batch) -> dict[str, torch.Tensor]:
         lq, gt = (batch_to(t, device, channels_last) for t in batch)
@@ -202,9 +201,8 @@ def train_gan(generator: RRDBNet, disc: Discriminator, perceptual: PerceptualLos
     nets = GanNets(*(runtime.compiled(distributed.wrap(net, dist, device), train.compile)
                      for net in (generator, disc)),
                    perceptual, opt_g, opt_d, scaler_g, scaler_d)
-    batches = batch_stream(data, gan.batch_size, seed, state["step"],
-                           runtime.loader_workers(train.num_workers, device, dist.world), dist,
-                           pin_memory=device.type == "cuda")
+    batches = batch_stream(data, gan.batch_size, seed, state["step"], train.num_workers,
+                           dist, device)
     current = {"phase": None}
 
     def step_fn(step: int, batch) -> dict[str, torch.Tensor]:

@@ -10,7 +10,7 @@ import torch
 
 from srcore.data.dataset import to_tensor
 from srcore.data.kernels import downscale, upscale
-from srcore.metrics import check_size, lpips_distance, mean_scores, psnr_ssim, to_uint8
+from srcore.metrics import image_metrics, mean_scores, psnr_ssim, to_uint8
 from srcore.train.runtime import autocast, inference_layout, usable_cpus
 
 
@@ -35,22 +35,22 @@ def validate(model: torch.nn.Module, val: list[ValImage], device, precision: str
              crop_border: int, lpips_model=None) -> dict[str, float]:
     """Mean PSNR/SSIM (RGB and Y) of the model on whole val images, and LPIPS if given.
 
-    PSNR/SSIM run on the CPU (scikit-image), one thread per image while the next image is
-    upscaled: on a GPU they are most of a validation's time (0.5 s for a 1020x765 image against
-    a few ms of inference), and scikit-image releases the GIL in its filters."""
+    The metrics run in a thread per image while the next image is upscaled: PSNR/SSIM are
+    computed on the CPU (scikit-image), and on a GPU they are most of a validation's time (0.5 s
+    for a 1020x765 image against a few ms of inference); scikit-image releases the GIL in its
+    filters. LPIPS (image_metrics) runs there too, under its own torch.no_grad."""
     from concurrent.futures import ThreadPoolExecutor
+    from functools import partial
 
     was_training = model.training
     model.eval()
+    score = partial(image_metrics, lpips_model=lpips_model) if lpips_model else psnr_ssim
     pending = []
     with ThreadPoolExecutor(max(1, min(len(val), usable_cpus()))) as pool:
         for v in val:
             with autocast(precision, device):
                 sr = to_uint8(model(inference_layout(v.lq.to(device))).float())
-            if lpips_model is not None:
-                check_size(v.gt.shape, crop_border)
-            extra = {"lpips": lpips_distance(lpips_model, v.gt, sr)} if lpips_model else {}
-            pending.append((pool.submit(psnr_ssim, v.gt, sr, crop_border), extra))
-        scores = [{**future.result(), **extra} for future, extra in pending]
+            pending.append(pool.submit(score, v.gt, sr, crop_border))
+        scores = [future.result() for future in pending]
     model.train(was_training)
     return mean_scores(scores)

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from srcore.config import Params
-from srcore.train.runtime import loader_workers, use_channels_last
+from srcore.errors import SrcoreError
+from srcore.train.runtime import check_compile, loader_workers, use_channels_last
 
 REPEATS = 5
 BUDGET_S = 6.0  # stop repeating a measurement after this long (at least one timed run)
@@ -70,6 +71,10 @@ def run(params: Params, device: torch.device, log: Callable[[str], None],
     from srcore.train.runtime import configure, native_precisions, pick_precision
 
     configure(device)
+    if compile_too is None:  # default: when train.compile is set, and on CUDA if it works there
+        compile_too = params.train.compile or (device.type == "cuda" and _compiles(device, log))
+    if compile_too:
+        check_compile(True, device, "--compile")  # before any timing: one clear error
     batch, patch = params.cnn.batch_size, params.data.patch_size
     native = native_precisions(device)
     candidates = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])
@@ -83,8 +88,6 @@ def run(params: Params, device: torch.device, log: Callable[[str], None],
                  "auto_precision": pick_precision("auto", device)}
     torch.manual_seed(0)
     out.update(_cnn_steps(params, device, candidates, native, log))
-    if compile_too is None:
-        compile_too = device.type == "cuda" or params.train.compile
     if compile_too:
         out.update(_compiled_step(params, device, out["auto_precision"], out, log))
     out.update(_gan_steps(params, device, [p for p in candidates if p in native], out, log))
@@ -111,6 +114,15 @@ def run(params: Params, device: torch.device, log: Callable[[str], None],
     out.update(_inference(params, device, _generator(params, device).eval(), trained_in, log))
     out.update(_evaluation(params, log))
     return out
+
+
+def _compiles(device: torch.device, log) -> bool:
+    try:
+        check_compile(True, device, "--compile")
+        return True
+    except SrcoreError as err:
+        log(f"not timing torch.compile: {err}")
+        return False
 
 
 def _generator(params: Params, device: torch.device, channels_last: bool = False):

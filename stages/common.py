@@ -69,13 +69,14 @@ def run_training(params_path: Path, stage: str, check_inputs: Callable[[], None]
     `train(params, values, split, dist, device)` as this process, which under torchrun is one
     of several (srcore/train/distributed.py). `values` are the declared params (stages/declared.py)."""
     from srcore.train import distributed
-    from srcore.train.runtime import configure, describe_setup, pick_device
+    from srcore.train.runtime import check_compile, configure, describe_setup, pick_device
 
     params, values = stage_params(params_path, stage)
     check_inputs()
     split = read_split()
     dist, device = distributed.setup(pick_device(params.train.device))
     configure(device)
+    check_compile(params.train.compile, device)
     if dist.main:
         print(f"{stage}: {describe_setup(params.train, device, dist.world)}")
     try:

@@ -9,6 +9,7 @@ from srcore.train.cnn import train_cnn
 from srcore.train.runtime import (LOADER_WORKERS_CUDA, loader_workers, pick_precision,
                                   usable_cpus, use_channels_last)
 from srcore.train.state import on_host
+from conftest import run_cli, write_params, write_training_data
 from test_gan import run_gan, tiny_setup
 from test_train_cnn import setup
 
@@ -70,6 +71,22 @@ def test_compiled_training_gives_the_eager_numbers_and_plain_files(tmp_path):
     saved = load_checkpoint(tmp_path / "compiled" / "last.pt")["objects"]["model"]
     assert not any("_orig_mod" in k for k in saved)  # loads into an uncompiled network
     load_generator(tmp_path / "compiled" / "cnn.pt")
+
+
+def test_compile_without_a_working_backend_is_refused_before_training(project):
+    """A machine where torch.compile cannot build kernels (here: $CXX names no compiler) gets
+    one message naming the setting, before data loads or anything is written."""
+    write_training_data(project, train=2)
+    write_params(project, train__compile=True)
+    no_compiler = {"CXX": str(project / "no-such-compiler")}
+    out = run_cli("train-cnn", cwd=project, env=no_compiler, check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "train.compile: torch.compile does not work on this cpu" in out.stderr
+    assert "needs a C++ compiler" in out.stderr and "turn train.compile off" in out.stderr
+    assert not list(project.glob("models/*.pt")) and not (project / "metrics").exists()
+    out = run_cli("benchmark", "--compile", cwd=project, env=no_compiler, check=False)
+    assert out.returncode == 2 and "--compile: torch.compile does not work" in out.stderr
+    assert "CNN training step" not in out.stdout + out.stderr  # nothing was timed first
 
 
 def test_state_on_the_host_keeps_its_structure():

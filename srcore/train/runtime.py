@@ -127,6 +127,27 @@ def compiled(module: torch.nn.Module, enabled: bool) -> torch.nn.Module:
     return torch.compile(module) if enabled else module
 
 
+def check_compile(enabled: bool, device: torch.device, key: str = "train.compile") -> None:
+    """torch.compile needs a backend that works here (Inductor: a C++ compiler on a CPU, Triton
+    on CUDA). It is tried on a tiny function first (a few seconds), so a machine without one
+    gets one message naming `key` before any data loads, not an Inductor traceback at the
+    first training step."""
+    if not enabled:
+        return
+    try:
+        torch.compile(_compile_probe)(torch.ones(2, device=device))
+    except Exception as err:  # Inductor raises many types; none is expected here
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        needs = ("Triton (pip install triton)" if device.type == "cuda"
+                 else "a C++ compiler (g++ or clang++ on the PATH, or named by $CXX)")
+        raise SrcoreError(f"{key}: torch.compile does not work on this {device.type}: "
+                          f"{reason}. It needs {needs}; or turn {key} off") from None
+
+
+def _compile_probe(x: torch.Tensor) -> torch.Tensor:
+    return torch.sin(x) + 1
+
+
 def describe_setup(train, device: torch.device, processes: int = 1) -> str:
     """What `auto` resolved to, for the training stages' first line."""
     layout = "channels_last" if use_channels_last(train.channels_last, device) else "NCHW"

@@ -21,6 +21,9 @@ def run(params_path: Path) -> None:
     data = params.data
     raw = read_manifest(RAW)
     sources = [(img["name"], RAW / img["file"]) for img in raw["images"]]
+    # a user's own file (data.source: dir) is named as theirs: that is the one to replace
+    shown = ({img["name"]: f"{img['origin']} (copied to {RAW / img['file']})"
+              for img in raw["images"]} if raw["source"] == "dir" else {})
     # every image must give training crops (the train split) and fit the metrics (val, test:
     # SSIM's window inside eval.crop_border, which later stages check, and LPIPS's minimum)
     min_side = max(data.patch_size, LPIPS_MIN_SIDE)
@@ -28,7 +31,8 @@ def run(params_path: Path) -> None:
            "LPIPS); use larger images, or lower data.patch_size")
     with stage_run("downsample", params.mlflow.experiment, values) as mlflow:
         with atomic_dir(HR) as out:
-            results = downsample_all(sources, out, data.hr_max_side, data.scale, min_side, why)
+            results = downsample_all(sources, out, data.hr_max_side, data.scale, min_side, why,
+                                     shown)
             images = [{"name": r.name, "file": f"{r.name}.png", "source_size": list(r.source_size),
                        "size": list(r.size), "conversions": r.conversions} for r in results]
             manifest = {"source": raw["source"], "images": images}

@@ -104,7 +104,9 @@ def test_images_too_small_for_training_or_metrics_are_refused_by_downsample(proj
     out = run_cli("downsample", cwd=project, check=False)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert "2 image(s) cannot be used" in out.stderr
-    assert "tiny.png: 8x8" in out.stderr and "thin.png: 200x24" in out.stderr
+    # named as the user's own files, which are the ones to replace
+    assert f"{folder / 'tiny.png'} (copied to data/raw/tiny.png): 8x8" in out.stderr
+    assert f"{folder / 'thin.png'} (copied to data/raw/thin.png): 200x24" in out.stderr
     assert "smaller than the minimum side of 32 pixels" in out.stderr
     assert not (project / "data/hr").exists()
 

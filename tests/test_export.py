@@ -125,7 +125,8 @@ def expect_refusal(result, *texts):
 
 @pytest.mark.parametrize("name, content, message", [
     ("junk.pt", np.random.default_rng(0).bytes(3000), "junk.pt: not a PyTorch checkpoint"),
-    ("disc.pt", "disc", "disc.pt: not an RRDBNet checkpoint"),
+    ("disc.pt", "disc", "disc.pt: a srcore-discriminator file, not a generator; use a "
+                        "generator checkpoint (models/cnn.pt or models/gan.pt)"),
     ("srvgg.pth", "srvgg", "srvgg.pth: not an RRDBNet checkpoint"),
     ("x2.pth", "x2", "x2.pth: takes 12 input channels"),
 ])

@@ -43,13 +43,14 @@ class HrImage:
 
 
 def downsample_one(src: Path, dest: Path, max_side: int, scale: int,
-                   min_side: int = 1, why: str = "") -> HrImage:
-    """Downsample one image; refuse it if a side ends up below `min_side` (`why` says why)."""
+                   min_side: int = 1, why: str = "", shown: str | None = None) -> HrImage:
+    """Downsample one image; refuse it if a side ends up below `min_side` (`why` says why).
+    `shown` names the image in that error (default: src)."""
     arr, mode = read_image(src)
     rgb, conversions = to_rgb8(arr, mode)
     out = shrink_and_crop(rgb, max_side, scale)
     if min(out.shape[:2]) < max(min_side, scale):
-        raise SrcoreError(f"{src}: {out.shape[1]}x{out.shape[0]} after downsampling (from "
+        raise SrcoreError(f"{shown or src}: {out.shape[1]}x{out.shape[0]} after downsampling (from "
                           f"{rgb.shape[1]}x{rgb.shape[0]}), smaller than the minimum side of "
                           f"{max(min_side, scale)} pixels{why}")
     write_png(dest, out)
@@ -58,11 +59,13 @@ def downsample_one(src: Path, dest: Path, max_side: int, scale: int,
 
 
 def downsample_all(sources: list[tuple[str, Path]], dest_dir: Path, max_side: int,
-                   scale: int, min_side: int = 1, why: str = "") -> list[HrImage]:
+                   scale: int, min_side: int = 1, why: str = "",
+                   shown: dict[str, str] | None = None) -> list[HrImage]:
     """Downsample every (name, file) into dest_dir/<name>.png, in parallel.
 
     Every bad file (unreadable, or a side below `min_side`) is collected and reported in one
-    error, so a user fixes them all at once.
+    error, so a user fixes them all at once; `shown` maps a name to what that error calls it
+    (the user's own file rather than its copy).
     """
     from tqdm import tqdm
 
@@ -70,7 +73,7 @@ def downsample_all(sources: list[tuple[str, Path]], dest_dir: Path, max_side: in
         name, src = item
         try:
             return downsample_one(src, dest_dir / f"{name}.png", max_side, scale, min_side,
-                                  why)
+                                  why, (shown or {}).get(name))
         except SrcoreError as err:
             return err
 

@@ -63,6 +63,10 @@ def load_generator(path: Path) -> tuple[RRDBNet, dict]:
     ckpt = load_checkpoint(path)
     if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
         config, state = ckpt["model"], ckpt["state_dict"]
+    elif isinstance(ckpt, dict) and isinstance(ckpt.get("format"), str):  # disc.pt, *_last.pt
+        raise SrcoreError(f"{path}: a {ckpt['format']} file, not a generator; use a generator "
+                          "checkpoint (models/cnn.pt or models/gan.pt) or a BasicSR / "
+                          "Real-ESRGAN RRDBNet x4 file")
     else:
         state = ckpt
         for key in ("params_ema", "params"):

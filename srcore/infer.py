@@ -1,9 +1,10 @@
 """Tiled 4x inference: any image mode, bounded memory, the same pixels as one whole pass.
 
-The image is cut into `tile` x `tile` LR tiles. Each tile goes through the network with
-`tile_pad` LR pixels of real image around it (fewer at the image border, where the whole-image
-pass sees the network's own zero padding too), and only the tile's own 4x area of the result is
-kept. An output pixel depends on LR pixels up to `receptive_radius(model)` away (15 per RRDB
+The image is cut into `tile` x `tile` LR tiles. Each tile goes through the network in a
+window with at least `tile_pad` LR pixels of real image around it (at the image border: all
+there is, as the whole-image pass sees the network's own zero padding there too), and only the
+tile's own 4x area of the result is kept. All the windows of an image have one shape, at most
+tile + 2 tile_pad a side (`tiles`). An output pixel depends on LR pixels up to `receptive_radius(model)` away (15 per RRDB
 block plus 4), so with tile_pad >= that radius tiling is exact to float rounding for ANY tile
 size >= 1: the minimum is on the context, not on the tile. With the default pad of 16 LR pixels
 the remaining influence of farther pixels passes through the 0.2-scaled residual branches of
@@ -16,12 +17,15 @@ tile)^2 of the work) and need more memory.
 
 Speed on a GPU: small tiles waste it. On an H200 at 2 RRDB blocks, 64-pixel tiles one at a
 time gave 11 MP/s of output against 50 MP/s for the whole image in one pass: each small forward
-leaves most of the GPU idle. So tiles whose padded inputs have the same shape go through the
-network together, `tiles_per_batch` at a time (batched == one at a time, to float rounding),
+leaves most of the GPU idle. So the tiles' windows, all of one shape, go through the network
+together, `tiles_per_batch` at a time (batched == one at a time, to float rounding), each
+batch's result rounded on the device and copied to the host in one transfer,
 and `tile=None` (auto) picks the size from the free GPU memory: the whole image when it fits,
 else the largest tile that does. Measured on an H100 (2 RRDB blocks, bf16, a 510x339 input):
 whole image 145 MP/s; 64-pixel tiles 16 MP/s one at a time, 46 MP/s batched (the network
-alone on 16 such tiles: 93 MP/s; the rest is host work per tile: stacking, rounding, copying).
+alone on 16 such tiles: 93 MP/s; the rest was host work per tile: rounding and one copy per
+tile, and the border tiles' smaller windows in batches of their own; since then one window shape
+and one copy per batch, not yet measured on a GPU).
 The memory a pass needs is measured once per model, device and precision by a probe on a small
 input: bytes per LR pixel, since activations grow linearly with the pixels (on that H100,
 8.5 KiB in bf16; the whole-image peaks at 510x339 and 1500x1000 were within 0.5% of the
@@ -65,14 +69,42 @@ def receptive_radius(model) -> int:
     return 15 * int(config["rrdb"]) + 4 if "rrdb" in config else 0
 
 
-def tile_boxes(height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:
-    """(y0, y1, x0, x1) LR boxes covering the image; tile 0 = one box for the whole image."""
+Box = tuple[int, int, int, int]  # (y0, y1, x0, x1) in LR pixels
+
+
+def tiles(height: int, width: int, tile: int, tile_pad: int) -> list[tuple[Box, Box]]:
+    """(box, window) pairs: the boxes cover the image; each goes through the network in its
+    window, the box with at least tile_pad pixels of context on each side, or all the image
+    there is on that side. tile 0: one box, the whole image."""
     if tile < 0:
         raise ValueError(f"tile must be >= 0, not {tile}")
-    ty = tile or height
-    tx = tile or width
-    return [(y, min(y + ty, height), x, min(x + tx, width))
-            for y in range(0, height, ty) for x in range(0, width, tx)]
+    if not tile:
+        return [((0, height, 0, width), (0, height, 0, width))]
+    return [((y0, y1, x0, x1), (wy0, wy1, wx0, wx1))
+            for (y0, y1), (wy0, wy1) in _spans(height, tile, tile_pad)
+            for (x0, x1), (wx0, wx1) in _spans(width, tile, tile_pad)]
+
+
+def _spans(length: int, tile: int, pad: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """One axis's (box, window) pairs, every window of one length, at most tile + 2 pad.
+
+    A border window needs context on one side only, so it holds tile + pad pixels of its own
+    box and an inner one tile: n windows cover n tile + 2 pad pixels. n is the fewest that
+    cover the axis, and the boxes are then evened out (a 339-pixel side at tile 256, pad 16:
+    two windows of 186, not a 272 and a 99), so that all the windows have one shape and batch
+    together on a GPU without doing more work than uneven ones would.
+    """
+    count = max(1, -(-(length - 2 * pad) // tile))
+    if count == 1:
+        return [((0, length), (0, length))]
+    step = -(-(length - 2 * pad) // count)
+    side = min(step + 2 * pad, length)
+    cuts = [0] + [pad + k * step for k in range(1, count)] + [length]
+    spans = []
+    for start, stop in zip(cuts, cuts[1:]):
+        window = min(max(start - pad, 0), length - side)
+        spans.append(((start, stop), (window, window + side)))
+    return spans
 
 
 def choose_tile(height: int, width: int, tile_pad: int, bytes_per_pixel: float,
@@ -170,50 +202,47 @@ def upscale_array(model, img: np.ndarray, tile: int | None = None,
     if tile is None:
         tile = auto_tile(model, height, width, tile_pad, device, precision)
 
-    # tiles whose padded inputs have the same shape can share a forward pass
-    groups: dict[tuple[int, int], list[tuple[tuple[int, ...], tuple[int, ...]]]] = {}
-    for y0, y1, x0, x1 in tile_boxes(height, width, tile):
-        padded = (max(y0 - tile_pad, 0), min(y1 + tile_pad, height),
-                  max(x0 - tile_pad, 0), min(x1 + tile_pad, width))
-        shape = (padded[1] - padded[0], padded[3] - padded[2])
-        groups.setdefault(shape, []).append(((y0, y1, x0, x1), padded))
+    pairs = tiles(height, width, tile, tile_pad)
     if tiles_per_batch is None:
         tiles_per_batch = 1
         if tile and probes_memory(model, device):
-            biggest = max(h * w for h, w in groups)
+            _, (wy0, wy1, wx0, wx1) = pairs[0]  # all windows have one shape
             tiles_per_batch = choose_tiles_per_batch(
-                biggest, bytes_per_pixel(model, device, precision), free_gpu_bytes(device))
+                (wy1 - wy0) * (wx1 - wx0), bytes_per_pixel(model, device, precision),
+                free_gpu_bytes(device))
+    quantized_dtype = torch.uint8 if img.dtype == np.uint8 else torch.int32
 
     def quantized(y: torch.Tensor) -> np.ndarray:
-        return y.float().clamp_(0, 1).mul_(maxval).round_().to(torch.int32).cpu().numpy()
+        """Rounded samples of a whole batch, copied to the host in one transfer."""
+        return y.float().clamp_(0, 1).mul_(maxval).round_().to(quantized_dtype).cpu().numpy()
 
     with torch.inference_mode():
-        for tiles in groups.values():
-            for start in range(0, len(tiles), tiles_per_batch):
-                batch = tiles[start:start + tiles_per_batch]
-                patch = np.stack([img[py0:py1, px0:px1] for _, (py0, py1, px0, px1) in batch])
-                patch = torch.from_numpy(patch.astype(np.float32) / maxval).to(device)
+        for start in range(0, len(pairs), tiles_per_batch):
+            batch = pairs[start:start + tiles_per_batch]
+            patch = np.stack([img[wy0:wy1, wx0:wx1] for _, (wy0, wy1, wx0, wx1) in batch])
+            patch = torch.from_numpy(patch.astype(np.float32) / maxval).to(device)
+            if gray:
+                x = patch[:, None].expand(-1, 3, -1, -1)
+            else:
+                x = patch[..., :3].permute(0, 3, 1, 2)
+            with autocast(precision, device):
+                y = model(inference_layout(x))
+            samples = quantized(y.float().mean(1, keepdim=True) if gray else y)
+            if alpha:
+                alphas = quantized(F.interpolate(patch[:, None, :, :, 3], scale_factor=scale,
+                                                 mode="bicubic", align_corners=False))
+            for i, ((y0, y1, x0, x1), (wy0, _, wx0, _)) in enumerate(batch):
+                # the tile's own area in its window's output
+                oy, ox = (y0 - wy0) * scale, (x0 - wx0) * scale
+                crop = (slice(oy, oy + (y1 - y0) * scale), slice(ox, ox + (x1 - x0) * scale))
+                target = (slice(y0 * scale, y1 * scale), slice(x0 * scale, x1 * scale))
                 if gray:
-                    x = patch[:, None].expand(-1, 3, -1, -1)
+                    out[target] = samples[i, 0, crop[0], crop[1]]
                 else:
-                    x = patch[..., :3].permute(0, 3, 1, 2)
-                with autocast(precision, device):
-                    y = model(inference_layout(x))
-                for i, ((y0, y1, x0, x1), (py0, _, px0, _)) in enumerate(batch):
-                    # the tile's own area in the padded tile's output
-                    oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
-                    crop = (slice(oy, oy + (y1 - y0) * scale),
-                            slice(ox, ox + (x1 - x0) * scale))
-                    target = (slice(y0 * scale, y1 * scale), slice(x0 * scale, x1 * scale))
-                    part = y[i, :, crop[0], crop[1]]
-                    if gray:
-                        out[target] = quantized(part.float().mean(0))
-                    else:
-                        out[(*target, slice(0, 3))] = quantized(part.permute(1, 2, 0))
-                    if alpha:
-                        a = F.interpolate(patch[i, None, None, :, :, 3], scale_factor=scale,
-                                          mode="bicubic", align_corners=False)
-                        out[(*target, 3)] = quantized(a[0, 0, crop[0], crop[1]])
-                    if progress is not None:
-                        progress(1)
+                    out[(*target, slice(0, 3))] = samples[i, :, crop[0], crop[1]].transpose(
+                        1, 2, 0)
+                if alpha:
+                    out[(*target, 3)] = alphas[i, 0, crop[0], crop[1]]
+                if progress is not None:
+                    progress(1)
     return out

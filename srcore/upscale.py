@@ -189,7 +189,7 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
 
     from srcore.infer import (DEFAULT_TILE, MEMORY_SHARE, auto_tile, bytes_per_pixel,
                               choose_tile, free_gpu_bytes, probes_memory, receptive_radius,
-                              tile_boxes, upscale_array)
+                              tiles, upscale_array)
     from srcore.io import read_image
     from srcore.models.checkpoint import load_generator
     from srcore.train.runtime import pick_device, pick_precision
@@ -239,15 +239,15 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
             img, mode = read_image(job.src)
             height, width = img.shape[:2]
             size = auto_tile(model, height, width, tile_pad, dev, prec) if tile is None else tile
-            n_tiles = len(tile_boxes(height, width, size))
+            n_tiles = len(tiles(height, width, size, tile_pad))
             if n_tiles > MANY_TILES:
                 tqdm.write(f"note: {job.src}: {n_tiles} tiles of {size} pixels; this will take "
                            "long: a larger --tile is faster, if memory allows", file=sys.stderr)
             # shown only for an image that takes more than TILE_BAR_DELAY seconds, but then
             # also when stderr is a log file: a long run must show that it is moving
             with tqdm(total=n_tiles, unit="tile", desc=job.src.name, leave=False,
-                      disable=n_tiles < 2, delay=TILE_BAR_DELAY, mininterval=1) as tiles:
-                out = upscale_array(model, img, size, tile_pad, dev, prec, tiles.update)
+                      disable=n_tiles < 2, delay=TILE_BAR_DELAY, mininterval=1) as tile_bar:
+                out = upscale_array(model, img, size, tile_pad, dev, prec, tile_bar.update)
             del img
             notes = ["palette expanded"] if mode.startswith("P") else []
             notes += write_image(job.dst, out)

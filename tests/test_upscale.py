@@ -10,8 +10,8 @@ import torch
 from conftest import REPO, run_cli
 from images import photo, write_modes
 from srcore.errors import SrcoreError
-from srcore.infer import (MIN_TILE, choose_tile, choose_tiles_per_batch, receptive_radius,
-                          tile_boxes, upscale_array)
+from srcore.infer import (MIN_TILE, choose_tile, choose_tiles_per_batch, receptive_radius, tiles,
+                          upscale_array)
 from srcore.models.checkpoint import load_generator, save_generator
 from srcore.models.rrdb import RRDBNet
 from srcore.upscale import collect_jobs, run
@@ -50,13 +50,15 @@ def max_diff(a, b):
 
 @pytest.mark.parametrize("tile", [8, 16, 33])
 def test_tiles_match_one_pass_within_one_level(tile):
-    model, img = far_sighted(), photo(37, 45)  # sides no tile size divides
+    # sides no tile size divides, and 3 or more tiles a side: a middle tile's window has just
+    # tile_pad of context on both sides
+    model, img = far_sighted(), photo(75, 100)
     whole = upscale_array(model, img, tile=0)
     calls = []
     tiled = upscale_array(model, img, tile=tile, progress=calls.append)  # default pad 16
-    assert tiled.shape == whole.shape == (148, 180, 3) and tiled.dtype == np.uint8
+    assert tiled.shape == whole.shape == (300, 400, 3) and tiled.dtype == np.uint8
     assert max_diff(tiled, whole) <= 1
-    assert len(calls) == len(tile_boxes(37, 45, tile)) > 1
+    assert len(calls) == len(tiles(75, 100, tile, 16)) > 1
     # the check can fail: too little context gives visible seams
     assert max_diff(upscale_array(model, img, tile=tile, tile_pad=4), whole) > 1
 
@@ -69,16 +71,47 @@ def test_batched_tiles_give_the_one_at_a_time_image(mode):
     elif mode == "rgba16":
         img = np.dstack([img, img[:, :, 1]]).astype(np.uint16) * 257
     one = upscale_array(model, img, tile=16, tiles_per_batch=1)
-    n_tiles = len(tile_boxes(64, 96, 16))  # 24, of 4 padded shapes: 8, 8, 4 and 4 tiles
-    for batch in (3, 4, n_tiles + 1):
-        calls = []
+    n_tiles = len(tiles(64, 96, 16, 16))  # 2 x 4, all in windows of one shape
+    forwards = []
+    model.register_forward_hook(lambda module, args, out: forwards.append(args[0].shape[0]))
+    for batch in (3, 5, n_tiles + 1):
+        calls, forwards[:] = [], []
         batched = upscale_array(model, img, tile=16, tiles_per_batch=batch,
                                 progress=calls.append)
         assert batched.shape == one.shape and batched.dtype == one.dtype
         assert max_diff(batched, one) <= (257 if mode == "rgba16" else 1)
         assert len(calls) == n_tiles
+        assert len(forwards) == -(-n_tiles // batch) and sum(forwards) == n_tiles  # full batches
     # and the default on a CPU: one tile at a time, today's pixels exactly
     assert np.array_equal(upscale_array(model, img, tile=16), one)
+
+
+@pytest.mark.parametrize("height, width, tile, pad", [
+    (37, 45, 8, 16), (75, 100, 33, 4), (64, 96, 16, 16), (20, 300, 64, 16), (5, 7, 32, 16),
+    (339, 510, 256, 16), (1000, 1500, 32, 16), (9, 11, 1, 0)])
+def test_tiles_cover_the_image_in_windows_of_one_shape_with_enough_context(height, width,
+                                                                           tile, pad):
+    pairs = tiles(height, width, tile, pad)
+    covered = np.zeros((height, width), dtype=int)
+    for (y0, y1, x0, x1), (wy0, wy1, wx0, wx1) in pairs:
+        covered[y0:y1, x0:x1] += 1
+        assert 0 <= wy0 <= y0 < y1 <= wy1 <= height and 0 <= wx0 <= x0 < x1 <= wx1 <= width
+        # tile_pad of context on each side, or all of the image there is on that side
+        assert y0 - wy0 >= min(pad, y0) and wy1 - y1 >= min(pad, height - y1)
+        assert x0 - wx0 >= min(pad, x0) and wx1 - x1 >= min(pad, width - x1)
+    assert (covered == 1).all()  # each pixel in exactly one box
+    shapes = {(wy1 - wy0, wx1 - wx0) for _, (wy0, wy1, wx0, wx1) in pairs}
+    assert len(shapes) == 1  # one batchable shape, no larger than a tile with its context
+    (side_y, side_x), = shapes
+    assert side_y <= min(tile + 2 * pad, height) and side_x <= min(tile + 2 * pad, width)
+    # no more windows, nor window pixels, than plain tiles of `tile` pixels with their context
+    # (give or take one pixel per window, from evening the boxes out)
+    for axis, length in ((0, height), (2, width)):
+        spans = {box[axis:axis + 2]: window[axis:axis + 2] for box, window in pairs}
+        plain = [(max(a - pad, 0), min(a + tile + pad, length)) for a in range(0, length, tile)]
+        assert len(spans) <= len(plain)
+        assert sum(w1 - w0 for w0, w1 in spans.values()) <= sum(
+            w1 - w0 for w0, w1 in plain) + len(spans)
 
 
 def test_choose_tile_whole_image_when_it_fits_else_the_largest_tile_that_does():
@@ -323,12 +356,12 @@ def test_many_tiles_warn_and_slow_images_show_progress_over_tiles(tmp_path, ckpt
 
     monkeypatch.setattr(upscale_module, "MANY_TILES", 4)  # warn from 4 tiles on
     monkeypatch.setattr(upscale_module, "TILE_BAR_DELAY", 0)  # every image counts as slow
-    cv2.imwrite(str(tmp_path / "a.png"), photo(64, 96))
+    cv2.imwrite(str(tmp_path / "a.png"), photo(128, 192))  # 3 x 5 tiles with 16 of context
     summary = run([tmp_path / "a.png"], tmp_path / "out", ckpt, tile=32, device="cpu")
     assert summary.done == 1
     err = capsys.readouterr().err
-    assert "a.png: 6 tiles of 32 pixels" in err and "a larger --tile" in err
-    assert "tile/s]" in err and "/6 [" in err  # the bar over tiles, shown in a log too
+    assert "a.png: 15 tiles of 32 pixels" in err and "a larger --tile" in err
+    assert "tile/s]" in err and "/15 [" in err  # the bar over tiles, shown in a log too
 
 
 def test_animated_images_are_refused_and_gifs_in_folders_are_counted(tmp_path, ckpt):

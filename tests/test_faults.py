@@ -122,6 +122,16 @@ def stage_runs(folder, stage):
     return mlflow.search_runs(experiment_names=["srcore"], filter_string=f"tags.stage = '{stage}'")
 
 
+def test_a_cut_short_resumable_state_is_named_with_how_to_start_over(training_project):
+    (training_project / "models").mkdir()
+    (training_project / "models/cnn_last.pt").write_bytes(b"PK\x03\x04" + bytes(100))
+    out = run_cli("train-cnn", cwd=training_project, check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "models/cnn_last.pt: not a PyTorch checkpoint" in out.stderr
+    assert "It is the resumable training state" in out.stderr
+    assert "delete it (rm models/cnn_last.pt) to start this training over" in out.stderr
+
+
 def test_full_disk_is_a_clear_error_and_keeps_the_old_file(tmp_path):
     target = tmp_path / "metrics.json"
     target.write_text("old")

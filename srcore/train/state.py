@@ -63,7 +63,7 @@ def saved_run_id(path: Path, key: str) -> str | None:
     """The MLflow run of a resumable state of this configuration: a resumed run continues it."""
     if not Path(path).is_file():
         return None
-    saved = load_checkpoint(path)
+    saved = _load_state(path)
     return saved.get("mlflow_run_id") if saved.get("key") == key else None
 
 
@@ -71,11 +71,7 @@ def resume_state(path: Path, key: str, objects: dict, state: dict, quiet: bool =
     """Load a saved state into `objects` and `state` when it belongs to this configuration."""
     if not Path(path).is_file():
         return False
-    try:
-        saved = load_checkpoint(path)
-    except SrcoreError as err:
-        raise SrcoreError(f"{err}. It is the resumable training state: delete it (rm {path}) "
-                          "to start this training over") from None
+    saved = _load_state(path)
     if (saved.get("format") != STATE_FORMAT or saved.get("key") != key
             or set(saved.get("objects", {})) != set(objects) or not set(state) <= set(saved)):
         if not quiet:
@@ -88,6 +84,15 @@ def resume_state(path: Path, key: str, objects: dict, state: dict, quiet: bool =
     if not quiet:
         print(f"resuming from {path} after step {state['step']}")
     return True
+
+
+def _load_state(path: Path) -> dict:
+    try:
+        saved = load_checkpoint(path)
+    except SrcoreError as err:
+        raise SrcoreError(f"{err}. It is the resumable training state: delete it (rm {path}) "
+                          "to start this training over") from None
+    return saved if isinstance(saved, dict) else {}
 
 
 def cpu_copy(module: torch.nn.Module) -> dict:

@@ -114,23 +114,36 @@ class Records:
         self.mlflow, self.val_image, self.scale, self.device = mlflow, val_image, scale, device
         self.train_logs = [CsvLog(path, columns) for path, columns in train_logs]
         self.val_log = CsvLog(val_csv, val_columns) if val_csv is not None else None
+        self.logged_through: dict[str, int] = {}  # metric -> last step the MLflow run holds
 
     def start(self, step: int) -> None:
         for log in self.train_logs + ([self.val_log] if self.val_log else []):
             log.start(step)
+        if step:  # resumed: a killed run logged beyond its last checkpoint; not again
+            client, run = self.mlflow.MlflowClient(), self.mlflow.active_run().info.run_id
+            self.logged_through = {
+                key: max(m.step for m in client.get_metric_history(run, key))
+                for key in client.get_run(run).data.metrics}
 
     def log(self, step: int, row: dict) -> None:
         for log in self.train_logs:
             if any(row.get(c) is not None for c in log.columns if c != "step"):
                 log.append({"step": step, **row})
         numbers = {k: v for k, v in row.items() if isinstance(v, (int, float))}
-        self.mlflow.log_metrics(numbers, step=step, synchronous=False)
+        self.mlflow.log_metrics(self._new(numbers, step), step=step, synchronous=False)
 
     def validated(self, step: int, scores: dict, model) -> None:
         self.val_log.append({"step": step, **scores})
-        self.mlflow.log_metrics({f"val_{k}": v for k, v in scores.items()}, step=step)
+        self.mlflow.log_metrics(self._new({f"val_{k}": v for k, v in scores.items()}, step),
+                                step=step)
         self.mlflow.log_image(sample_grid(model, self.val_image, self.scale, self.device),
                               f"grids/step_{step:06d}.png")
+
+
+    def _new(self, metrics: dict, step: int) -> dict:
+        """The metrics the run does not hold at this step yet (a resumed run recomputes the
+        steps after its checkpoint with the same values)."""
+        return {k: v for k, v in metrics.items() if step > self.logged_through.get(k, -1)}
 
 
 def sample_grid(model, val_image, scale: int, device):

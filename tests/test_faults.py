@@ -89,8 +89,11 @@ def test_killed_training_resumes_and_ends_as_an_uninterrupted_run(training_proje
     assert list(runs["status"]) == ["FINISHED"]
     import mlflow
 
-    history = mlflow.MlflowClient().get_metric_history(runs["run_id"][0], "train_loss")
-    assert sorted({m.step for m in history}) == list(range(5, STEPS + 1, 5))
+    client = mlflow.MlflowClient()
+    history = client.get_metric_history(runs["run_id"][0], "train_loss")
+    assert sorted(m.step for m in history) == list(range(5, STEPS + 1, 5))  # each step once
+    val = client.get_metric_history(runs["run_id"][0], "val_psnr_y")
+    assert sorted(m.step for m in val) == list(range(20, STEPS + 1, 20))
 
 
 @pytest.mark.slow

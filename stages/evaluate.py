@@ -25,13 +25,14 @@ FIGURE = METRICS / "comparison.png"
 CSV_COLUMNS = ["method", "image", "psnr", "ssim", "psnr_y", "ssim_y", "lpips"]
 COMPARED = [("cnn", "bicubic"), ("gan", "cnn")]  # paired differences A - B, with intervals
 HEADLINE = ("psnr_y", "ssim_y", "lpips")
+ENDS = ("mean", "low", "high")  # what the headline and MLflow keep of each paired difference
 
 
 def headline(summary: dict, differences: dict) -> dict:
     """Each method's PSNR-Y, SSIM-Y and LPIPS, and each paired difference's mean and interval:
     what `dvc exp show` and `dvc metrics diff` compare across experiments."""
     scores = {method: {k: s[k] for k in HEADLINE} for method, s in summary.items()}
-    intervals = {pair: {metric: {end: d[end] for end in ("mean", "low", "high")}
+    intervals = {pair: {metric: {end: d[end] for end in ENDS}
                         for metric, d in by_metric.items()}
                  for pair, by_metric in differences.items()}
     return {**scores, **intervals}
@@ -106,7 +107,7 @@ def run_models(params_path: Path) -> None:
                    for k, v in scores.items()}
         metrics.update({f"{pair}_{metric}_{end}": d[end] for pair, by_metric in
                         differences.items() for metric, d in by_metric.items()
-                        for end in ("mean", "low", "high")})
+                        for end in ENDS})
         mlflow.log_metrics(metrics)
         log_on_pipeline_run(mlflow, metrics)
         mlflow.log_artifact(str(EVALUATE_JSON))

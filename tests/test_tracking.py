@@ -128,7 +128,7 @@ def test_a_generator_is_registered_and_loads_offline_as_a_pyfunc(monkeypatch, tm
     with stage_run("train_gan", "demo", {}) as run_mlflow:
         log_generator(run_mlflow, model, "srcore-gan")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    version = mlflow.MlflowClient().get_latest_versions("srcore-gan")[0]
+    version, = mlflow.MlflowClient().search_model_versions("name = 'srcore-gan'")
     assert version.tags["dvc_experiment"] == "tiny-exp" and len(version.tags["git_commit"]) > 0
     loaded = mlflow.pyfunc.load_model("models:/srcore-gan/latest")
     x = np.random.default_rng(1).random((2, 3, 17, 23), dtype=np.float32)

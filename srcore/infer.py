@@ -109,12 +109,16 @@ def _spans(length: int, tile: int, pad: int) -> list[tuple[tuple[int, int], tupl
 
 def choose_tile(height: int, width: int, tile_pad: int, bytes_per_pixel: float,
                 free_bytes: float) -> int:
-    """0 (whole image) if its pass fits in MEMORY_SHARE of free_bytes, else the largest
-    multiple of MIN_TILE whose padded tile fits, and never less than MIN_TILE."""
-    budget = MEMORY_SHARE * free_bytes
-    if height * width * bytes_per_pixel <= budget:
+    """0 (whole image) if its pass fits in MEMORY_SHARE of free_bytes, else largest_tile."""
+    if height * width * bytes_per_pixel <= MEMORY_SHARE * free_bytes:
         return 0
-    side = math.isqrt(int(budget / bytes_per_pixel)) - 2 * tile_pad
+    return largest_tile(tile_pad, bytes_per_pixel, free_bytes)
+
+
+def largest_tile(tile_pad: int, bytes_per_pixel: float, free_bytes: float) -> int:
+    """The largest multiple of MIN_TILE whose window (tile + 2 tile_pad a side) fits in
+    MEMORY_SHARE of free_bytes; never less than MIN_TILE."""
+    side = math.isqrt(int(MEMORY_SHARE * free_bytes / bytes_per_pixel)) - 2 * tile_pad
     return max(MIN_TILE, side // MIN_TILE * MIN_TILE)
 
 

@@ -188,7 +188,7 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
     from tqdm import tqdm
 
     from srcore.infer import (DEFAULT_TILE, MEMORY_SHARE, auto_tile, bytes_per_pixel,
-                              choose_tile, free_gpu_bytes, probes_memory, receptive_radius,
+                              free_gpu_bytes, largest_tile, probes_memory, receptive_radius,
                               tiles, upscale_array)
     from srcore.io import read_image
     from srcore.models.checkpoint import load_generator
@@ -221,7 +221,7 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
         tiling = (f"tile auto: the whole image up to {MEMORY_SHARE * free / per_pixel / 1e6:.1f} "
                   f"MP of input ({free / 2 ** 30:.1f} GiB GPU memory free, "
                   f"{per_pixel / 1024:.1f} KiB per input pixel), else tiles of "
-                  f"{choose_tile(10 ** 9, 10 ** 9, tile_pad, per_pixel, free)}")
+                  f"{largest_tile(tile_pad, per_pixel, free)}")
     else:
         tiling = f"tile auto: {DEFAULT_TILE}"
     print(f"model: {what}; {tiling}, pad {tile_pad} (exact from pad {radius})", file=sys.stderr)

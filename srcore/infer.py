@@ -1,11 +1,11 @@
 """Tiled 4x inference: any image mode, bounded memory, the same pixels as one whole pass.
 
-The image is cut into `tile` x `tile` LR tiles. Each tile goes through the network in a
-window with at least `tile_pad` LR pixels of real image around it (at the image border: all
-there is, as the whole-image pass sees the network's own zero padding there too), and only the
-tile's own 4x area of the result is kept. All the windows of an image have one shape, at most
-tile + 2 tile_pad a side (`tiles`). An output pixel depends on LR pixels up to `receptive_radius(model)` away (15 per RRDB
-block plus 4), so with tile_pad >= that radius tiling is exact to float rounding for ANY tile
+The image is cut into LR tiles of at most `tile` pixels a side (border tiles: tile + tile_pad).
+Each tile goes through the network in a window with at least `tile_pad` LR pixels of real image
+around it (at the image border: all there is, as the whole-image pass sees the network's own
+zero padding there too), and only the tile's own 4x area of the result is kept. All the windows
+of an image have one shape, at most tile + 2 tile_pad a side (`tiles`). An output pixel depends
+on LR pixels up to `receptive_radius(model)` away (15 per RRDB block plus 4), so with tile_pad >= that radius tiling is exact to float rounding for ANY tile
 size >= 1: the minimum is on the context, not on the tile. With the default pad of 16 LR pixels
 the remaining influence of farther pixels passes through the 0.2-scaled residual branches of
 the dense blocks and is far below one 8-bit level in practice (tests/test_upscale.py checks it).
@@ -122,9 +122,9 @@ def largest_tile(tile_pad: int, bytes_per_pixel: float, free_bytes: float) -> in
     return max(MIN_TILE, side // MIN_TILE * MIN_TILE)
 
 
-def choose_tiles_per_batch(padded_pixels: int, bytes_per_pixel: float, free_bytes: float) -> int:
-    """How many padded tiles of padded_pixels fit in MEMORY_SHARE of free_bytes (1 to 16)."""
-    fits = int(MEMORY_SHARE * free_bytes // (padded_pixels * bytes_per_pixel))
+def choose_tiles_per_batch(window_pixels: int, bytes_per_pixel: float, free_bytes: float) -> int:
+    """How many tile windows of window_pixels fit in MEMORY_SHARE of free_bytes (1 to 16)."""
+    fits = int(MEMORY_SHARE * free_bytes // (window_pixels * bytes_per_pixel))
     return max(1, min(MAX_TILES_PER_BATCH, fits))
 
 

@@ -5,8 +5,9 @@ Each tile goes through the network in a window with at least `tile_pad` LR pixel
 around it (at the image border: all there is, as the whole-image pass sees the network's own
 zero padding there too), and only the tile's own 4x area of the result is kept. All the windows
 of an image have one shape, at most tile + 2 tile_pad a side (`tiles`). An output pixel depends
-on LR pixels up to `receptive_radius(model)` away (15 per RRDB block plus 4), so with tile_pad >= that radius tiling is exact to float rounding for ANY tile
-size >= 1: the minimum is on the context, not on the tile. With the default pad of 16 LR pixels
+on LR pixels up to `receptive_radius(model)` away (15 per RRDB block plus 4), so with
+tile_pad >= that radius tiling is exact to float rounding for ANY tile size >= 1: the minimum
+is on the context, not on the tile. With the default pad of 16 LR pixels
 the remaining influence of farther pixels passes through the 0.2-scaled residual branches of
 the dense blocks and is far below one 8-bit level in practice (tests/test_upscale.py checks it).
 

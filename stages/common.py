@@ -51,12 +51,13 @@ def run_or_launch(stage_module, command: str, params_path: Path) -> None:
     if launched_by_torchrun():
         stage_module.run(params_path)  # one of the processes: the launcher holds the lock
         return
+    stage_module.check_inputs()  # missing inputs: one message (not one per process), and
+    # before the lock, which would leave a models/ folder behind
     # two runs of one stage would overwrite each other's resumable state and outputs
     with exclusive(MODELS / f".{stage_module.STAGE}.lock", command):
         if train.nproc == 1:
             stage_module.run(params_path)
             return
-        stage_module.check_inputs()  # missing inputs: one message, not one per process
         check_devices(train.nproc, train.device)
         code = run_under_torchrun(train.nproc, [command, "--params", str(params_path)])
         if code:

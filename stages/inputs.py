@@ -16,12 +16,34 @@ def require(path: Path, stage: str) -> None:
 
 
 def read_split(path: Path = SPLIT) -> dict:
+    """The split's train/val/test name lists, checked: each a non-empty list of names, no
+    name in two of them (the split stage writes it so; a hand-edited file may not be)."""
     try:
-        return json.loads(path.read_text())
+        split = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SrcoreError(f"{path} not found: run the data stages first (dvc repro split)") from None
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise SrcoreError(f"{path} is corrupt ({err}); re-run: dvc repro --force split") from None
+    problem = _split_problem(split)
+    if problem:
+        raise SrcoreError(f"{path} is malformed: {problem}; re-run: dvc repro --force split")
+    return split
+
+
+def _split_problem(split) -> str | None:
+    if not isinstance(split, dict):
+        return "expected a mapping with train, val and test lists"
+    where: dict[str, str] = {}
+    for part in ("train", "val", "test"):
+        names = split.get(part)
+        if not (isinstance(names, list) and names
+                and all(isinstance(n, str) and n for n in names)):
+            return f'"{part}" must be a non-empty list of image names'
+        for name in names:
+            if name in where:
+                return f"{name!r} is in both {where[name]} and {part}"
+            where[name] = part
+    return None
 
 
 def check_metric_sizes(names: list[str], images: list, crop_border: int) -> None:

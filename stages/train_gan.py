@@ -34,7 +34,7 @@ def run(params_path: Path) -> None:
 
 def _train(params, values, split, dist, device) -> None:
     from srcore.losses import PerceptualLoss
-    from srcore.models.checkpoint import load_checkpoint, load_generator, save_generator
+    from srcore.models.checkpoint import load_generator, save_generator
     from srcore.plots import write_curves
     from srcore.pretrained import load_features, load_lpips
     from srcore.train.gan import load_discriminator, save_discriminator, train_gan
@@ -43,7 +43,7 @@ def _train(params, values, split, dist, device) -> None:
 
     gan = params.gan
     generator, _ = load_generator(CNN)
-    disc = load_discriminator(load_checkpoint(DISC))
+    disc = load_discriminator(DISC)
     features = load_features(PRETRAINED, gan.perceptual.net)
     lpips_model = load_lpips(PRETRAINED, device) if dist.main else None  # validation: rank 0
     precision = pick_precision(params.train.precision, device)

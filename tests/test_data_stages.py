@@ -5,6 +5,7 @@ import sqlite3
 
 import cv2
 import numpy as np
+import pytest
 
 from srcore.io import read_rgb8
 
@@ -79,6 +80,24 @@ def test_missing_folder_and_missing_inputs_are_clear(project):
     assert out.returncode == 2 and "is not a folder" in out.stderr and "nowhere" in out.stderr
     out = run_cli("downsample", cwd=project, check=False)
     assert out.returncode == 2 and "data/raw/manifest.json not found" in out.stderr
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("[]", "expected a mapping with train, val and test lists"),
+    ("{}", '"train" must be a non-empty list of image names'),
+    ('{"train": ["a"], "val": ["b"], "test": "c"}', '"test" must be a non-empty list'),
+    ('{"train": ["a"], "val": ["b"], "test": []}', '"test" must be a non-empty list'),
+    ('{"train": ["a", "c"], "val": ["b"], "test": ["c"]}', "'c' is in both train and test"),
+])
+def test_a_malformed_split_file_is_named_before_any_stage_uses_it(project, content, problem):
+    (project / "data").mkdir()
+    (project / "data/split.json").write_text(content)
+    for command in ("train-cnn", "evaluate-baselines"):
+        out = run_cli(command, cwd=project, check=False)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert f"data/split.json is malformed: {problem}" in out.stderr
+        assert "dvc repro --force split" in out.stderr
+    assert not (project / "models").exists() and not (project / "metrics").exists()
 
 
 def test_failed_rerun_keeps_previous_output(project, tmp_path_factory):

@@ -225,3 +225,23 @@ def test_nan_stops_the_gan_with_the_term_named(tmp_path, weights_dir):
     data.images = [image.astype("float32") * float("nan") for image in data.images]
     with pytest.raises(SrcoreError, match=r"step 1: \w+ is nan"):
         run_gan(tmp_path, weights_dir, parts)
+
+
+def test_a_discriminator_file_loads_and_other_files_are_named(tmp_path):
+    from srcore.models.checkpoint import save_generator
+    from srcore.train.gan import load_discriminator, save_discriminator
+
+    disc = Discriminator(widths=(8, 8), hidden=(8, 8))
+    save_discriminator(tmp_path / "disc.pt", disc, step=3)
+    loaded = load_discriminator(tmp_path / "disc.pt")
+    assert loaded.config == disc.config
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
+                                                  disc.state_dict().values()))
+    # models/cnn.pt copied over models/disc.pt: named, not a TypeError from the constructor
+    save_generator(tmp_path / "cnn.pt", RRDBNet(rrdb=1, features=8, growth=8))
+    with pytest.raises(SrcoreError, match=r"cnn.pt: a srcore-generator file, not a "
+                                          r"discriminator; re-run .*pretrain_disc"):
+        load_discriminator(tmp_path / "cnn.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(SrcoreError, match="other.pt: not a discriminator saved by srcore"):
+        load_discriminator(tmp_path / "other.pt")

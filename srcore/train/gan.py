@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from srcore.config import GanParams, TrainParams
 from srcore.data.dataset import PatchDataset
 from srcore.losses import PerceptualLoss, discriminator_loss, generator_adversarial
-from srcore.models.checkpoint import save_atomic
+from srcore.errors import SrcoreError
+from srcore.models.checkpoint import load_checkpoint, save_atomic
 from srcore.models.discriminator import Discriminator
 from srcore.models.rrdb import RRDBNet
 from srcore.train import distributed, loop
@@ -44,9 +45,21 @@ def save_discriminator(path: Path, disc: Discriminator, **extra) -> None:
                        "state_dict": disc.state_dict(), **extra})
 
 
-def load_discriminator(ckpt: dict) -> Discriminator:
+def load_discriminator(path: Path) -> Discriminator:
+    """A discriminator saved by save_discriminator; any other file is named and refused."""
+    ckpt = load_checkpoint(path)
+    kind = ckpt.get("format") if isinstance(ckpt, dict) else None
+    if kind != DISC_FORMAT:
+        what = (f"a {kind} file, not a discriminator" if isinstance(kind, str)
+                else "not a discriminator saved by srcore")
+        raise SrcoreError(f"{path}: {what}; re-run the stage that makes it "
+                          "(dvc repro --force pretrain_disc)")
     disc = Discriminator(**ckpt["model"])
-    disc.load_state_dict(ckpt["state_dict"])
+    try:
+        disc.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise SrcoreError(f"{path}: weights do not fit a Discriminator {ckpt['model']}: "
+                          f"{err}") from None
     return disc
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError,
-                      model_validator)
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
+                      ValidationError, model_validator)
 
 from srcore.errors import SrcoreError
 
@@ -40,6 +40,12 @@ class DataParams(_Section):
         if self.patch_size % self.scale:
             raise ValueError(f"data.patch_size={self.patch_size} must be divisible by "
                              f"data.scale={self.scale}")
+        # both are HR pixels: downsample leaves no side of an image longer than hr_max_side
+        if self.patch_size > self.hr_max_side:
+            raise ValueError(f"data.patch_size={self.patch_size} is larger than data.hr_max_side="
+                             f"{self.hr_max_side}, the longest side an HR image keeps: no image "
+                             "could give a training crop; lower data.patch_size or raise "
+                             "data.hr_max_side")
         return self
 
 
@@ -52,8 +58,9 @@ class SplitParams(_Section):
 
 class ModelParams(_Section):
     rrdb: int = Field(ge=1, le=64)
-    features: int = Field(ge=4)
-    growth: int = Field(ge=4)
+    # far above any RRDBNet in use (ESRGAN and the report: 64 and 32): a typo, not a design
+    features: int = Field(ge=4, le=1024)
+    growth: int = Field(ge=4, le=1024)
     skip: Literal["bicubic", "none"]
 
 
@@ -93,7 +100,14 @@ def _betas_ok(betas: tuple[float, float]) -> tuple[float, float]:
     return betas
 
 
-Betas = Annotated[tuple[float, float], AfterValidator(_betas_ok)]
+def _two_values(value):
+    # checked first, or a list of one value is reported as "betas.1: missing"
+    if isinstance(value, (list, tuple)) and len(value) != 2:
+        raise ValueError("needs two values, e.g. [0.9, 0.999]")
+    return value
+
+
+Betas = Annotated[tuple[float, float], BeforeValidator(_two_values), AfterValidator(_betas_ok)]
 
 
 class CnnParams(_Section):
@@ -194,6 +208,11 @@ class GanParams(_Section):
     @model_validator(mode="after")
     def _check(self):
         _within("gan.val_every", self.val_every, "the GAN's steps", self.steps)
+        used = ("perceptual", "adversarial", "l1") if self.loss == "triad" else (
+            "perceptual", "adversarial")
+        if not any(getattr(self.weights, term) for term in used):
+            raise ValueError(f"gan.weights of the {self.loss} loss ({', '.join(used)}) are all 0: "
+                             "the generator would not learn; give one of them a positive weight")
         return self
 
 
@@ -206,7 +225,8 @@ class MlflowParams(_Section):
 
 
 class Params(_Section):
-    seed: int = Field(ge=0)
+    # strict: `seed: true` is not 1; at most 2**32 - 1, what every seeded generator accepts
+    seed: int = Field(ge=0, le=2**32 - 1, strict=True)
     data: DataParams
     split: SplitParams
     model: ModelParams
@@ -241,7 +261,13 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise SrcoreError(f"{path}: params file not found. Run from the project root "
                           "(where params.yaml is) or pass --params PATH.")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise SrcoreError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
+                          f"{err.start}); save it as UTF-8") from None
+    try:
+        _refuse_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), path)
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         raise SrcoreError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(raw, dict):
@@ -250,6 +276,26 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         return Params.model_validate(raw)
     except ValidationError as err:
         raise SrcoreError(f"{path}: invalid params:\n" + _describe(err)) from None
+
+
+def _refuse_duplicate_keys(node, path: Path, key: str = "") -> None:
+    """PyYAML has no option to refuse a key given twice (it keeps the last), so the parsed
+    nodes are walked for them before they are turned into dicts."""
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        for key_node, value in node.value:
+            name = f"{key}{key_node.value}"
+            line = key_node.start_mark.line + 1
+            if name in lines:
+                raise SrcoreError(f"{path}: {name} defined twice (lines {lines[name]} and "
+                                  f"{line}); keep one")
+            lines[name] = line
+            _refuse_duplicate_keys(value, path, f"{name}.")
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _refuse_duplicate_keys(item, path, f"{key}{i}.")
 
 
 _STEPS = "(training counts optimizer steps, not epochs: see README)"

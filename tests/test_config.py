@@ -29,6 +29,9 @@ def test_repo_params_are_valid():
     ("data__patch_size", 66, "must be divisible by data.scale"),
     ("split__val", 0, "split.val = 0"),
     ("seed", -1, "seed = -1"),
+    ("seed", 2**70, f"seed = {2**70}: Input should be less than or equal to 4294967295"),
+    ("seed", True, "seed = True: Input should be a valid integer"),
+    ("data__patch_size", 1024, "data.patch_size=1024 is larger than data.hr_max_side=1020"),
     ("train__nproc", 0, "train.nproc = 0"),
     ("train__nproc", 3, "cnn.batch_size=16 is the global batch, shared by train.nproc=3"),
     ("train__precision", "fp8", "train.precision = 'fp8'"),
@@ -55,6 +58,50 @@ def test_missing_and_broken_params_file(tmp_path):
         load_params(bad)
 
 
+def test_a_params_file_not_in_utf8_is_named_without_a_traceback(project):
+    (project / "params.yaml").write_bytes(b"seed: 42 # caf\xe9\n")
+    result = run_cli("check-params", cwd=project, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "params.yaml: not UTF-8 text (byte 0xe9 at offset 14); save it as UTF-8" in result.stderr
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ("  experiment: srcore\n", "  experiment: srcore\ncnn:\n  steps: 5\n",
+     "cnn defined twice (lines 44 and 108)"),
+    ("  steps: 400 ", "  steps: 400\n  steps: 300 ", "cnn.steps defined twice (lines 46 and 47)"),
+    ("    criterion: l1", "    criterion: l1\n    net: vgg19",
+     "gan.perceptual.net defined twice (lines 83 and 98)"),
+])
+def test_a_key_given_twice_is_refused(tmp_path, old, new, expected):
+    """PyYAML would keep the last silently (and a second section would hide the first)."""
+    path = tmp_path / "params.yaml"
+    text = (REPO / "params.yaml").read_text()
+    assert text.count(old) == 1
+    path.write_text(text.replace(old, new))
+    with pytest.raises(SrcoreError) as err:
+        load_params(path)
+    assert f"{path}: {expected}" in str(err.value)
+
+
+@pytest.mark.parametrize("loss, weights", [
+    ("dual", {"perceptual": 0, "adversarial": 0, "l1": 0}),
+    ("dual", {"perceptual": 0, "adversarial": 0, "l1": 1.0}),  # dual does not use l1
+    ("triad", {"perceptual": 0, "adversarial": 0, "l1": 0}),
+])
+def test_gan_weights_all_zero_are_refused(tmp_path, loss, weights):
+    with pytest.raises(SrcoreError) as err:
+        load_params(write_params(tmp_path, gan__loss=loss, gan__weights=weights))
+    assert f"gan.weights of the {loss} loss" in str(err.value) and "are all 0" in str(err.value)
+
+
+def test_limits_that_are_still_accepted(tmp_path):
+    triad_l1_only = {"perceptual": 0, "adversarial": 0, "l1": 1.0}
+    params = load_params(write_params(tmp_path, gan__loss="triad", gan__weights=triad_l1_only,
+                                      data__patch_size=128, data__hr_max_side=128,
+                                      seed=2**32 - 1, model__features=1024))
+    assert params.seed == 2**32 - 1 and params.data.patch_size == params.data.hr_max_side
+
+
 def test_missing_key_is_named(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text((REPO / "params.yaml").read_text().replace("  patch_size: 64", "  #"))
@@ -65,6 +112,10 @@ def test_missing_key_is_named(tmp_path):
 @pytest.mark.parametrize("key, value, expected", [
     ("gan__loss", "quad", "gan.loss = 'quad'"),
     ("cnn__betas", [0.9, 1.5], "each must be in [0, 1)"),
+    ("cnn__betas", [0.9], "cnn.betas = [0.9]: needs two values"),
+    ("gan__betas", [0.9, 0.99, 0.999], "gan.betas = [0.9, 0.99, 0.999]: needs two values"),
+    ("model__features", 6400, "model.features = 6400"),
+    ("model__growth", 3200, "model.growth = 3200"),
     ("disc__widths", [64, 128], "disc.widths"),
     ("model__rrdb", 0, "model.rrdb = 0"),
     ("cnn__lr", 0, "cnn.lr = 0"),

@@ -67,6 +67,11 @@ def normalize_ext(ext: str | None) -> str | None:
     return suffix
 
 
+def output_name(src: Path, suffix: str | None) -> str:
+    """<stem>_x4.<ext>: the input's format, or `suffix` (from --ext); read-only ones as PNG."""
+    return f"{src.stem}{SUFFIX}{suffix or (src.suffix.lower() if is_image_name(src) else '.png')}"
+
+
 def collect_jobs(inputs: list[Path], outdir: Path, recursive: bool = False,
                  ext: str | None = None) -> list[Job]:
     """One job per input image: files as given, folders searched for image files.
@@ -88,6 +93,13 @@ def collect_jobs(inputs: list[Path], outdir: Path, recursive: bool = False,
                                        for part in p.relative_to(given).parts)
                            and not (outdir.resolve() != given.resolve()
                                     and p.resolve().is_relative_to(outdir.resolve())))
+            # and so are earlier results beside their source (a.png's a_x4.png), so that
+            # `upscale DIR -o DIR` can run again; a lone foo_x4.png is still an input
+            results = {p.with_name(output_name(p, suffix)) for p in found}.intersection(found)
+            if results:
+                print(f"note: {given}: {len(results)} earlier result(s) beside their source "
+                      "(NAME_x4 of NAME) are not inputs", file=sys.stderr)
+            found = [p for p in found if p not in results]
             if not found:
                 hint = "" if recursive else " (add --recursive to search subfolders)"
                 print(f"note: no images in {given}{hint}", file=sys.stderr)
@@ -103,8 +115,7 @@ def collect_jobs(inputs: list[Path], outdir: Path, recursive: bool = False,
         if src.resolve() in seen:
             continue
         seen.add(src.resolve())
-        out_suffix = suffix or (src.suffix.lower() if is_image_name(src) else ".png")
-        job = Job(src, folder / f"{src.stem}{SUFFIX}{out_suffix}")
+        job = Job(src, folder / output_name(src, suffix))
         other = by_dst.setdefault(job.dst.resolve(), job)
         if other is not job:
             raise SrcoreError(f"{other.src} and {src} would both be written to {job.dst}; "

@@ -202,8 +202,18 @@ def test_output_folder_may_be_the_input_folder_unless_names_collide(tmp_path, ck
     write_modes(folder)
     assert run([folder], folder, ckpt, device="cpu").done == 6
     assert (folder / "rgb_x4.png").is_file()
+    # a second run: the earlier results beside their sources are not inputs again
+    again = run([folder], folder, ckpt, device="cpu")
+    assert (again.done, len(again.skipped)) == (0, 6)  # output exists
+    assert run([folder], folder, ckpt, device="cpu", overwrite=True).done == 6
+    assert run([folder], tmp_path / "other", ckpt, device="cpu").done == 6
+    assert not list(folder.glob("*_x4_x4*")) and not list((tmp_path / "other").glob("*_x4_x4*"))
+    # a lone foo_x4.png (its foo.png is not there) is an input; files given by name are too
+    assert cv2.imwrite(str(folder / "lone_x4.png"), photo(8, 8))
+    assert [job.src.name for job in collect_jobs([folder], tmp_path / "o")
+            if "_x4" in job.src.name] == ["lone_x4.png"]
     with pytest.raises(SrcoreError, match="_x4.png, which is one of the inputs"):
-        run([folder], folder, ckpt, device="cpu")
+        collect_jobs([folder / "rgb.png", folder / "rgb_x4.png"], folder)
     (tmp_path / "two").mkdir()
     for name in ("a.png", "a.jpg"):
         cv2.imwrite(str(tmp_path / "two" / name), photo(8, 8))

@@ -10,6 +10,7 @@ same tiling and image-mode handling (srcore.infer) as a checkpoint, via srcore.o
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -128,6 +129,21 @@ def collect_jobs(inputs: list[Path], outdir: Path, recursive: bool = False,
     return jobs
 
 
+def check_output_folder(outdir: Path) -> None:
+    """Refuse an output folder that is a file, lies below one, or cannot be written, before
+    the model is loaded (otherwise every image would fail on its own)."""
+    for folder in (outdir, *outdir.parents):
+        if not folder.exists():
+            continue
+        if not folder.is_dir():
+            below = "" if folder == outdir else f": {folder}"
+            raise SrcoreError(f"-o {outdir}{below} is a file; give a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise SrcoreError(f"-o {outdir}: {folder} is not writable; choose a writable "
+                              "location")
+        return
+
+
 def write_image(path: Path, arr: np.ndarray) -> list[str]:
     """Encode by the file's extension and write atomically; return the conversions made.
 
@@ -194,6 +210,7 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
                           "that small take hours on a photo); use --tile auto, the default, or "
                           "256, or lower it only as far as memory requires")
     jobs = collect_jobs(inputs, outdir, recursive, ext)
+    check_output_folder(Path(outdir))
 
     import torch
     from tqdm import tqdm
@@ -225,6 +242,11 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
         model.to(dev).eval()
         what = f"RRDBNet {model.config} from {checkpoint} on {dev}, {prec}"
         radius = receptive_radius(model)
+    try:  # made only now, so that a refused model leaves nothing behind
+        Path(outdir).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SrcoreError(f"-o {outdir}: cannot create the folder ({err.strerror or err}); "
+                          "choose a writable location") from None
     if tile is not None:
         tiling = f"tile {tile or 'off'}"
     elif probes_memory(model, dev):

@@ -389,3 +389,19 @@ def test_animated_images_are_refused_and_gifs_in_folders_are_counted(tmp_path, c
                      cwd=tmp_path, check=False)
     assert result.returncode == 2 and "upscaled 0 image(s), 1 failed" in result.stdout
     assert "anim.gif: animated or multi-frame image (3 frames)" in result.stderr
+
+
+@pytest.mark.parametrize("output, message", [
+    ("taken.png", "-o taken.png is a file; give a folder"),
+    ("taken.png/sub", "-o taken.png/sub: taken.png is a file; give a folder"),
+    ("/proc/srcore-test", "-o /proc/srcore-test: cannot create the folder")])
+def test_an_output_that_is_no_folder_is_refused_before_any_image(tmp_path, ckpt, output,
+                                                                  message):
+    cv2.imwrite(str(tmp_path / "a.png"), photo(8, 8))
+    (tmp_path / "taken.png").write_bytes(b"keep")
+    result = run_cli("upscale", "a.png", "-o", output, "--model", ckpt, "--device", "cpu",
+                     cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert message in result.stderr, result.stderr
+    assert "model:" not in result.stderr and "upscaled" not in result.stdout  # no image tried
+    assert (tmp_path / "taken.png").read_bytes() == b"keep"

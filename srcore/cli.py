@@ -17,7 +17,17 @@ from srcore.errors import Interrupted, SrcoreError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="srcore: a reproducible, tracked pipeline for 4x image super-resolution.")
 
-PARAMS = typer.Option(Path("params.yaml"), "--params", help="params file to read.")
+
+
+def path(value: str) -> Path:
+    """A path argument or option: Path("") would silently be the current folder."""
+    if not value.strip():
+        raise typer.BadParameter("an empty path (an unset shell variable?); give a file or "
+                                 "folder name")
+    return Path(value)
+
+
+PARAMS = typer.Option(Path("params.yaml"), "--params", parser=path, help="params file to read.")
 
 
 @app.command("check-params")
@@ -92,12 +102,12 @@ def _train(stage, command: str, params: Path) -> None:
 
 @app.command()
 def upscale(
-    inputs: list[Path] = typer.Argument(..., show_default=False,
+    inputs: list[Path] = typer.Argument(..., parser=path, show_default=False,
                                         help="Image files and/or folders of images."),
-    output: Path = typer.Option(..., "-o", "--output", show_default=False,
+    output: Path = typer.Option(..., "-o", "--output", parser=path, show_default=False,
                                 help="Output folder (created if missing); each result is "
                                      "<stem>_x4.<ext>, so it may be the input folder."),
-    model: Path = typer.Option(..., "--model", show_default=False,
+    model: Path = typer.Option(..., "--model", parser=path, show_default=False,
                                help="Generator: models/cnn.pt or gan.pt, a BasicSR / "
                                     "Real-ESRGAN RRDBNet x4 file (e.g. RealESRGAN_x4plus.pth), "
                                     "or an .onnx file (srcore export; run by onnxruntime)."),
@@ -135,10 +145,10 @@ def upscale(
 
 @app.command()
 def export(
-    model: Path = typer.Argument(..., show_default=False,
+    model: Path = typer.Argument(..., parser=path, show_default=False,
                                  help="Generator: models/cnn.pt or gan.pt, or a BasicSR / "
                                       "Real-ESRGAN RRDBNet x4 file."),
-    output: Path = typer.Option(..., "-o", "--output", show_default=False,
+    output: Path = typer.Option(..., "-o", "--output", parser=path, show_default=False,
                                 help="The .onnx file to write."),
     fp16: bool = typer.Option(False, "--fp16",
                               help="Also write OUTPUT's stem + .fp16.onnx: float16 weights, "
@@ -175,11 +185,12 @@ def evaluate(params: Path = PARAMS) -> None:
 
 @app.command()
 def compare(
-    reference: Path = typer.Argument(..., help="ground-truth image"),
-    test: Path = typer.Argument(..., help="image to score against it (same size)"),
+    reference: Path = typer.Argument(..., parser=path, help="ground-truth image"),
+    test: Path = typer.Argument(..., parser=path,
+                                help="image to score against it (same size)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
     crop_border: int = typer.Option(4, min=0, help="border removed for the Y-channel metrics"),
-    weights: Path = typer.Option(None, show_default=False,
+    weights: Path = typer.Option(None, parser=path, show_default=False,
                                  help="folder of LPIPS weights. Default: models/pretrained of the "
                                       "project in the current folder, else a user cache "
                                       "(~/.cache/srcore/pretrained, or SRCORE_CACHE_DIR), "
@@ -223,8 +234,9 @@ def compare(
 
 @app.command()
 def report(
-    repo: Path = typer.Option(Path("."), "--repo", help="the project (git + DVC repo) to read."),
-    out: Path = typer.Option(None, "--out", show_default=False,
+    repo: Path = typer.Option(Path("."), "--repo", parser=path,
+                              help="the project (git + DVC repo) to read."),
+    out: Path = typer.Option(None, "--out", parser=path, show_default=False,
                              help="also write the Markdown to this file (e.g. docs/results.md)."),
     reference: str = typer.Option("defaults", "--reference",
                                   help="hold the other rows at params.yaml's defaults, or at the "

@@ -405,3 +405,19 @@ def test_an_output_that_is_no_folder_is_refused_before_any_image(tmp_path, ckpt,
     assert message in result.stderr, result.stderr
     assert "model:" not in result.stderr and "upscaled" not in result.stdout  # no image tried
     assert (tmp_path / "taken.png").read_bytes() == b"keep"
+
+
+@pytest.mark.parametrize("args, name", [
+    (("upscale", "", "-o", "out", "--model", "cnn.pt"), "'inputs'"),
+    (("upscale", "a.png", "-o", "", "--model", "cnn.pt"), "'-o' / '--output'"),
+    (("upscale", "a.png", "-o", "out", "--model", ""), "'--model'"),
+    (("compare", "a.png", "", "--no-lpips"), "'test'"),
+    (("export", "cnn.pt", "-o", ""), "'-o' / '--output'")])
+def test_an_empty_path_is_refused_not_taken_as_the_current_folder(tmp_path, ckpt, args, name):
+    # e.g. "$OUT" with OUT unset
+    cv2.imwrite(str(tmp_path / "a.png"), photo(40, 40))
+    result = run_cli(*args, cwd=tmp_path, check=False)
+    words = " ".join(result.stderr.replace("│", " ").split())  # undo the error box's wrapping
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"Invalid value for {name}: an empty path" in words, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "cnn.pt"]

@@ -421,3 +421,17 @@ def test_an_empty_path_is_refused_not_taken_as_the_current_folder(tmp_path, ckpt
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"Invalid value for {name}: an empty path" in words, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "cnn.pt"]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_checkpoint_with_non_finite_weights_is_refused_before_any_image(tmp_path, value):
+    state = {k: v.clone() for k, v in tiny(skip="none").state_dict().items()}
+    state["conv_first.weight"][0, 0, 0, 0] = value
+    torch.save({"params_ema": state}, tmp_path / "broken.pth")  # BasicSR style
+    cv2.imwrite(str(tmp_path / "a.png"), photo(8, 8))
+    result = run_cli("upscale", "a.png", "-o", "out", "--model", "broken.pth", "--device", "cpu",
+                     cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert ("broken.pth: weights hold NaN or infinite values (conv_first.weight)"
+            in result.stderr), result.stderr
+    assert not (tmp_path / "out").exists()

@@ -74,6 +74,13 @@ def load_generator(path: Path) -> tuple[RRDBNet, dict]:
                 state = ckpt[key]
                 break
         config = infer_config(state, path)
+    # a diverged or damaged file would upscale to black images without any error
+    bad = [k for k, v in state.items()
+           if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()]
+    if bad:
+        raise SrcoreError(f"{path}: weights hold NaN or infinite values ({', '.join(bad[:3])}"
+                          f"{', ...' if len(bad) > 3 else ''}); the file is damaged or from a "
+                          "diverged training: use another checkpoint")
     model = RRDBNet(**config)
     try:
         model.load_state_dict(state)

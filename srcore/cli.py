@@ -206,11 +206,20 @@ def compare(
     import math
 
     from srcore.errors import SrcoreError
-    from srcore.io import read_rgb8
+    from srcore.io import read_image, to_rgb8
     from srcore.metrics import check_size, lpips_distance, psnr_ssim
     from srcore.pretrained import load_lpips, lpips_weights
 
-    ref, other = read_rgb8(reference), read_rgb8(test)
+    (ref, ref_mode), (other, other_mode) = read_image(reference), read_image(test)
+    # both are scored as RGB: gray against RGB would compare luma with colour and score high
+    def kind(arr):
+        return "grayscale" if arr.ndim == 2 else "RGBA" if arr.shape[2] == 4 else "RGB"
+
+    ref_kind, other_kind = kind(ref), kind(other)
+    if ref_kind != other_kind:
+        raise SrcoreError(f"{reference} is {ref_kind} but {test} is {other_kind}: compare "
+                          "images of the same mode (convert one of them first)")
+    ref, other = to_rgb8(ref, ref_mode)[0], to_rgb8(other, other_mode)[0]
     if ref.shape != other.shape:
         raise SrcoreError(f"{test} is {other.shape[1]}x{other.shape[0]} but {reference} is "
                           f"{ref.shape[1]}x{ref.shape[0]}: compare images of the same size")

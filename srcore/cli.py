@@ -19,9 +19,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 
 
-def path(value: str) -> Path:
-    """A path argument or option: Path("") would silently be the current folder."""
-    if not value.strip():
+def path(value: str | Path) -> Path:
+    """A path argument or option: Path("") would silently be the current folder. (Defaults
+    come in as Path.)"""
+    if not str(value).strip():
         raise typer.BadParameter("an empty path (an unset shell variable?); give a file or "
                                  "folder name")
     return Path(value)

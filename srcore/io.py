@@ -33,6 +33,8 @@ def _header(path: Path) -> tuple[int, int, str, int]:
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    if path.is_dir():
+        raise SrcoreError(f"{path}: is a folder; give an image file")
     if not path.is_file():
         raise SrcoreError(f"{path}: file not found")
     if path.stat().st_size == 0:

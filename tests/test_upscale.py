@@ -316,7 +316,8 @@ def test_cli_refuses_fp16_on_a_cpu_before_any_image(tmp_path, ckpt):
     result = run_cli("upscale", "a.png", "-o", "out", "--model", ckpt, "--device", "cpu",
                      "--precision", "fp16", cwd=tmp_path, check=False)
     assert result.returncode == 2
-    assert "--precision=fp16 needs a CUDA GPU" in result.stderr
+    assert "--precision=fp16 needs a CUDA GPU (CPUs run fp16 convolutions slowly" in result.stderr
+    assert "gradient scaling" not in result.stderr  # that is training's reason
     assert not (tmp_path / "out" / "a_x4.png").exists()
 
 
@@ -435,3 +436,18 @@ def test_a_checkpoint_with_non_finite_weights_is_refused_before_any_image(tmp_pa
     assert ("broken.pth: weights hold NaN or infinite values (conv_first.weight)"
             in result.stderr), result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (("compare", "folder", "a.png", "--no-lpips"), "folder: is a folder; give an image file"),
+    (("upscale", "a.png", "-o", "out", "--model", "folder"),
+     "folder: is a folder; give a checkpoint"),
+    (("export", "folder", "-o", "a.onnx"), "folder: is a folder; give a checkpoint"),
+    (("check-params", "--params", "folder"), "folder: is a folder; pass the params file")])
+def test_a_folder_where_a_file_is_expected_is_called_a_folder(tmp_path, args, message):
+    (tmp_path / "folder").mkdir()
+    cv2.imwrite(str(tmp_path / "a.png"), photo(40, 40))
+    result = run_cli(*args, cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert message in result.stderr, result.stderr
+    assert "not found" not in result.stderr

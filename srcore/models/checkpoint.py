@@ -38,6 +38,8 @@ def save_atomic(path: Path, obj) -> None:
 
 def load_checkpoint(path: Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise SrcoreError(f"{path}: is a folder; give a checkpoint file (e.g. models/cnn.pt)")
     if not path.is_file():
         raise SrcoreError(f"{path}: checkpoint not found")
     try:

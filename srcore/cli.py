@@ -17,7 +17,17 @@ from srcore.errors import Interrupted, SrcoreError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="srcore: a reproducible, tracked pipeline for 4x image super-resolution.")
 
-PARAMS = typer.Option(Path("params.yaml"), "--params", help="params file to read.")
+
+def path_arg(value: str | Path) -> Path:
+    """A path argument or option: Path("") would silently be the current folder. (Defaults
+    come in as Path.)"""
+    if not str(value).strip():
+        raise typer.BadParameter("an empty path (an unset shell variable?); give a file or "
+                                 "folder name")
+    return Path(value)
+
+
+PARAMS = typer.Option(Path("params.yaml"), "--params", parser=path_arg, help="params file to read.")
 
 
 @app.command("check-params")
@@ -92,12 +102,12 @@ def _train(stage, command: str, params: Path) -> None:
 
 @app.command()
 def upscale(
-    inputs: list[Path] = typer.Argument(..., show_default=False,
+    inputs: list[Path] = typer.Argument(..., parser=path_arg, show_default=False,
                                         help="Image files and/or folders of images."),
-    output: Path = typer.Option(..., "-o", "--output", show_default=False,
+    output: Path = typer.Option(..., "-o", "--output", parser=path_arg, show_default=False,
                                 help="Output folder (created if missing); each result is "
                                      "<stem>_x4.<ext>, so it may be the input folder."),
-    model: Path = typer.Option(..., "--model", show_default=False,
+    model: Path = typer.Option(..., "--model", parser=path_arg, show_default=False,
                                help="Generator: models/cnn.pt or gan.pt, a BasicSR / "
                                     "Real-ESRGAN RRDBNet x4 file (e.g. RealESRGAN_x4plus.pth), "
                                     "or an .onnx file (srcore export; run by onnxruntime)."),
@@ -135,14 +145,15 @@ def upscale(
 
 @app.command()
 def export(
-    model: Path = typer.Argument(..., show_default=False,
+    model: Path = typer.Argument(..., parser=path_arg, show_default=False,
                                  help="Generator: models/cnn.pt or gan.pt, or a BasicSR / "
                                       "Real-ESRGAN RRDBNet x4 file."),
-    output: Path = typer.Option(..., "-o", "--output", show_default=False,
+    output: Path = typer.Option(..., "-o", "--output", parser=path_arg, show_default=False,
                                 help="The .onnx file to write."),
     fp16: bool = typer.Option(False, "--fp16",
                               help="Also write OUTPUT's stem + .fp16.onnx: float16 weights, "
                                    "input and output (for GPUs; half the size)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing .onnx files."),
 ) -> None:
     """Export a generator to ONNX (opset 17; any batch, height and width), checked with
     onnxruntime against torch on a small random batch."""
@@ -151,6 +162,11 @@ def export(
     outputs = [(output, "fp32")]
     if fp16:
         outputs.append((output.with_name(output.stem + ".fp16.onnx"), "fp16"))
+    for path, _ in outputs:  # before the model is loaded, as upscale does
+        if path.is_dir():
+            raise SrcoreError(f"-o {path} is a folder; give a file name ending in .onnx")
+        if path.exists() and not overwrite:
+            raise SrcoreError(f"{path} exists; pass --overwrite to replace it")
     for path, precision in outputs:
         diff = export_onnx(model, path, precision)
         typer.echo(f"wrote {path} ({precision}, opset {OPSET}); onnxruntime vs torch: max abs "
@@ -175,11 +191,12 @@ def evaluate(params: Path = PARAMS) -> None:
 
 @app.command()
 def compare(
-    reference: Path = typer.Argument(..., help="ground-truth image"),
-    test: Path = typer.Argument(..., help="image to score against it (same size)"),
+    reference: Path = typer.Argument(..., parser=path_arg, help="ground-truth image"),
+    test: Path = typer.Argument(..., parser=path_arg,
+                                help="image to score against it (same size)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
     crop_border: int = typer.Option(4, min=0, help="border removed for the Y-channel metrics"),
-    weights: Path = typer.Option(None, show_default=False,
+    weights: Path = typer.Option(None, parser=path_arg, show_default=False,
                                  help="folder of LPIPS weights. Default: models/pretrained of the "
                                       "project in the current folder, else a user cache "
                                       "(~/.cache/srcore/pretrained, or SRCORE_CACHE_DIR), "
@@ -195,11 +212,20 @@ def compare(
     import math
 
     from srcore.errors import SrcoreError
-    from srcore.io import read_rgb8
+    from srcore.io import read_image, to_rgb8
     from srcore.metrics import check_size, lpips_distance, psnr_ssim
     from srcore.pretrained import load_lpips, lpips_weights
 
-    ref, other = read_rgb8(reference), read_rgb8(test)
+    (ref, ref_mode), (other, other_mode) = read_image(reference), read_image(test)
+    # both are scored as RGB: gray against RGB would compare luma with colour and score high
+    def kind(arr):
+        return "grayscale" if arr.ndim == 2 else "RGBA" if arr.shape[2] == 4 else "RGB"
+
+    ref_kind, other_kind = kind(ref), kind(other)
+    if ref_kind != other_kind:
+        raise SrcoreError(f"{reference} is {ref_kind} but {test} is {other_kind}: compare "
+                          "images of the same mode (convert one of them first)")
+    ref, other = to_rgb8(ref, ref_mode)[0], to_rgb8(other, other_mode)[0]
     if ref.shape != other.shape:
         raise SrcoreError(f"{test} is {other.shape[1]}x{other.shape[0]} but {reference} is "
                           f"{ref.shape[1]}x{ref.shape[0]}: compare images of the same size")
@@ -223,8 +249,9 @@ def compare(
 
 @app.command()
 def report(
-    repo: Path = typer.Option(Path("."), "--repo", help="the project (git + DVC repo) to read."),
-    out: Path = typer.Option(None, "--out", show_default=False,
+    repo: Path = typer.Option(Path("."), "--repo", parser=path_arg,
+                              help="the project (git + DVC repo) to read."),
+    out: Path = typer.Option(None, "--out", parser=path_arg, show_default=False,
                              help="also write the Markdown to this file (e.g. docs/results.md)."),
     reference: str = typer.Option("defaults", "--reference",
                                   help="hold the other rows at params.yaml's defaults, or at the "
@@ -237,6 +264,9 @@ def report(
 
     if reference not in REFERENCES:
         raise SrcoreError(f"--reference {reference!r}: choose defaults or report")
+    if out is not None and out.is_dir():  # checked before the slow `dvc exp show`
+        raise SrcoreError(f"--out {out} is a folder; give a file name, e.g. "
+                          f"{out / 'results.md'}")
     text = tables(collect(repo), reference)
     if out is not None:
         write_text(out, text)

@@ -257,6 +257,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     import yaml
 
     path = Path(path)
+    if path.is_dir():
+        raise SrcoreError(f"{path}: is a folder; pass the params file (--params PATH), e.g. "
+                          f"{path / 'params.yaml'}")
     if not path.is_file():
         raise SrcoreError(f"{path}: params file not found. Run from the project root "
                           "(where params.yaml is) or pass --params PATH.")

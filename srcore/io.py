@@ -25,9 +25,16 @@ def is_image_name(path: Path) -> bool:
 
 def probe(path: Path) -> tuple[int, int, str]:
     """Return (width, height, PIL mode) from the header, or raise a clear SrcoreError."""
+    return _header(path)[:3]
+
+
+def _header(path: Path) -> tuple[int, int, str, int]:
+    """probe's (width, height, mode) and the EXIF orientation (1: as stored)."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    if path.is_dir():
+        raise SrcoreError(f"{path}: is a folder; give an image file")
     if not path.is_file():
         raise SrcoreError(f"{path}: file not found")
     if path.stat().st_size == 0:
@@ -37,6 +44,10 @@ def probe(path: Path) -> tuple[int, int, str]:
         with Image.open(path) as img:
             width, height = img.size
             mode = img.mode
+            # the EXIF Orientation tag; PIL reads a PNG's whole file for its EXIF unless the
+            # chunk comes before the pixels, which would decode a decompression bomb
+            exif = img.getexif() if img.format != "PNG" or "exif" in img.info else {}
+            orientation = exif.get(0x0112, 1)
             # MPO: a camera JPEG with extra views or previews; its first image is the photo
             frames = 1 if img.format == "MPO" else getattr(img, "n_frames", 1)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
@@ -47,15 +58,16 @@ def probe(path: Path) -> tuple[int, int, str]:
     if width * height > MAX_PIXELS:
         raise SrcoreError(f"{path}: {width}x{height} exceeds the {MAX_PIXELS:,}-pixel limit "
                           "(possible decompression bomb); shrink it first")
-    return width, height, mode
+    return width, height, mode, orientation
 
 
 def read_image(path: Path) -> tuple[np.ndarray, str]:
-    """Decode an image as stored: (H, W) or (H, W, 3|4) RGB(A), uint8 or uint16; plus PIL's mode."""
+    """Decode an image as displayed: (H, W) or (H, W, 3|4) RGB(A), uint8 or uint16; plus PIL's
+    mode. An EXIF orientation (camera photos) is applied; files without one are as stored."""
     import cv2
 
     path = Path(path)
-    width, height, mode = probe(path)
+    width, height, mode, orientation = _header(path)
     data = np.fromfile(path, dtype=np.uint8)  # works for any file name, unlike cv2.imread
     arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if arr is None or arr.shape[:2] != (height, width):
@@ -71,7 +83,24 @@ def read_image(path: Path) -> tuple[np.ndarray, str]:
         arr = arr[:, :, 0]
     elif arr.ndim != 2:
         raise SrcoreError(f"{path}: {arr.shape[2]}-channel images are not supported")
-    return arr, mode
+    # IMREAD_UNCHANGED (which keeps alpha and 16-bit) ignores the EXIF orientation; OpenCV
+    # applies it only with flags that drop alpha, so it is applied here
+    return orient(arr, orientation), mode
+
+
+def orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (2-8; 1 and unknown values: as stored), as PIL's
+    ImageOps.exif_transpose does."""
+    import cv2
+
+    turn = {2: lambda a: cv2.flip(a, 1),
+            3: lambda a: cv2.rotate(a, cv2.ROTATE_180),
+            4: lambda a: cv2.flip(a, 0),
+            5: cv2.transpose,
+            6: lambda a: cv2.rotate(a, cv2.ROTATE_90_CLOCKWISE),
+            7: lambda a: cv2.rotate(cv2.transpose(a), cv2.ROTATE_180),
+            8: lambda a: cv2.rotate(a, cv2.ROTATE_90_COUNTERCLOCKWISE)}
+    return turn[orientation](arr) if orientation in turn else arr
 
 
 def to_rgb8(arr: np.ndarray, mode: str = "") -> tuple[np.ndarray, list[str]]:

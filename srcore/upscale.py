@@ -10,6 +10,7 @@ same tiling and image-mode handling (srcore.infer) as a checkpoint, via srcore.o
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -67,6 +68,11 @@ def normalize_ext(ext: str | None) -> str | None:
     return suffix
 
 
+def output_name(src: Path, suffix: str | None) -> str:
+    """<stem>_x4.<ext>: the input's format, or `suffix` (from --ext); read-only ones as PNG."""
+    return f"{src.stem}{SUFFIX}{suffix or (src.suffix.lower() if is_image_name(src) else '.png')}"
+
+
 def collect_jobs(inputs: list[Path], outdir: Path, recursive: bool = False,
                  ext: str | None = None) -> list[Job]:
     """One job per input image: files as given, folders searched for image files.
@@ -88,6 +94,13 @@ def collect_jobs(inputs: list[Path], outdir: Path, recursive: bool = False,
                                        for part in p.relative_to(given).parts)
                            and not (outdir.resolve() != given.resolve()
                                     and p.resolve().is_relative_to(outdir.resolve())))
+            # and so are earlier results beside their source (a.png's a_x4.png), so that
+            # `upscale DIR -o DIR` can run again; a lone foo_x4.png is still an input
+            results = {p.with_name(output_name(p, suffix)) for p in found}.intersection(found)
+            if results:
+                print(f"note: {given}: {len(results)} earlier result(s) beside their source "
+                      "(NAME_x4 of NAME) are not inputs", file=sys.stderr)
+            found = [p for p in found if p not in results]
             if not found:
                 hint = "" if recursive else " (add --recursive to search subfolders)"
                 print(f"note: no images in {given}{hint}", file=sys.stderr)
@@ -103,8 +116,7 @@ def collect_jobs(inputs: list[Path], outdir: Path, recursive: bool = False,
         if src.resolve() in seen:
             continue
         seen.add(src.resolve())
-        out_suffix = suffix or (src.suffix.lower() if is_image_name(src) else ".png")
-        job = Job(src, folder / f"{src.stem}{SUFFIX}{out_suffix}")
+        job = Job(src, folder / output_name(src, suffix))
         other = by_dst.setdefault(job.dst.resolve(), job)
         if other is not job:
             raise SrcoreError(f"{other.src} and {src} would both be written to {job.dst}; "
@@ -115,6 +127,21 @@ def collect_jobs(inputs: list[Path], outdir: Path, recursive: bool = False,
             raise SrcoreError(f"the output of {job.src} would be {job.dst}, which is one of the "
                               "inputs; choose another output folder (-o) or move that file")
     return jobs
+
+
+def check_output_folder(outdir: Path) -> None:
+    """Refuse an output folder that is a file, lies below one, or cannot be written, before
+    the model is loaded (otherwise every image would fail on its own)."""
+    for folder in (outdir, *outdir.parents):
+        if not folder.exists():
+            continue
+        if not folder.is_dir():
+            below = "" if folder == outdir else f": {folder}"
+            raise SrcoreError(f"-o {outdir}{below} is a file; give a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise SrcoreError(f"-o {outdir}: {folder} is not writable; choose a writable "
+                              "location")
+        return
 
 
 def write_image(path: Path, arr: np.ndarray) -> list[str]:
@@ -183,6 +210,7 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
                           "that small take hours on a photo); use --tile auto, the default, or "
                           "256, or lower it only as far as memory requires")
     jobs = collect_jobs(inputs, outdir, recursive, ext)
+    check_output_folder(Path(outdir))
 
     import torch
     from tqdm import tqdm
@@ -214,6 +242,11 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
         model.to(dev).eval()
         what = f"RRDBNet {model.config} from {checkpoint} on {dev}, {prec}"
         radius = receptive_radius(model)
+    try:  # made only now, so that a refused model leaves nothing behind
+        Path(outdir).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SrcoreError(f"-o {outdir}: cannot create the folder ({err.strerror or err}); "
+                          "choose a writable location") from None
     if tile is not None:
         tiling = f"tile {tile or 'off'}"
     elif probes_memory(model, dev):

@@ -66,6 +66,17 @@ def test_compare_refuses_different_sizes_and_missing_files(weights_dir, tmp_path
     assert out.returncode == 2 and "nope.png" in out.stderr
 
 
+@pytest.mark.parametrize("other, mode", [(photo(40, 56)[:, :, 0], "grayscale"),
+                                         (np.dstack([photo(40, 56), photo(40, 56)[:, :, 0]]),
+                                          "RGBA")])
+def test_compare_refuses_images_of_different_modes(tmp_path, other, mode):
+    Image.fromarray(photo(40, 56)).save(tmp_path / "a.png")
+    Image.fromarray(other).save(tmp_path / "b.png")
+    out = run_cli("compare", "a.png", "b.png", "--no-lpips", cwd=tmp_path, check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"a.png is RGB but b.png is {mode}: compare images of the same mode" in out.stderr
+
+
 @pytest.mark.parametrize("size, args, expected", [
     (10, [], "at least 31x31"), (1, [], "at least 31x31"),
     (40, ["--crop-border", "150"], "--crop-border 150"),

@@ -199,3 +199,19 @@ def test_an_export_that_fails_its_check_leaves_no_file(tmp_path, ckpt, monkeypat
                                           "not written"):
         onnx_export.export(ckpt, tmp_path / "new.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cnn.fp16.onnx", "cnn.onnx", "cnn.pt"]
+
+
+def test_export_keeps_an_existing_file_unless_overwrite(tmp_path, ckpt):
+    before = (tmp_path / "cnn.onnx").read_bytes()
+    (tmp_path / "cnn.onnx").write_bytes(b"mine")
+    result = run_cli("export", "cnn.pt", "-o", "cnn.onnx", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "cnn.onnx exists; pass --overwrite to replace it" in result.stderr
+    assert (tmp_path / "cnn.onnx").read_bytes() == b"mine"
+    # --fp16's second file counts too, before anything is written
+    (tmp_path / "new.fp16.onnx").write_bytes(b"mine")
+    result = run_cli("export", "cnn.pt", "-o", "new.onnx", "--fp16", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "new.fp16.onnx exists" in result.stderr
+    assert not (tmp_path / "new.onnx").exists()
+    run_cli("export", "cnn.pt", "-o", "cnn.onnx", "--overwrite", cwd=tmp_path)
+    assert (tmp_path / "cnn.onnx").read_bytes() == before

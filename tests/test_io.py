@@ -57,3 +57,33 @@ def test_decompression_bomb_refused_from_the_header(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(SrcoreError, match="file not found"):
         read_image(tmp_path / "nope.png")
+
+
+def exif_orientation(value):
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = value
+    return exif
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_pil_does(tmp_path, orientation):
+    from PIL import Image, ImageOps
+
+    rgba = np.dstack([photo(), photo(seed=1)[:, :, 0]])  # lossless, and alpha kept
+    Image.fromarray(rgba).save(tmp_path / "a.png", exif=exif_orientation(orientation))
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "a.png")))
+    arr, mode = read_image(tmp_path / "a.png")
+    assert mode == "RGBA" and np.array_equal(arr, expected)
+    assert arr.shape == ((56, 40, 4) if orientation >= 5 else (40, 56, 4))
+
+
+def test_a_rotated_camera_jpeg_reads_upright(tmp_path):
+    from PIL import Image, ImageOps
+
+    Image.fromarray(photo()).save(tmp_path / "cam.jpg", exif=exif_orientation(6), quality=95)
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "cam.jpg")))
+    rgb = read_rgb8(tmp_path / "cam.jpg")
+    assert rgb.shape == upright.shape == (56, 40, 3)  # displayed portrait
+    assert np.abs(rgb.astype(int) - upright).max() <= 2  # PIL's and OpenCV's JPEG decoders

@@ -147,3 +147,11 @@ def test_report_from_dvc_experiments(tmp_path):
     assert "| bicubic | 17.00 |" in text and "| GAN | 20.00 |" in text
     assert "`dvc exp run -S cnn.loss=l2`" in text
     assert "`dvc exp run -S gan.perceptual.activation=post`" in text
+
+
+def test_report_out_that_is_a_folder_is_named_before_reading_experiments(tmp_path):
+    (tmp_path / "metrics").mkdir()
+    result = run_cli("report", "--out", "metrics", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--out metrics is a folder; give a file name, e.g. metrics/results.md" \
+        in result.stderr, result.stderr

@@ -202,8 +202,18 @@ def test_output_folder_may_be_the_input_folder_unless_names_collide(tmp_path, ck
     write_modes(folder)
     assert run([folder], folder, ckpt, device="cpu").done == 6
     assert (folder / "rgb_x4.png").is_file()
+    # a second run: the earlier results beside their sources are not inputs again
+    again = run([folder], folder, ckpt, device="cpu")
+    assert (again.done, len(again.skipped)) == (0, 6)  # output exists
+    assert run([folder], folder, ckpt, device="cpu", overwrite=True).done == 6
+    assert run([folder], tmp_path / "other", ckpt, device="cpu").done == 6
+    assert not list(folder.glob("*_x4_x4*")) and not list((tmp_path / "other").glob("*_x4_x4*"))
+    # a lone foo_x4.png (its foo.png is not there) is an input; files given by name are too
+    assert cv2.imwrite(str(folder / "lone_x4.png"), photo(8, 8))
+    assert [job.src.name for job in collect_jobs([folder], tmp_path / "o")
+            if "_x4" in job.src.name] == ["lone_x4.png"]
     with pytest.raises(SrcoreError, match="_x4.png, which is one of the inputs"):
-        run([folder], folder, ckpt, device="cpu")
+        collect_jobs([folder / "rgb.png", folder / "rgb_x4.png"], folder)
     (tmp_path / "two").mkdir()
     for name in ("a.png", "a.jpg"):
         cv2.imwrite(str(tmp_path / "two" / name), photo(8, 8))
@@ -306,7 +316,8 @@ def test_cli_refuses_fp16_on_a_cpu_before_any_image(tmp_path, ckpt):
     result = run_cli("upscale", "a.png", "-o", "out", "--model", ckpt, "--device", "cpu",
                      "--precision", "fp16", cwd=tmp_path, check=False)
     assert result.returncode == 2
-    assert "--precision=fp16 needs a CUDA GPU" in result.stderr
+    assert "--precision=fp16 needs a CUDA GPU (CPUs run fp16 convolutions slowly" in result.stderr
+    assert "gradient scaling" not in result.stderr  # that is training's reason
     assert not (tmp_path / "out" / "a_x4.png").exists()
 
 
@@ -379,3 +390,64 @@ def test_animated_images_are_refused_and_gifs_in_folders_are_counted(tmp_path, c
                      cwd=tmp_path, check=False)
     assert result.returncode == 2 and "upscaled 0 image(s), 1 failed" in result.stdout
     assert "anim.gif: animated or multi-frame image (3 frames)" in result.stderr
+
+
+@pytest.mark.parametrize("output, message", [
+    ("taken.png", "-o taken.png is a file; give a folder"),
+    ("taken.png/sub", "-o taken.png/sub: taken.png is a file; give a folder"),
+    ("/proc/srcore-test", "-o /proc/srcore-test: cannot create the folder")])
+def test_an_output_that_is_no_folder_is_refused_before_any_image(tmp_path, ckpt, output,
+                                                                  message):
+    cv2.imwrite(str(tmp_path / "a.png"), photo(8, 8))
+    (tmp_path / "taken.png").write_bytes(b"keep")
+    result = run_cli("upscale", "a.png", "-o", output, "--model", ckpt, "--device", "cpu",
+                     cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert message in result.stderr, result.stderr
+    assert "model:" not in result.stderr and "upscaled" not in result.stdout  # no image tried
+    assert (tmp_path / "taken.png").read_bytes() == b"keep"
+
+
+@pytest.mark.parametrize("args, name", [
+    (("upscale", "", "-o", "out", "--model", "cnn.pt"), "'inputs'"),
+    (("upscale", "a.png", "-o", "", "--model", "cnn.pt"), "'-o' / '--output'"),
+    (("upscale", "a.png", "-o", "out", "--model", ""), "'--model'"),
+    (("compare", "a.png", "", "--no-lpips"), "'test'"),
+    (("export", "cnn.pt", "-o", ""), "'-o' / '--output'")])
+def test_an_empty_path_is_refused_not_taken_as_the_current_folder(tmp_path, ckpt, args, name):
+    # e.g. "$OUT" with OUT unset
+    cv2.imwrite(str(tmp_path / "a.png"), photo(40, 40))
+    result = run_cli(*args, cwd=tmp_path, check=False)
+    words = " ".join(result.stderr.replace("│", " ").split())  # undo the error box's wrapping
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"Invalid value for {name}: an empty path" in words, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "cnn.pt"]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_checkpoint_with_non_finite_weights_is_refused_before_any_image(tmp_path, value):
+    state = {k: v.clone() for k, v in tiny(skip="none").state_dict().items()}
+    state["conv_first.weight"][0, 0, 0, 0] = value
+    torch.save({"params_ema": state}, tmp_path / "broken.pth")  # BasicSR style
+    cv2.imwrite(str(tmp_path / "a.png"), photo(8, 8))
+    result = run_cli("upscale", "a.png", "-o", "out", "--model", "broken.pth", "--device", "cpu",
+                     cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert ("broken.pth: weights hold NaN or infinite values (conv_first.weight)"
+            in result.stderr), result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (("compare", "folder", "a.png", "--no-lpips"), "folder: is a folder; give an image file"),
+    (("upscale", "a.png", "-o", "out", "--model", "folder"),
+     "folder: is a folder; give a checkpoint"),
+    (("export", "folder", "-o", "a.onnx"), "folder: is a folder; give a checkpoint"),
+    (("check-params", "--params", "folder"), "folder: is a folder; pass the params file")])
+def test_a_folder_where_a_file_is_expected_is_called_a_folder(tmp_path, args, message):
+    (tmp_path / "folder").mkdir()
+    cv2.imwrite(str(tmp_path / "a.png"), photo(40, 40))
+    result = run_cli(*args, cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert message in result.stderr, result.stderr
+    assert "not found" not in result.stderr

@@ -38,6 +38,8 @@ def save_atomic(path: Path, obj) -> None:
 
 def load_checkpoint(path: Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise SrcoreError(f"{path}: is a folder; give a checkpoint file (e.g. models/cnn.pt)")
     if not path.is_file():
         raise SrcoreError(f"{path}: checkpoint not found")
     try:
@@ -74,6 +76,13 @@ def load_generator(path: Path) -> tuple[RRDBNet, dict]:
                 state = ckpt[key]
                 break
         config = infer_config(state, path)
+    # a diverged or damaged file would upscale to black images without any error
+    bad = [k for k, v in state.items()
+           if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()]
+    if bad:
+        raise SrcoreError(f"{path}: weights hold NaN or infinite values ({', '.join(bad[:3])}"
+                          f"{', ...' if len(bad) > 3 else ''}); the file is damaged or from a "
+                          "diverged training: use another checkpoint")
     model = RRDBNet(**config)
     try:
         model.load_state_dict(state)

@@ -56,8 +56,10 @@ def pick_precision(name: str, device: torch.device, key: str = "train.precision"
             return "fp32"  # TF32 tensor cores: faster than bf16 autocast here (see above)
         return "bf16" if "bf16" in native_precisions(device) else "fp32"
     if name == "fp16" and device.type != "cuda":
-        raise SrcoreError(f"{key}=fp16 needs a CUDA GPU (its gradient scaling is for "
-                          "GPUs); on a CPU use bf16 or fp32")
+        # training's fp16 needs gradient scaling, upscale's does not: the reasons differ
+        why = ("its gradient scaling is for GPUs" if key.startswith("train.")
+               else "CPUs run fp16 convolutions slowly, if at all")
+        raise SrcoreError(f"{key}=fp16 needs a CUDA GPU ({why}); on a CPU use bf16 or fp32")
     if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise SrcoreError(f"{key}=bf16: this GPU has no bf16; use fp16 or fp32")
     return name

@@ -27,7 +27,8 @@ def path_arg(value: str | Path) -> Path:
     return Path(value)
 
 
-PARAMS = typer.Option(Path("params.yaml"), "--params", parser=path_arg, help="params file to read.")
+PARAMS = typer.Option(Path("params.yaml"), "--params", parser=path_arg, metavar="<path>",
+                      help="params file to read.")
 
 
 @app.command("check-params")
@@ -104,10 +105,12 @@ def _train(stage, command: str, params: Path) -> None:
 def upscale(
     inputs: list[Path] = typer.Argument(..., parser=path_arg, show_default=False,
                                         help="Image files and/or folders of images."),
-    output: Path = typer.Option(..., "-o", "--output", parser=path_arg, show_default=False,
+    output: Path = typer.Option(..., "-o", "--output", parser=path_arg, metavar="<path>",
+                                show_default=False,
                                 help="Output folder (created if missing); each result is "
                                      "<stem>_x4.<ext>, so it may be the input folder."),
-    model: Path = typer.Option(..., "--model", parser=path_arg, show_default=False,
+    model: Path = typer.Option(..., "--model", parser=path_arg, metavar="<path>",
+                               show_default=False,
                                help="Generator: models/cnn.pt or gan.pt, a BasicSR / "
                                     "Real-ESRGAN RRDBNet x4 file (e.g. RealESRGAN_x4plus.pth), "
                                     "or an .onnx file (srcore export; run by onnxruntime)."),
@@ -148,7 +151,8 @@ def export(
     model: Path = typer.Argument(..., parser=path_arg, show_default=False,
                                  help="Generator: models/cnn.pt or gan.pt, or a BasicSR / "
                                       "Real-ESRGAN RRDBNet x4 file."),
-    output: Path = typer.Option(..., "-o", "--output", parser=path_arg, show_default=False,
+    output: Path = typer.Option(..., "-o", "--output", parser=path_arg, metavar="<path>",
+                                show_default=False,
                                 help="The .onnx file to write."),
     fp16: bool = typer.Option(False, "--fp16",
                               help="Also write OUTPUT's stem + .fp16.onnx: float16 weights, "
@@ -196,7 +200,7 @@ def compare(
                                 help="image to score against it (same size)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
     crop_border: int = typer.Option(4, min=0, help="border removed for the Y-channel metrics"),
-    weights: Path = typer.Option(None, parser=path_arg, show_default=False,
+    weights: Path = typer.Option(None, parser=path_arg, metavar="<path>", show_default=False,
                                  help="folder of LPIPS weights. Default: models/pretrained of the "
                                       "project in the current folder, else a user cache "
                                       "(~/.cache/srcore/pretrained, or SRCORE_CACHE_DIR), "
@@ -249,9 +253,10 @@ def compare(
 
 @app.command()
 def report(
-    repo: Path = typer.Option(Path("."), "--repo", parser=path_arg,
+    repo: Path = typer.Option(Path("."), "--repo", parser=path_arg, metavar="<path>",
                               help="the project (git + DVC repo) to read."),
-    out: Path = typer.Option(None, "--out", parser=path_arg, show_default=False,
+    out: Path = typer.Option(None, "--out", parser=path_arg, metavar="<path>",
+                             show_default=False,
                              help="also write the Markdown to this file (e.g. docs/results.md)."),
     reference: str = typer.Option("defaults", "--reference",
                                   help="hold the other rows at params.yaml's defaults, or at the "

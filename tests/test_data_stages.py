@@ -89,14 +89,24 @@ def test_missing_folder_and_missing_inputs_are_clear(project):
     ('{"train": ["a"], "val": ["b"], "test": []}', '"test" must be a non-empty list'),
     ('{"train": ["a", "c"], "val": ["b"], "test": ["c"]}', "'c' is in both train and test"),
 ])
-def test_a_malformed_split_file_is_named_before_any_stage_uses_it(project, content, problem):
+def test_a_malformed_split_file_is_named(tmp_path, content, problem):
+    from srcore.errors import SrcoreError
+    from stages.inputs import read_split
+
+    (tmp_path / "split.json").write_text(content)
+    with pytest.raises(SrcoreError) as caught:
+        read_split(tmp_path / "split.json")
+    assert f"split.json is malformed: {problem}" in str(caught.value)
+    assert str(caught.value).endswith("; re-run: dvc repro --force split")
+
+
+def test_stages_refuse_a_malformed_split_before_any_work(project):
     (project / "data").mkdir()
-    (project / "data/split.json").write_text(content)
+    (project / "data/split.json").write_text('{"train": ["a"], "val": ["b"], "test": []}')
     for command in ("train-cnn", "evaluate-baselines"):
         out = run_cli(command, cwd=project, check=False)
         assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
-        assert f"data/split.json is malformed: {problem}" in out.stderr
-        assert "dvc repro --force split" in out.stderr
+        assert 'data/split.json is malformed: "test" must be a non-empty list' in out.stderr
     assert not (project / "models").exists() and not (project / "metrics").exists()
 
 

@@ -71,10 +71,12 @@ def run(params: Params, device: torch.device, log: Callable[[str], None],
     from srcore.train.runtime import configure, native_precisions, pick_precision
 
     configure(device)
-    if compile_too is None:  # default: when train.compile is set, and on CUDA if it works there
-        compile_too = params.train.compile or (device.type == "cuda" and _compiles(device, log))
-    if compile_too:
-        check_compile(True, device, "--compile")  # before any timing: one clear error
+    if compile_too or (compile_too is None and params.train.compile):
+        # asked for: one clear error before any timing where it cannot work
+        check_compile(True, device, "--compile" if compile_too else "train.compile")
+        compile_too = True
+    elif compile_too is None:  # by default on CUDA, where it may pay off, if it works there
+        compile_too = device.type == "cuda" and _compiles(device, log)
     batch, patch = params.cnn.batch_size, params.data.patch_size
     native = native_precisions(device)
     candidates = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])

@@ -140,7 +140,6 @@ class Records:
         self.mlflow.log_image(sample_grid(model, self.val_image, self.scale, self.device),
                               f"grids/step_{step:06d}.png")
 
-
     def _new(self, metrics: dict, step: int) -> dict:
         """The metrics the run does not hold at this step yet (a resumed run recomputes the
         steps after its checkpoint with the same values)."""

@@ -84,11 +84,17 @@ def load_generator(path: Path) -> tuple[RRDBNet, dict]:
                           f"{', ...' if len(bad) > 3 else ''}); the file is damaged or from a "
                           "diverged training: use another checkpoint")
     model = RRDBNet(**config)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise SrcoreError(f"{path}: weights do not fit an RRDBNet {config}: {err}") from None
+    load_weights(model, state, path)
     return model.eval(), ckpt if isinstance(ckpt, dict) else {}
+
+
+def load_weights(module: torch.nn.Module, state: dict, path: Path) -> None:
+    """module.load_state_dict(state); weights of another shape are named with their file."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        raise SrcoreError(f"{path}: weights do not fit a {type(module).__name__} "
+                          f"{module.config}: {err}") from None
 
 
 def infer_config(state, path: Path) -> dict:

@@ -18,7 +18,7 @@ from srcore.config import GanParams, TrainParams
 from srcore.data.dataset import PatchDataset
 from srcore.losses import PerceptualLoss, discriminator_loss, generator_adversarial
 from srcore.errors import SrcoreError
-from srcore.models.checkpoint import load_checkpoint, save_atomic
+from srcore.models.checkpoint import load_checkpoint, load_weights, save_atomic
 from srcore.models.discriminator import Discriminator
 from srcore.models.rrdb import RRDBNet
 from srcore.train import distributed, loop
@@ -55,11 +55,7 @@ def load_discriminator(path: Path) -> Discriminator:
         raise SrcoreError(f"{path}: {what}; re-run the stage that makes it "
                           "(dvc repro --force pretrain_disc)")
     disc = Discriminator(**ckpt["model"])
-    try:
-        disc.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as err:
-        raise SrcoreError(f"{path}: weights do not fit a Discriminator {ckpt['model']}: "
-                          f"{err}") from None
+    load_weights(disc, ckpt["state_dict"], path)
     return disc
 
 

@@ -65,9 +65,9 @@ class ModelParams(_Section):
 
 
 def _auto_or_count(value):
-    if value == "auto" or (type(value) is int and value >= 0):
+    if value == "auto" or (type(value) is int and 0 <= value <= 1024):
         return value
-    raise ValueError("use auto or a whole number >= 0")
+    raise ValueError("use auto or a whole number from 0 to 1024")
 
 
 def _auto_or_switch(value):

@@ -38,13 +38,53 @@ def headline(summary: dict, differences: dict) -> dict:
     return {**scores, **intervals}
 
 
-def _test_images(crop_border: int):
+def _test_images(names: list[str], crop_border: int):
     from srcore.data.dataset import load_images
 
-    names = read_split()["test"]
     images = load_images(HR, names)
     check_metric_sizes(names, images, crop_border)  # before any model runs
     return dict(zip(names, images))
+
+
+def _baseline_settings(params, names: list[str]) -> dict:
+    """What the baseline scores depend on: evaluate compares it with its own, so that scores
+    made for other settings or images are never mixed with the models'."""
+    import hashlib
+
+    from srcore.checksum import sha256_of
+
+    files = hashlib.sha256()
+    for name in names:  # the PNG bytes: ~1 s for DIV2K's 102 test images
+        files.update(sha256_of(HR / f"{name}.png").digest())
+    return {"scale": params.data.scale, "lq_kernel": params.data.lq_kernel,
+            "crop_border": params.eval.crop_border, "test_images": names,
+            "test_images_sha256": files.hexdigest()}
+
+
+def _read_baselines(settings: dict) -> tuple[dict, str]:
+    """evaluate_baselines' summary and per-image rows, refused if they were made for other
+    settings or test images (possible when commands are run by hand, not by dvc repro)."""
+    rerun = "run `python -m srcore evaluate-baselines` (or dvc repro evaluate_baselines) first"
+    try:
+        summary = json.loads(BASELINES_JSON.read_text(encoding="utf-8"))
+        rows = BASELINES_CSV.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise SrcoreError(f"{err.filename} not found: {rerun}") from None
+    except ValueError as err:  # bad JSON or bytes
+        raise SrcoreError(f"{BASELINES_JSON} is unreadable ({err}): {rerun}") from None
+    made_with = summary.pop("settings", None) if isinstance(summary, dict) else None
+    if not isinstance(made_with, dict):
+        raise SrcoreError(f"{BASELINES_JSON} does not say what it was made with: {rerun}")
+    named = {"test_images": "another test split",
+             "test_images_sha256": f"the test images in {HR} have changed since"}
+    changed = [named.get(key, f"{key} {made_with.get(key)!r}, now {value!r}")
+               for key, value in settings.items() if made_with.get(key) != value]
+    if named["test_images"] in changed:  # other images, so other contents too
+        changed = [c for c in changed if c != named["test_images_sha256"]]
+    if changed:
+        raise SrcoreError(f"{BASELINES_JSON} was made for other settings "
+                          f"({'; '.join(changed)}): {rerun}")
+    return summary, rows
 
 
 def run_baselines(params_path: Path) -> None:
@@ -52,14 +92,16 @@ def run_baselines(params_path: Path) -> None:
     from srcore.pretrained import load_lpips
 
     params, values = stage_params(params_path, "evaluate_baselines")
-    images = _test_images(params.eval.crop_border)
+    names = read_split()["test"]
+    images = _test_images(names, params.eval.crop_border)
+    settings = _baseline_settings(params, names)
     lpips_model = load_lpips(PRETRAINED)
     scale, kernel = params.data.scale, params.data.lq_kernel
     with stage_run("evaluate_baselines", params.mlflow.experiment, values) as mlflow:
         rows = evaluate({k: baseline(k, scale) for k in BASELINES}, images, scale, kernel,
                         params.eval.crop_border, lpips_model)
         summary = summarize(rows)
-        write_json(BASELINES_JSON, summary)
+        write_json(BASELINES_JSON, {**summary, "settings": settings})
         write_text(BASELINES_CSV, rows_csv(rows, CSV_COLUMNS))
         for method, scores in summary.items():
             mlflow.log_metrics({f"{method}_{k}": v for k, v in scores.items()})
@@ -76,13 +118,10 @@ def run_models(params_path: Path) -> None:
     from srcore.uncertainty import paired_differences
 
     params, values = stage_params(params_path, "evaluate")
-    try:
-        baselines = json.loads(BASELINES_JSON.read_text())
-        baseline_rows = BASELINES_CSV.read_text()
-    except FileNotFoundError as err:
-        raise SrcoreError(f"{err.filename} not found: run dvc repro evaluate_baselines") from None
+    names = read_split()["test"]
+    baselines, baseline_rows = _read_baselines(_baseline_settings(params, names))
     models = {"cnn": load_generator(CNN)[0], "gan": load_generator(GAN)[0]}
-    images = _test_images(params.eval.crop_border)
+    images = _test_images(names, params.eval.crop_border)
     lpips_model = load_lpips(PRETRAINED)
     device = pick_device(params.train.device)
     precision = pick_precision(params.train.precision, device)

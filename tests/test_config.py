@@ -35,6 +35,8 @@ def test_repo_params_are_valid():
     ("train__nproc", 0, "train.nproc = 0"),
     ("train__nproc", 3, "cnn.batch_size=16 is the global batch, shared by train.nproc=3"),
     ("train__precision", "fp8", "train.precision = 'fp8'"),
+    ("train__num_workers", 5000, "train.num_workers = 5000: use auto or a whole "
+                                 "number from 0 to 1024"),
 ])
 def test_bad_params_name_the_key(tmp_path, key, value, expected):
     path = write_params(tmp_path, **{key: value})
@@ -98,7 +100,8 @@ def test_limits_that_are_still_accepted(tmp_path):
     triad_l1_only = {"perceptual": 0, "adversarial": 0, "l1": 1.0}
     params = load_params(write_params(tmp_path, gan__loss="triad", gan__weights=triad_l1_only,
                                       data__patch_size=128, data__hr_max_side=128,
-                                      seed=2**32 - 1, model__features=1024))
+                                      seed=2**32 - 1, model__features=1024,
+                                      train__num_workers=1024))
     assert params.seed == 2**32 - 1 and params.data.patch_size == params.data.hr_max_side
 
 

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from srcore.io import read_rgb8
+from srcore.io import read_rgb8, write_png
 
 from conftest import run_cli, write_params, write_training_data
 from images import photo, png_header_only, write_modes
@@ -177,3 +177,37 @@ def test_symlinks_leading_out_of_data_dir_are_followed_and_recorded(project, tmp
     assert "link_to" not in raw["rgb"] and "link_to" not in raw["inside"]
     assert (project / "data/raw/linked.png").read_bytes() == paths["gray"].read_bytes()
     assert not (project / "data/raw/linked.png").is_symlink()
+
+
+def test_evaluate_refuses_baselines_made_for_other_settings(project, weights_dir):
+    write_training_data(project, train=1, val=1, test=2)
+    (project / "models").mkdir()
+    (project / "models/pretrained").symlink_to(weights_dir)
+    run_cli("evaluate-baselines", cwd=project)
+    baselines = json.loads((project / "metrics/evaluate_baselines.json").read_text())
+    settings = baselines.pop("settings")
+    assert len(settings.pop("test_images_sha256")) == 64
+    assert settings == {"scale": 4, "lq_kernel": "bicubic", "crop_border": 4,
+                        "test_images": ["p2", "p3"]}
+    assert list(baselines) == ["nearest", "bilinear", "bicubic"]
+
+    write_params(project, eval__crop_border=0)  # by hand, evaluate alone: stale baselines
+    out = run_cli("evaluate", cwd=project, check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert ("metrics/evaluate_baselines.json was made for other settings (crop_border 4, now 0)"
+            ": run `python -m srcore evaluate-baselines`") in out.stderr
+    split = json.loads((project / "data/split.json").read_text())
+    split["test"] = ["p3"]
+    (project / "data/split.json").write_text(json.dumps(split))
+    write_params(project)
+    out = run_cli("evaluate", cwd=project, check=False)
+    assert out.returncode == 2 and "(another test split)" in out.stderr, out.stderr
+    split["test"] = ["p2", "p3"]
+    (project / "data/split.json").write_text(json.dumps(split))
+    write_png(project / "data/hr/p3.png", photo(64, 64, seed=99))  # data/hr made again
+    out = run_cli("evaluate", cwd=project, check=False)
+    assert out.returncode == 2 and "(the test images in data/hr have changed since)" in out.stderr
+    (project / "metrics/evaluate_baselines.json").write_text("{")
+    out = run_cli("evaluate", cwd=project, check=False)
+    assert out.returncode == 2 and "evaluate_baselines.json is unreadable" in out.stderr
+    assert not (project / "metrics/evaluate.json").exists()

@@ -299,7 +299,7 @@ def benchmark(
     config = load_params(params)
     if device not in (None, "auto", "cpu", "cuda"):
         raise SrcoreError(f"--device {device}: use auto, cpu or cuda")
-    dev = pick_device(device or config.train.device)
+    dev = pick_device(device, "--device") if device else pick_device(config.train.device)
     results = run(config, dev, lambda step: print(f"measuring: {step}", file=sys.stderr,
                                                   flush=True), compile_too)
     print(json.dumps(results, indent=2) if as_json else table(results))

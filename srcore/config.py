@@ -27,7 +27,7 @@ class DataParams(_Section):
     scale: Literal[4]  # the generator is 4x, as in the study
     lq_kernel: Literal["bicubic", "area", "bilinear", "nearest"]
     patch_size: int = Field(ge=8)
-    patches_per_image: int = Field(ge=1)
+    patches_per_image: int = Field(ge=1, le=10_000)  # crops of each image per pass
     hflip: bool
     vflip: bool
     rot90: bool
@@ -113,7 +113,7 @@ Betas = Annotated[tuple[float, float], BeforeValidator(_two_values), AfterValida
 class CnnParams(_Section):
     loss: Literal["l1", "l2"]
     steps: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
+    batch_size: int = Field(ge=1, le=4096)  # the report: 16
     lr: float = Field(gt=0, le=1)
     lr_halve_at: list[int]
     betas: Betas
@@ -191,7 +191,7 @@ class GanParams(_Section):
     rounds: int = Field(ge=1)
     g_steps: int = Field(ge=1)
     d_steps: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
+    batch_size: int = Field(ge=1, le=4096)  # the report: 16
     lr: float = Field(gt=0, le=1)
     betas: Betas
     relativistic: bool

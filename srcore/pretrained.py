@@ -383,7 +383,7 @@ def prepare_pretrained(out_dir: Path, cache_dir: Path) -> dict:
 
 
 def _load_state(out_dir: Path, name: str) -> dict:
-    import torch
+    from srcore.models.checkpoint import load_checkpoint
 
     path = Path(out_dir) / f"{name}.pt"
     if not path.is_file():
@@ -395,10 +395,10 @@ def _load_state(out_dir: Path, name: str) -> dict:
                 "can reach download.pytorch.org.")
         raise SrcoreError(f"{path} does not exist. {_REMEDY}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as err:
-        raise SrcoreError(f"cannot read {path} ({err}). Delete it and run "
-                          "`dvc repro pretrained` (or `python -m srcore pretrained`).") from err
+        return load_checkpoint(path)  # its short message, not torch's advice to unpickle code
+    except SrcoreError as err:
+        raise SrcoreError(f"{err} (to make it again: delete it and run `dvc repro "
+                          "pretrained`, or `python -m srcore pretrained`)") from None
 
 
 def load_features(out_dir: Path, net: str) -> torch.nn.Module:

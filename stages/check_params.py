@@ -14,14 +14,15 @@ from pathlib import Path
 
 from srcore.atomic import write_text
 from srcore.config import load_params
-from stages.paths import PARAMS_CHECKED
+from stages.paths import PARAMS_CHECKED, check_data_dir
 
 NOTE = ("params.yaml passed validation. Every stage depends on this file, so that DVC runs the "
         "check_params stage first and a bad param stops dvc repro before any output is removed.\n")
 
 
 def run(params_path: Path) -> None:
-    load_params(params_path)  # every bad key, with what is allowed, in one SrcoreError
+    params = load_params(params_path)  # every bad key, with what is allowed, in one error
+    check_data_dir(params.data)
     if not PARAMS_CHECKED.is_file() or PARAMS_CHECKED.read_text() != NOTE:
         write_text(PARAMS_CHECKED, NOTE)
     print(f"check_params: {params_path} is valid")

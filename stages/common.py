@@ -82,8 +82,22 @@ def run_training(params_path: Path, stage: str, check_inputs: Callable[[], None]
         print(f"{stage}: {describe_setup(params.train, device, dist.world)}")
     try:
         train(params, values, split, dist, device)
+    except (MemoryError, RuntimeError) as err:  # torch's out-of-memory errors are RuntimeErrors
+        if not _out_of_memory(err):
+            raise
+        batch = "cnn.batch_size" if stage == "train_cnn" else "gan.batch_size"
+        raise SrcoreError(f"{stage}: out of memory on {device}: lower {batch} or "
+                          "data.patch_size (or model.features / model.rrdb)") from None
     finally:
         distributed.teardown()
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    """A failed allocation: Python's, CUDA's, or torch's CPU allocator's (a RuntimeError)."""
+    import torch
+
+    return isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)) or \
+        "can't allocate memory" in str(err)
 
 
 @contextlib.contextmanager
@@ -115,16 +129,15 @@ class Records:
         self.mlflow, self.val_image, self.scale, self.device = mlflow, val_image, scale, device
         self.train_logs = [CsvLog(path, columns) for path, columns in train_logs]
         self.val_log = CsvLog(val_csv, val_columns) if val_csv is not None else None
-        self.logged_through: dict[str, int] = {}  # metric -> last step the MLflow run holds
+        self.logged: dict[str, set[int]] = {}  # metric -> the steps the MLflow run holds
 
     def start(self, step: int) -> None:
         for log in self.train_logs + ([self.val_log] if self.val_log else []):
             log.start(step)
         if step:  # resumed: a killed run logged beyond its last checkpoint; not again
             client, run = self.mlflow.MlflowClient(), self.mlflow.active_run().info.run_id
-            self.logged_through = {
-                key: max(m.step for m in client.get_metric_history(run, key))
-                for key in client.get_run(run).data.metrics}
+            self.logged = {key: {m.step for m in client.get_metric_history(run, key)}
+                           for key in client.get_run(run).data.metrics}
 
     def log(self, step: int, row: dict) -> None:
         for log in self.train_logs:
@@ -142,8 +155,9 @@ class Records:
 
     def _new(self, metrics: dict, step: int) -> dict:
         """The metrics the run does not hold at this step yet (a resumed run recomputes the
-        steps after its checkpoint with the same values)."""
-        return {k: v for k, v in metrics.items() if step > self.logged_through.get(k, -1)}
+        steps after its checkpoint with the same values; a killed run's background logging
+        may have kept some of them and lost others)."""
+        return {k: v for k, v in metrics.items() if step not in self.logged.get(k, ())}
 
 
 def sample_grid(model, val_image, scale: int, device):

@@ -9,7 +9,7 @@ from pathlib import Path
 from srcore.atomic import atomic_dir
 from srcore.tracking import stage_run
 from stages.declared import stage_params
-from stages.paths import DOWNLOADS, MANIFEST, RAW
+from stages.paths import DOWNLOADS, MANIFEST, RAW, check_data_dir
 
 
 def run(params_path: Path) -> None:
@@ -23,6 +23,7 @@ def run(params_path: Path) -> None:
     elif source == "dir":
         from srcore.data.folder import folder_images
 
+        check_data_dir(params.data)
         folder = Path(params.data.dir).expanduser()
         inputs = [(name, path, str(path)) for name, path in folder_images(folder)]
         # symbolic links are followed; those leading out of data.dir are recorded (link_to)

@@ -12,7 +12,7 @@ from srcore.atomic import write_json, write_text
 from srcore.errors import SrcoreError
 from srcore.tracking import log_on_pipeline_run, stage_run
 from srcore.csvlog import rows_csv
-from stages.inputs import check_metric_sizes, read_split
+from stages.inputs import check_metric_sizes, read_split, require
 from stages.declared import stage_params
 from stages.paths import CNN, GAN, HR, METRICS, PRETRAINED
 
@@ -118,6 +118,8 @@ def run_models(params_path: Path) -> None:
     from srcore.uncertainty import paired_differences
 
     params, values = stage_params(params_path, "evaluate")
+    require(CNN, "train_cnn")
+    require(GAN, "train_gan")
     names = read_split()["test"]
     baselines, baseline_rows = _read_baselines(_baseline_settings(params, names))
     models = {"cnn": load_generator(CNN)[0], "gan": load_generator(GAN)[0]}

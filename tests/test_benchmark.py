@@ -64,6 +64,13 @@ def test_benchmark_table_and_bad_device(tmp_path):
     assert "cnn_train_fp32_patches_per_s" in text and "patches/s" in text and "MP/s" in text
     bad = run_cli("benchmark", "--device", "tpu", cwd=tmp_path, check=False)
     assert bad.returncode == 2 and "--device tpu" in bad.stderr
+    no_gpu = {"CUDA_VISIBLE_DEVICES": ""}  # hides any GPU this machine has
+    bad = run_cli("benchmark", "--device", "cuda", cwd=tmp_path, env=no_gpu, check=False)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
+    assert "error: --device cuda but no CUDA GPU is available" in bad.stderr  # not train.device
+    write_params(tmp_path, **TINY, train__device="cuda")
+    bad = run_cli("benchmark", cwd=tmp_path, env=no_gpu, check=False)
+    assert bad.returncode == 2 and "error: train.device=cuda but no CUDA GPU" in bad.stderr
 
 
 @pytest.mark.slow

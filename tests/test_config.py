@@ -122,6 +122,10 @@ def test_missing_key_is_named(tmp_path):
     ("disc__widths", [64, 128], "disc.widths"),
     ("model__rrdb", 0, "model.rrdb = 0"),
     ("cnn__lr", 0, "cnn.lr = 0"),
+    ("cnn__batch_size", 10**8, "cnn.batch_size = 100000000: Input should be less than or equal "
+                               "to 4096"),
+    ("gan__batch_size", 4097, "gan.batch_size = 4097"),
+    ("data__patches_per_image", 10**8, "data.patches_per_image = 100000000"),
 ])
 def test_bad_training_params(tmp_path, key, value, expected):
     with pytest.raises(SrcoreError) as err:

@@ -191,6 +191,12 @@ def test_evaluate_refuses_baselines_made_for_other_settings(project, weights_dir
                         "test_images": ["p2", "p3"]}
     assert list(baselines) == ["nearest", "bilinear", "bicubic"]
 
+    out = run_cli("evaluate", cwd=project, check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "models/cnn.pt not found: run the train_cnn stage first" in out.stderr
+    for name in ("cnn", "gan"):  # stand-ins: the checks below come before models load
+        (project / f"models/{name}.pt").write_bytes(b"")
+
     write_params(project, eval__crop_border=0)  # by hand, evaluate alone: stale baselines
     out = run_cli("evaluate", cwd=project, check=False)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
@@ -211,3 +217,25 @@ def test_evaluate_refuses_baselines_made_for_other_settings(project, weights_dir
     out = run_cli("evaluate", cwd=project, check=False)
     assert out.returncode == 2 and "evaluate_baselines.json is unreadable" in out.stderr
     assert not (project / "metrics/evaluate.json").exists()
+
+
+@pytest.mark.parametrize("data_dir", ["data", ".", "data/raw/mine"])
+def test_a_data_dir_overlapping_the_pipelines_own_folders_is_refused(project, data_dir):
+    (project / data_dir).mkdir(parents=True, exist_ok=True)
+    write_png(project / data_dir / "mine.png", photo(64, 64))
+    write_params(project, data__source="dir", data__dir=data_dir)
+    for command in ("check-params", "download"):
+        out = run_cli(command, cwd=project, check=False)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert f"data.dir={data_dir!r} overlaps data/raw/, which the pipeline writes" in out.stderr
+    left = {"data": ["mine.png"], ".": [], "data/raw/mine": ["raw"]}[data_dir]
+    assert sorted(p.name for p in (project / "data").glob("*")) == left  # nothing written
+
+
+def test_a_data_dir_inside_data_but_apart_from_the_outputs_is_used(project):
+    for i in range(5):
+        write_png(project / "data/photos" / f"p{i}.png", photo(64, 64, seed=i))
+    write_params(project, data__source="dir", data__dir="data/photos")
+    run_cli("check-params", cwd=project)
+    run_cli("download", cwd=project)
+    assert len(list((project / "data/raw").glob("*.png"))) == 5

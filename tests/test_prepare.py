@@ -32,6 +32,15 @@ def test_split_counts_scale_with_largest_remainder(n, expected):
     assert counts == expected and sum(counts.values()) == n
 
 
+@pytest.mark.parametrize("wanted, expected", [
+    ({"train": 700, "val": 101, "test": 100000}, {"train": 1, "val": 1, "test": 9}),
+    ({"train": 1, "val": 0, "test": 9}, {"train": 1, "val": 1, "test": 9}),
+    ({"train": 0, "val": 0, "test": 1}, {"train": 1, "val": 1, "test": 9}),
+])
+def test_split_counts_keep_every_split_when_the_proportions_starve_one(wanted, expected):
+    assert split_counts(11, wanted, 1) == expected
+
+
 def test_split_counts_refuse_too_few_images():
     with pytest.raises(SrcoreError, match="at least 5"):
         split_counts(4, {"train": 700, "val": 101, "test": 102}, 2)

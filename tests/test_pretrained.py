@@ -9,6 +9,7 @@ import io
 import json
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from srcore import pretrained
 from srcore.errors import SrcoreError
 from srcore.pretrained import user_cache as cache_dir
 
-from conftest import LPIPS_IMAGES
+from conftest import LPIPS_IMAGES, run_cli
 
 
 def _image(path: Path):
@@ -156,3 +157,20 @@ def test_load_features_missing_file(tmp_path, net):
 def test_load_lpips_missing_file(tmp_path):
     with pytest.raises(SrcoreError, match="pretrained"):
         pretrained.load_lpips(tmp_path)
+
+
+def test_a_corrupt_weights_file_is_named_in_one_short_message(weights_dir, tmp_path):
+    from PIL import Image
+
+    from images import photo
+
+    weights = tmp_path / "weights"
+    shutil.copytree(weights_dir, weights)
+    whole = (weights / "alexnet.pt").read_bytes()
+    (weights / "alexnet.pt").write_bytes(whole[: len(whole) // 2])  # cut short
+    Image.fromarray(photo(40, 56)).save(tmp_path / "a.png")
+    out = run_cli("compare", "a.png", "a.png", "--weights", weights, cwd=tmp_path, check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.count("\n") == 1 and "weights_only" not in out.stderr
+    assert f"{weights / 'alexnet.pt'}: not a" in out.stderr and "cut short" in out.stderr
+    assert "(to make it again: delete it and run `dvc repro pretrained`" in out.stderr

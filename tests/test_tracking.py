@@ -137,3 +137,43 @@ def test_a_generator_is_registered_and_loads_offline_as_a_pyfunc(monkeypatch, tm
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()
     assert np.abs(out - expected).max() < 1e-5
+
+
+def test_a_resumed_run_logs_the_steps_a_killed_run_lost_and_no_step_twice(monkeypatch,
+                                                                          tmp_path):
+    """A killed run's background logging can keep a later step and lose an earlier one; the
+    resumed run, recomputing the steps after its checkpoint, fills exactly the gaps."""
+    import mlflow
+
+    from stages.common import Records
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    with stage_run("train_cnn", "demo", {}) as run:
+        for step in (5, 10, 20):  # 15 lost when the first run was killed after step 20
+            run.log_metrics({"train_loss": 1 / step}, step=step)
+        records = Records(run, [(tmp_path / "train.csv", ["step", "train_loss"])])
+        records.start(10)  # resumed from the checkpoint of step 10
+        for step in (15, 20, 25):
+            records.log(step, {"train_loss": 1 / step})
+        mlflow.flush_async_logging()
+        history = mlflow.MlflowClient().get_metric_history(run.active_run().info.run_id,
+                                                           "train_loss")
+    assert sorted(m.step for m in history) == [5, 10, 15, 20, 25]
+
+
+def test_a_state_naming_a_run_is_written_after_the_runs_logs(monkeypatch, tmp_path):
+    import mlflow
+    import torch
+
+    from srcore.train import state as state_module
+
+    order = []
+    monkeypatch.setattr(mlflow, "flush_async_logging", lambda: order.append("flush"))
+    monkeypatch.setattr(state_module, "save_atomic", lambda path, obj: order.append("save"))
+    model = torch.nn.Linear(2, 2)
+    state_module.save_state(tmp_path / "last.pt", "key", {"model": model},
+                            {"step": 20, "mlflow_run_id": "abc"})
+    state_module.save_state(tmp_path / "last.pt", "key", {"model": model},
+                            {"step": 20, "mlflow_run_id": None})  # no run: nothing to flush
+    assert order == ["flush", "save", "save"]

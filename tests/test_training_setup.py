@@ -89,6 +89,42 @@ def test_compile_without_a_working_backend_is_refused_before_training(project):
     assert "CNN training step" not in out.stdout + out.stderr  # nothing was timed first
 
 
+@pytest.mark.parametrize("error", [
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 GB"),
+    MemoryError()])
+def test_running_out_of_memory_names_the_params_to_lower(project, monkeypatch, error):
+    """The stage as a user runs it, with the training step failing to allocate."""
+    from srcore.errors import SrcoreError
+    from stages import train_cnn
+
+    write_training_data(project, train=2)
+    monkeypatch.chdir(project)
+
+    def allocate(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("srcore.train.cnn.train_cnn", allocate)
+    with pytest.raises(SrcoreError) as caught:
+        train_cnn.run(project / "params.yaml")
+    assert str(caught.value) == ("train_cnn: out of memory on cpu: lower cnn.batch_size or "
+                                 "data.patch_size (or model.features / model.rrdb)")
+
+
+def test_other_runtime_errors_of_training_pass_through(project, monkeypatch):
+    from stages import train_cnn
+
+    write_training_data(project, train=2)
+    monkeypatch.chdir(project)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("srcore.train.cnn.train_cnn", fail)
+    with pytest.raises(RuntimeError, match="a bug"):
+        train_cnn.run(project / "params.yaml")
+
+
 def test_state_on_the_host_keeps_its_structure():
     state = {"a": torch.ones(2), "b": [torch.zeros(1), (1, 2)], "c": "text"}
     host = on_host(state)

@@ -91,7 +91,8 @@ def downsample_all(sources: list[tuple[str, Path]], dest_dir: Path, max_side: in
 def split_counts(n: int, wanted: dict[str, int], min_per_split: int) -> dict[str, int]:
     """Scale the wanted train/val/test counts to n images (largest remainder method).
 
-    val and test get at least min_per_split images each, taken from train.
+    train gets at least 1 image and val and test min_per_split each, taken from whichever
+    split has the most to spare (train, unless the wanted proportions favour another).
     """
     if n < 1 + 2 * min_per_split:
         raise SrcoreError(f"only {n} image(s): a split needs at least {1 + 2 * min_per_split} "
@@ -103,10 +104,12 @@ def split_counts(n: int, wanted: dict[str, int], min_per_split: int) -> dict[str
     by_remainder = sorted(wanted, key=lambda k: exact[k] - counts[k], reverse=True)
     for key in by_remainder[: n - sum(counts.values())]:
         counts[key] += 1
-    for key in ("val", "test"):
-        short = max(0, min_per_split - counts[key])
-        counts[key] += short
-        counts["train"] -= short
+    least = {"train": 1, "val": min_per_split, "test": min_per_split}
+    for key in least:  # n >= the sum of least, so some split always has one to spare
+        while counts[key] < least[key]:
+            donor = max(counts, key=lambda k: counts[k] - least[k])
+            counts[donor] -= 1
+            counts[key] += 1
     return counts
 
 

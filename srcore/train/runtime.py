@@ -21,11 +21,13 @@ import torch
 from srcore.errors import SrcoreError
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, setting: str = "train.device") -> torch.device:
+    """auto, cpu or cuda as a device; `setting` is what the user set, named if it cannot be."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise SrcoreError("train.device=cuda but no CUDA GPU is available; use auto or cpu")
+        shown = f"{setting} cuda" if setting.startswith("--") else f"{setting}=cuda"
+        raise SrcoreError(f"{shown} but no CUDA GPU is available; use auto or cpu")
     return torch.device(name)
 
 

@@ -79,6 +79,13 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def write_bytes(path: str | os.PathLike, data) -> None:
+    """Write bytes (or a numpy buffer, not copied) atomically. A plain file write, not numpy's
+    tofile, whose OSError lacks errno and strerror ("No space left on device")."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        file.write(data)
+
+
 def write_json(path: str | os.PathLike, data) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 

@@ -222,13 +222,16 @@ def compare(
 
     (ref, ref_mode), (other, other_mode) = read_image(reference), read_image(test)
     # both are scored as RGB: gray against RGB would compare luma with colour and score high
-    def kind(arr):
+    def kind(arr):  # gray+alpha is decoded as RGBA, so as upscale writes it
         return "grayscale" if arr.ndim == 2 else "RGBA" if arr.shape[2] == 4 else "RGB"
 
-    ref_kind, other_kind = kind(ref), kind(other)
-    if ref_kind != other_kind:
-        raise SrcoreError(f"{reference} is {ref_kind} but {test} is {other_kind}: compare "
-                          "images of the same mode (convert one of them first)")
+    def name(arr, mode):
+        return "grayscale with alpha" if mode in ("LA", "La") else kind(arr)
+
+    if kind(ref) != kind(other):
+        raise SrcoreError(f"{reference} is {name(ref, ref_mode)} but {test} is "
+                          f"{name(other, other_mode)}: compare images of the same mode "
+                          "(convert one of them first)")
     ref, other = to_rgb8(ref, ref_mode)[0], to_rgb8(other, other_mode)[0]
     if ref.shape != other.shape:
         raise SrcoreError(f"{test} is {other.shape[1]}x{other.shape[0]} but {reference} is "

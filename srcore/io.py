@@ -6,17 +6,29 @@ before decoding); OpenCV decodes (fast, and keeps 16-bit samples that PIL would 
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import numpy as np
 
-from srcore.atomic import atomic_path
+from srcore.atomic import write_bytes
 from srcore.errors import SrcoreError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 # 200 megapixels: far above any photo we train on (DIV2K <= 4.2 MP), far below what
 # would exhaust memory; a header claiming more is treated as a decompression bomb.
 MAX_PIXELS = 200_000_000
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _cv2():
+    """OpenCV, with its own log lines ("[ WARN:0@0.6] global grfmt_png.cpp ...") silenced:
+    every problem they report reaches the user as one SrcoreError naming the file."""
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    return cv2
 
 
 def is_image_name(path: Path) -> bool:
@@ -33,6 +45,8 @@ def _header(path: Path) -> tuple[int, int, str, int]:
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise SrcoreError(broken_link(path))
     if path.is_dir():
         raise SrcoreError(f"{path}: is a folder; give an image file")
     if not path.is_file():
@@ -61,17 +75,34 @@ def _header(path: Path) -> tuple[int, int, str, int]:
     return width, height, mode, orientation
 
 
+def broken_link(path: Path) -> str:
+    """The message for a symbolic link that leads nowhere (or round in a loop)."""
+    target = os.readlink(path)
+    try:
+        path.stat()
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return f"{path}: symbolic link loop (to {target}); fix or remove it"
+    return f"{path}: broken symbolic link to {target}; fix or remove it"
+
+
 def read_image(path: Path) -> tuple[np.ndarray, str]:
     """Decode an image as displayed: (H, W) or (H, W, 3|4) RGB(A), uint8 or uint16; plus PIL's
-    mode. An EXIF orientation (camera photos) is applied; files without one are as stored."""
-    import cv2
-
+    mode. An EXIF orientation (camera photos) is applied; files without one are as stored.
+    Gray+alpha (PIL mode LA) comes as RGBA with three equal colour channels."""
+    cv2 = _cv2()
     path = Path(path)
     width, height, mode, orientation = _header(path)
     data = np.fromfile(path, dtype=np.uint8)  # works for any file name, unlike cv2.imread
+    truncated = f"{path}: image data is corrupt or truncated; remove or replace it"
+    # libpng prints "libpng error: ..." itself on a cut-short PNG, past OpenCV's log level;
+    # a PNG ends in its IEND chunk, so such a file is refused before it is decoded
+    if data[:8].tobytes() == PNG_SIGNATURE and b"IEND" not in data[-4096:].tobytes() \
+            and b"IEND" not in data.tobytes():  # (data after IEND is rare but allowed)
+        raise SrcoreError(truncated)
     arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if arr is None or arr.shape[:2] != (height, width):
-        raise SrcoreError(f"{path}: image data is corrupt or truncated; remove or replace it")
+        raise SrcoreError(truncated)
     if arr.dtype not in (np.uint8, np.uint16):
         raise SrcoreError(f"{path}: {arr.dtype} samples are not supported; save it as 8- or "
                           "16-bit PNG")
@@ -91,7 +122,7 @@ def read_image(path: Path) -> tuple[np.ndarray, str]:
 def orient(arr: np.ndarray, orientation: int) -> np.ndarray:
     """Apply an EXIF orientation (2-8; 1 and unknown values: as stored), as PIL's
     ImageOps.exif_transpose does."""
-    import cv2
+    cv2 = _cv2()
 
     turn = {2: lambda a: cv2.flip(a, 1),
             3: lambda a: cv2.rotate(a, cv2.ROTATE_180),
@@ -128,7 +159,7 @@ def read_rgb8(path: Path) -> np.ndarray:
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
     """Write an RGB(A) or grayscale uint8/uint16 array as PNG, atomically."""
-    import cv2
+    cv2 = _cv2()
 
     if rgb.ndim == 3 and rgb.shape[2] == 3:
         rgb = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
@@ -137,5 +168,4 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", rgb)
     if not ok:
         raise SrcoreError(f"{path}: PNG encoding failed")
-    with atomic_path(path) as tmp:
-        buf.tofile(tmp)
+    write_bytes(path, buf)

@@ -1,7 +1,9 @@
 """The `upscale` command: find the images, name the outputs, upscale each one, report.
 
-One bad file does not stop the batch: a file that cannot be read, or whose output already
-exists (without --overwrite), is reported by name and skipped, and the summary counts it.
+One bad file does not stop the batch: a file that cannot be read (a broken symbolic link too),
+or whose output already exists (without --overwrite), is reported by name and skipped, and the
+summary counts it. A full disk (or quota, or read-only file system) does stop it: every later
+output would fail as well. Ctrl-C says how many images are done and how many not yet.
 Problems with the whole request (a missing input path, outputs that would collide with each
 other or with inputs, a checkpoint that is not an RRDBNet, an .onnx file that onnxruntime
 cannot run) stop before any image is touched. An .onnx model (`srcore export`) goes through the
@@ -10,6 +12,7 @@ same tiling and image-mode handling (srcore.infer) as a checkpoint, via srcore.o
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
@@ -18,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from srcore.atomic import atomic_path
-from srcore.errors import SrcoreError
+from srcore.atomic import write_bytes
+from srcore.errors import Interrupted, SrcoreError
 from srcore.io import IMAGE_SUFFIXES, is_image_name
 
 SCALE = 4
@@ -31,6 +34,8 @@ NO_ALPHA_FORMATS = {".jpg", ".jpeg"}
 MANY_TILES = 2000  # warn above this many tiles in one image
 TILE_BAR_DELAY = 3  # seconds: images that take longer show a progress bar over their tiles
 READ_ONLY_SUFFIXES = {".gif"}  # read (still GIFs), written as PNG
+# write errors after which every further output would fail too: the batch stops at once
+STOP_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}
 
 
 @dataclass
@@ -44,17 +49,19 @@ class Summary:
     done: int = 0
     failed: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)  # outputs that exist already
+    not_tried: int = 0  # left when a full (or read-only) disk stopped the batch
     seconds: float = 0.0
     megapixels: float = 0.0  # of output
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.skipped
+        return not self.failed and not self.skipped and not self.not_tried
 
     def line(self) -> str:
         rate = self.megapixels / self.seconds if self.seconds > 0 else 0.0
+        stopped = f", {self.not_tried} not tried (stopped)" if self.not_tried else ""
         return (f"upscaled {self.done} image(s), {len(self.failed)} failed, "
-                f"{len(self.skipped)} skipped (output exists) in {self.seconds:.1f} s, "
+                f"{len(self.skipped)} skipped (output exists){stopped} in {self.seconds:.1f} s, "
                 f"{rate:.2f} MP/s of output")
 
 
@@ -73,6 +80,18 @@ def output_name(src: Path, suffix: str | None) -> str:
     return f"{src.stem}{SUFFIX}{suffix or (src.suffix.lower() if is_image_name(src) else '.png')}"
 
 
+def _resolve(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # a symbolic link loop (reported when the job runs)
+        return path.absolute()
+
+
+def _listed(path: Path) -> bool:
+    """A file, or a symbolic link that leads nowhere: the job fails, naming it."""
+    return path.is_file() or (path.is_symlink() and not path.exists())
+
+
 def collect_jobs(inputs: list[Path], outdir: Path, recursive: bool = False,
                  ext: str | None = None) -> list[Job]:
     """One job per input image: files as given, folders searched for image files.
@@ -83,17 +102,17 @@ def collect_jobs(inputs: list[Path], outdir: Path, recursive: bool = False,
     suffix = normalize_ext(ext)
     pairs: list[tuple[Path, Path]] = []  # (input file, output folder)
     for given in map(Path, inputs):
-        if given.is_file():
+        if _listed(given):
             pairs.append((given, outdir))
         elif given.is_dir():
             # hidden files are skipped, and so are earlier results in an output folder inside
             found = sorted(p for p in (given.rglob("*") if recursive else given.iterdir())
-                           if p.is_file() and (is_image_name(p)
+                           if _listed(p) and (is_image_name(p)
                                                or p.suffix.lower() in READ_ONLY_SUFFIXES)
                            and not any(part.startswith(".")
                                        for part in p.relative_to(given).parts)
                            and not (outdir.resolve() != given.resolve()
-                                    and p.resolve().is_relative_to(outdir.resolve())))
+                                    and _resolve(p).is_relative_to(outdir.resolve())))
             # and so are earlier results beside their source (a.png's a_x4.png), so that
             # `upscale DIR -o DIR` can run again; a lone foo_x4.png is still an input
             results = {p.with_name(output_name(p, suffix)) for p in found}.intersection(found)
@@ -113,9 +132,9 @@ def collect_jobs(inputs: list[Path], outdir: Path, recursive: bool = False,
 
     jobs, seen, by_dst = [], set(), {}
     for src, folder in pairs:
-        if src.resolve() in seen:
+        if _resolve(src) in seen:
             continue
-        seen.add(src.resolve())
+        seen.add(_resolve(src))
         job = Job(src, folder / output_name(src, suffix))
         other = by_dst.setdefault(job.dst.resolve(), job)
         if other is not job:
@@ -126,6 +145,9 @@ def collect_jobs(inputs: list[Path], outdir: Path, recursive: bool = False,
         if job.dst.resolve() in seen:
             raise SrcoreError(f"the output of {job.src} would be {job.dst}, which is one of the "
                               "inputs; choose another output folder (-o) or move that file")
+        if job.dst.is_dir():  # found now, not after the image is computed
+            raise SrcoreError(f"the output of {job.src} would be {job.dst}, which is a folder; "
+                              "rename or remove that folder, or choose another output folder (-o)")
     return jobs
 
 
@@ -174,8 +196,7 @@ def write_image(path: Path, arr: np.ndarray) -> list[str]:
         raise SrcoreError(f"{path}: could not encode as {suffix[1:]} ({err})") from None
     if not ok:
         raise SrcoreError(f"{path}: could not encode as {suffix[1:]}; try --ext png")
-    with atomic_path(path) as tmp:
-        buf.tofile(tmp)
+    write_bytes(path, buf)
     return notes
 
 
@@ -213,12 +234,9 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
     check_output_folder(Path(outdir))
 
     import torch
-    from tqdm import tqdm
 
-    from srcore.infer import (DEFAULT_TILE, MEMORY_SHARE, auto_tile, bytes_per_pixel,
-                              free_gpu_bytes, largest_tile, probes_memory, receptive_radius,
-                              tiles, upscale_array)
-    from srcore.io import read_image
+    from srcore.infer import (DEFAULT_TILE, MEMORY_SHARE, bytes_per_pixel, free_gpu_bytes,
+                              largest_tile, probes_memory, receptive_radius)
     from srcore.models.checkpoint import load_generator
     from srcore.train.runtime import pick_device, pick_precision
 
@@ -261,8 +279,30 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
 
     summary = Summary()
     start = time.perf_counter()
+    try:
+        _upscale_all(jobs, summary, model, tile, tile_pad, dev, prec, overwrite)
+    except Interrupted as stop:
+        left = len(jobs) - summary.done - len(summary.failed) - len(summary.skipped)
+        stop.message = (f"{summary.done} image(s) upscaled, {left} not yet (none half-written)."
+                        " Run the same command again to do the rest: it skips the outputs "
+                        "already written (listed as skipped, so it exits with code 2)")
+        raise
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _upscale_all(jobs: list[Job], summary: Summary, model, tile, tile_pad, dev, prec,
+                 overwrite) -> None:
+    """The per-image loop of `run`: fills in `summary`."""
+    import torch
+    from tqdm import tqdm
+
+    from srcore.infer import auto_tile, tiles, upscale_array
+    from srcore.io import read_image
+
+    start = time.perf_counter()
     bar = tqdm(jobs, unit="img", desc="upscale", disable=None)
-    for job in bar:
+    for number, job in enumerate(bar, 1):
         if job.dst.exists() and not overwrite:
             summary.skipped.append(job.src)
             tqdm.write(f"skipped: {job.dst} exists; pass --overwrite to replace it",
@@ -283,6 +323,8 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
                 out = upscale_array(model, img, size, tile_pad, dev, prec, tile_bar.update)
             del img
             notes = ["palette expanded"] if mode.startswith("P") else []
+            if mode in ("LA", "La") and out.shape[2:] == (4,):  # OpenCV writes no gray+alpha
+                notes.append("gray+alpha written as RGBA")
             notes += write_image(job.dst, out)
             summary.megapixels += out.shape[0] * out.shape[1] / 1e6
             del out
@@ -293,9 +335,18 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
             if isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)):
                 message += "; out of memory: use a smaller --tile"
             tqdm.write(f"failed: {message}", file=sys.stderr)
+            cause = err.__cause__
+            if isinstance(cause, OSError) and cause.errno in STOP_ERRNOS:
+                summary.not_tried = len(jobs) - number
+                tqdm.write(f"stopped: every further output would fail too, so the other "
+                           f"{summary.not_tried} image(s) are not tried; once there is room, "
+                           "run the same command again (it skips the outputs already written)",
+                           file=sys.stderr)
+                break
             continue
         summary.done += 1
         if notes:
             tqdm.write(f"{job.dst}: {', '.join(notes)}", file=sys.stderr)
-    summary.seconds = time.perf_counter() - start
-    return summary
+        if bar.disable:  # no bar (a log file): one line per image shows the run is moving
+            print(f"[{number}/{len(jobs)}] {job.dst} ({time.perf_counter() - start:.0f} s)",
+                  file=sys.stderr, flush=True)

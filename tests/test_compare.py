@@ -68,7 +68,9 @@ def test_compare_refuses_different_sizes_and_missing_files(weights_dir, tmp_path
 
 @pytest.mark.parametrize("other, mode", [(photo(40, 56)[:, :, 0], "grayscale"),
                                          (np.dstack([photo(40, 56), photo(40, 56)[:, :, 0]]),
-                                          "RGBA")])
+                                          "RGBA"),
+                                         (np.dstack([photo(40, 56)[:, :, :2]]),
+                                          "grayscale with alpha")])  # PIL saves it as LA
 def test_compare_refuses_images_of_different_modes(tmp_path, other, mode):
     Image.fromarray(photo(40, 56)).save(tmp_path / "a.png")
     Image.fromarray(other).save(tmp_path / "b.png")

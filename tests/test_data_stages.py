@@ -74,6 +74,19 @@ def test_dir_source_with_bad_files_fails_before_writing(project, tmp_path_factor
     assert not (project / "data").exists() and not (project / "mlflow.db").exists()
 
 
+def test_dir_source_with_a_broken_symbolic_link_fails_naming_it(project, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mine")
+    write_modes(folder)
+    (folder / "gone.png").symlink_to(folder / "moved" / "gone.png")
+    write_params(project, data__source="dir", data__dir=str(folder))
+    out = run_cli("download", cwd=project, check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "1 bad file(s)" in out.stderr
+    assert f"gone.png: broken symbolic link to {folder / 'moved' / 'gone.png'}; fix or remove " \
+        "it" in out.stderr
+    assert not (project / "data").exists()  # nothing copied
+
+
 def test_missing_folder_and_missing_inputs_are_clear(project):
     write_params(project, data__source="dir", data__dir=str(project / "nowhere"))
     out = run_cli("download", cwd=project, check=False)

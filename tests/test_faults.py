@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -206,3 +207,112 @@ def test_temporary_files_of_dead_processes_are_removed_by_the_next_write(tmp_pat
         pass
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["a_x4.png", "raw", mine.name, other.name])
+
+
+@pytest.fixture
+def upscale_inputs(tmp_path):
+    """A tiny generator (cnn.pt) and a folder `in` of small photos a..d."""
+    import cv2
+
+    from images import photo
+    from srcore.models.checkpoint import save_generator
+    from srcore.models.rrdb import RRDBNet
+
+    torch.manual_seed(0)
+    save_generator(tmp_path / "cnn.pt", RRDBNet(rrdb=1, features=8, growth=8).eval())
+    (tmp_path / "in").mkdir()
+    for i, name in enumerate("abcd"):
+        cv2.imwrite(str(tmp_path / "in" / f"{name}.png"), photo(12, 16, seed=i))
+    return tmp_path
+
+
+def test_a_failed_upscale_write_names_the_os_error(upscale_inputs):
+    import cv2
+
+    from images import photo
+
+    cv2.imwrite(str(upscale_inputs / "in" / "a.png"), photo(100, 150))  # > 64 KiB upscaled
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+    result = subprocess.run([sys.executable, "-m", "srcore", "upscale", "in", "-o", "out",
+                             "--model", "cnn.pt", "--device", "cpu"], cwd=upscale_inputs,
+                            capture_output=True, text=True, preexec_fn=limit, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    # the OS's words, not the exception's class name (numpy's tofile gave a bare "OSError")
+    assert "could not write out/a_x4.png: File too large." in result.stderr, result.stderr
+    # not a full disk: the other images are done
+    assert "upscaled 3 image(s), 1 failed" in result.stdout
+    assert sorted(p.name for p in (upscale_inputs / "out").iterdir()) == [
+        "b_x4.png", "c_x4.png", "d_x4.png"]  # no temporary file left
+
+
+# the CLI with its file writes failing for lack of space from the second output on
+FULL_DISK = """
+import builtins, errno, os, sys
+import srcore.atomic
+from srcore.cli import main
+
+class Full:
+    def __init__(self, file):
+        self.file = file
+    def __enter__(self):
+        return self
+    def __exit__(self, *args):
+        self.file.close()
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+opened = []
+def open(path, *args, **kwargs):
+    opened.append(path)
+    file = builtins.open(path, *args, **kwargs)
+    return file if len(opened) < 2 else Full(file)
+
+srcore.atomic.open = open
+sys.argv[0] = "srcore"
+main()
+"""
+
+
+def test_a_full_disk_stops_the_upscale_batch_at_once(upscale_inputs):
+    result = subprocess.run([sys.executable, "-c", FULL_DISK, "upscale", "in", "-o", "out",
+                             "--model", "cnn.pt", "--device", "cpu"], cwd=upscale_inputs,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "failed: could not write out/b_x4.png: No space left on device." in result.stderr
+    assert "stopped: every further output would fail too, so the other 2 image(s) are not " \
+        "tried" in result.stderr, result.stderr
+    assert "c.png" not in result.stderr and "d_x4" not in result.stderr  # not even started
+    assert result.stdout.startswith("upscaled 1 image(s), 1 failed, 0 skipped (output exists), "
+                                    "2 not tried (stopped) in ")
+    assert sorted(p.name for p in (upscale_inputs / "out").iterdir()) == ["a_x4.png"]
+
+
+def test_ctrl_c_in_an_upscale_batch_says_what_is_done_and_a_rerun_finishes(upscale_inputs):
+    import cv2
+
+    from images import photo
+
+    folder = upscale_inputs / "in"
+    for i in range(12):  # each takes a while on a CPU at --tile 32
+        cv2.imwrite(str(folder / f"p{i:02d}.png"), photo(96, 128, seed=i))
+    args = [sys.executable, "-m", "srcore", "upscale", "in", "-o", "out", "--model", "cnn.pt",
+            "--device", "cpu", "--tile", "32"]
+    process = subprocess.Popen(args, cwd=upscale_inputs, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (upscale_inputs / "out" / "a_x4.png").exists():
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in stderr
+    last = stderr.splitlines()[-1]
+    assert last.startswith("interrupted: ") and "Run the same command again" in last
+    done, left = int(last.split()[1]), int(last.split("upscaled, ")[1].split()[0])
+    written = sorted(p.name for p in (upscale_inputs / "out").iterdir())
+    assert len(written) == done >= 1 and left >= 1 and done + left == 16  # none half-written
+    rerun = subprocess.run(args, cwd=upscale_inputs, capture_output=True, text=True,
+                           timeout=300)
+    assert rerun.returncode == 2  # as the summary said: the earlier outputs count as skipped
+    assert f"upscaled {left} image(s), 0 failed, {done} skipped (output exists)" in rerun.stdout
+    assert len(list((upscale_inputs / "out").iterdir())) == 16

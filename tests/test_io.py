@@ -48,6 +48,19 @@ def test_truncated_png(tmp_path):
     assert "cut.png" in str(err.value)
 
 
+def test_truncated_png_prints_no_decoder_noise_and_data_after_iend_is_allowed(tmp_path,
+                                                                           capfd):
+    import cv2
+
+    ok, data = cv2.imencode(".png", photo(400, 600)[:, :, ::-1])  # several IDAT chunks
+    (tmp_path / "cut.png").write_bytes(data.tobytes()[:len(data) // 2])
+    with pytest.raises(SrcoreError, match="corrupt or truncated"):
+        read_image(tmp_path / "cut.png")
+    assert capfd.readouterr().err == ""  # no "libpng error" nor OpenCV "[ WARN ...]" line
+    (tmp_path / "tail.png").write_bytes(data.tobytes() + bytes(5000))
+    assert np.array_equal(read_rgb8(tmp_path / "tail.png"), photo(400, 600))
+
+
 def test_decompression_bomb_refused_from_the_header(tmp_path):
     path = png_header_only(tmp_path / "bomb.png", 100_000, 100_000)
     with pytest.raises(SrcoreError, match="decompression bomb"):

@@ -245,6 +245,8 @@ def test_cli_skips_bad_files_and_existing_outputs(tmp_path, ckpt):
     assert result.returncode == 2, result.stderr
     assert "broken.png" in result.stderr
     assert "upscaled 1 image(s), 1 failed" in result.stdout
+    # not a terminal (a log file): one plain line per finished image instead of a bar
+    assert "[2/2] out/good_x4.png (" in result.stderr
     good = tmp_path / "out" / "good_x4.png"
     assert read(good).shape == (48, 64, 3)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good_x4.png"]
@@ -451,3 +453,58 @@ def test_a_folder_where_a_file_is_expected_is_called_a_folder(tmp_path, args, me
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert message in result.stderr, result.stderr
     assert "not found" not in result.stderr
+
+
+def test_broken_links_and_link_loops_are_failed_by_name(tmp_path, ckpt):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "good.png"), photo(12, 16))
+    (folder / "broken.png").symlink_to("gone.png")
+    (folder / "loop.png").symlink_to("loop.png")
+    (tmp_path / "given.jpg").symlink_to("/nowhere/given.jpg")
+    result = run_cli("upscale", folder, "given.jpg", "-o", "out", "--model", ckpt,
+                     "--device", "cpu", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"failed: {folder / 'broken.png'}: broken symbolic link to gone.png; fix or remove it" \
+        in result.stderr
+    assert f"{folder / 'loop.png'}: symbolic link loop (to loop.png); fix or remove it" \
+        in result.stderr
+    assert "given.jpg: broken symbolic link to /nowhere/given.jpg" in result.stderr
+    assert "upscaled 1 image(s), 3 failed" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good_x4.png"]
+
+
+def test_an_output_name_taken_by_a_folder_is_refused_before_any_image(tmp_path, ckpt):
+    cv2.imwrite(str(tmp_path / "b.bmp"), photo(12, 16))
+    (tmp_path / "out" / "b_x4.bmp").mkdir(parents=True)
+    result = run_cli("upscale", "b.bmp", "-o", "out", "--model", ckpt, "--overwrite",
+                     cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert ("the output of b.bmp would be out/b_x4.bmp, which is a folder; rename or remove "
+            "that folder") in result.stderr
+    assert "model:" not in result.stderr and "upscaled" not in result.stdout  # nothing computed
+
+
+def test_a_truncated_png_is_one_line_without_decoder_noise(tmp_path, ckpt):
+    ok, data = cv2.imencode(".png", photo(400, 600))  # several IDAT chunks: libpng complains
+    (tmp_path / "cut.png").write_bytes(data.tobytes()[:len(data) // 2])
+    result = run_cli("upscale", "cut.png", "-o", "out", "--model", ckpt, "--device", "cpu",
+                     cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[1:] == ["failed: cut.png: image data is corrupt or truncated; remove or "
+                         "replace it"], result.stderr  # after the model line, nothing else
+
+
+def test_gray_with_alpha_becomes_rgba_with_a_note(tmp_path, ckpt):
+    from PIL import Image
+
+    gray = photo(12, 16)[:, :, :2]
+    Image.fromarray(gray).save(tmp_path / "la.png")  # PIL mode LA
+    result = run_cli("upscale", "la.png", "-o", "out", "--model", ckpt, "--device", "cpu",
+                     cwd=tmp_path)
+    assert "out/la_x4.png: gray+alpha written as RGBA" in result.stderr
+    out = read(tmp_path / "out" / "la_x4.png")
+    assert out.shape == (48, 64, 4)
+    assert np.array_equal(out[:, :, 0], out[:, :, 1]) and np.array_equal(out[:, :, 0],
+                                                                         out[:, :, 2])

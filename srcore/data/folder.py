@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from srcore.errors import SrcoreError
-from srcore.io import is_image_name, read_image
+from srcore.io import broken_link, is_image_name, read_image
 
 
 def folder_images(folder: Path) -> list[tuple[str, Path]]:
@@ -20,12 +20,17 @@ def folder_images(folder: Path) -> list[tuple[str, Path]]:
     if not folder.is_dir():
         raise SrcoreError(f"data.dir={str(folder)!r} is not a folder; set data.dir to a folder "
                           "of images (e.g. dvc exp run -S data.dir=/path/to/images)")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_name(p))
+    # a symbolic link that leads nowhere is listed too, to be named below, not skipped
+    files = sorted(p for p in folder.rglob("*") if is_image_name(p)
+                   and (p.is_file() or (p.is_symlink() and not p.exists())))
     if not files:
         raise SrcoreError(f"data.dir={str(folder)!r} holds no images "
                           f"(looked for .png .jpg .jpeg .bmp .tif .tiff .webp, recursively)")
     problems, images, seen = [], [], {}
     for path in files:
+        if not path.exists():
+            problems.append(broken_link(path))
+            continue
         # nested files get their folder in the name so that a/x.png and b/x.png stay apart
         name = "__".join(path.relative_to(folder).with_suffix("").parts)
         if name in seen:

@@ -263,8 +263,8 @@ def report(
                              help="also write the Markdown to this file (e.g. docs/results.md)."),
     reference: str = typer.Option("defaults", "--reference",
                                   help="hold the other rows at params.yaml's defaults, or at the "
-                                       "report's configuration (post-activation): defaults or "
-                                       "report."),
+                                       "report's setup (DIV2K, its schedule and loss, "
+                                       "post-activation): defaults or report."),
 ) -> None:
     """The report's five ablation tables (Markdown) from the experiments of `dvc exp show`."""
     from srcore.atomic import write_text

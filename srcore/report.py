@@ -17,10 +17,31 @@ from srcore.errors import SrcoreError
 METHODS = ("nearest", "bilinear", "bicubic", "cnn", "gan")
 SCORES = ("psnr", "ssim", "lpips", "psnr_y", "ssim_y")  # the column order of the tables
 HEADLINE, DETAILS = "metrics/evaluate.json", "metrics/evaluate_details.json"
-DEFAULTS = {"model.rrdb": 2, "cnn.loss": "l1", "gan.loss": "dual",  # params.yaml's (a test checks)
-            "gan.perceptual.activation": "pre"}
-# the configuration each table's other rows are held at: ours, or the report's own
-REFERENCES = {"defaults": DEFAULTS, "report": {**DEFAULTS, "gan.perceptual.activation": "post"}}
+# the report's setup: what $REPORT in docs/reproducing-the-report.md sets (a test checks)
+REPORT_SETUP = {
+    "data.source": "div2k", "model.skip": "none", "data.patch_size": 128,
+    "data.patches_per_image": 1, "cnn.lr": 1e-4, "cnn.steps": 8750, "cnn.lr_halve_at": [4375],
+    "cnn.val_every": 44, "cnn.patience": 8750, "cnn.early_stop_warmup": 4375,
+    "disc.pretrain_steps": 2188, "gan.g_steps": 2188, "gan.d_steps": 2188, "gan.lr": 1e-4,
+    "gan.val_every": 44, "gan.perceptual.layers": ["conv5_3"],
+    "gan.perceptual.layer_weights": [1.0], "gan.perceptual.criterion": "l2",
+    "train.log_every": 44, "train.checkpoint_every": 440}
+# params.yaml's values of the ablated params and of the setup's (a test checks)
+DEFAULTS = {"model.rrdb": 2, "cnn.loss": "l1", "gan.loss": "dual",
+            "gan.perceptual.activation": "pre",
+            "data.source": "sample", "model.skip": "bicubic", "data.patch_size": 64,
+            "data.patches_per_image": 2, "cnn.lr": 5e-4, "cnn.steps": 400,
+            "cnn.lr_halve_at": [300], "cnn.val_every": 50, "cnn.patience": 100,
+            "cnn.early_stop_warmup": 200, "disc.pretrain_steps": 50, "gan.g_steps": 50,
+            "gan.d_steps": 50, "gan.lr": 2e-4, "gan.val_every": 25,
+            "gan.perceptual.layers": ["conv1_2", "conv2_2", "conv3_3", "conv4_3", "conv5_3"],
+            "gan.perceptual.layer_weights": [0.1, 0.1, 1.0, 1.0, 1.0],
+            "gan.perceptual.criterion": "l1", "train.log_every": 10, "train.checkpoint_every": 50}
+# the configuration each table's other rows are held at: ours, or the report's own. Rows are
+# picked closest to it over all these params, so experiments of the sample setup and of the
+# report's (both grids queued in one workspace) are not mixed, and what differs is named.
+REFERENCES = {"defaults": DEFAULTS,
+              "report": {**DEFAULTS, **REPORT_SETUP, "gan.perceptual.activation": "post"}}
 # title, param, its variants, the evaluate.json method scored, row label
 ABLATIONS = {
     1: ("RRDB blocks (CNN)", "model.rrdb", (2, 10, 15), "cnn", "CNN, {} RRDB"),
@@ -98,7 +119,8 @@ def _ablation(number, records, ref, title, key, variants, method, label) -> str:
                           best["evaluate"][method]))
     if missing:
         names = ", ".join(label.format(v) for v in missing)
-        commands = "; ".join(f"`dvc exp run -S {key}={v}`" for v in missing)
+        commands = "; ".join(f"`dvc exp run{_setup(ref, key)} -S {key}={_cli(v)}`"
+                             for v in missing)
         lines += ["", f"Missing: {names}. Add with {commands}."]
     return "\n".join(lines) + "\n"
 
@@ -112,8 +134,8 @@ def _cnn_vs_gan(records, ref) -> str:
                               record["evaluate"][method]))
     off = _off_default(record, ref)
     lines += ["", f"From `{record['name']}`" + (
-        f", not the default configuration{_note(off)}: add it with "
-        f"`dvc exp run {' '.join(f'-S {k}={v}' for k, v in ref.items())}`." if off else ".")]
+        f", not the reference configuration{_note(off)}: add it with "
+        f"`dvc exp run{_setup(ref, reset=off)}`." if off else ".")]
     return "\n".join(lines) + "\n"
 
 
@@ -127,13 +149,32 @@ def _fmt(value, digits: int) -> str:
 
 
 def _off_default(record: dict, ref: dict, skip: str | None = None) -> dict:
-    """The record's params that differ from the reference configuration, but `skip`."""
+    """The record's params that differ from the reference configuration, but `skip` and those
+    the record's project does not have (None)."""
     return {k: record["params"].get(k) for k, v in ref.items()
-            if k != skip and record["params"].get(k) != v}
+            if k != skip and record["params"].get(k) not in (None, v)}
 
 
-def _note(off: dict) -> str:
-    return f" ({', '.join(f'{k}={v}' for k, v in off.items())})" if off else ""
+def _setup(ref: dict, skip: str | None = None, reset: dict | None = None) -> str:
+    """The -S options that turn params.yaml's defaults into the reference configuration, and
+    set the params in `reset` back to it."""
+    return "".join(f" -S {k}={_cli(v)}" for k, v in ref.items()
+                   if k != skip and (DEFAULTS.get(k) != v or k in (reset or {})))
+
+
+def _cli(value) -> str:
+    """A value as `dvc exp run -S` takes it: lists without spaces ([conv5_3], [4375])."""
+    if isinstance(value, list):
+        return "[" + ",".join(map(str, value)) + "]"
+    return str(value)
+
+
+def _note(off: dict, named: int = 4) -> str:
+    """What differs from the reference, for a row label: up to `named` params by name."""
+    shown = [f"{k}={_cli(v)}" for k, v in off.items()]
+    if len(shown) > named:  # another setup altogether (the sample run's against the report's)
+        shown = shown[:named - 1] + [f"and {len(shown) - named + 1} more"]
+    return f" ({', '.join(shown)})" if shown else ""
 
 
 def _cell(row: dict, file: str, name: str):

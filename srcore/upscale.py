@@ -233,16 +233,12 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
     jobs = collect_jobs(inputs, outdir, recursive, ext)
     check_output_folder(Path(outdir))
 
-    import torch
-
     from srcore.infer import (DEFAULT_TILE, MEMORY_SHARE, bytes_per_pixel, free_gpu_bytes,
                               largest_tile, probes_memory, receptive_radius)
     from srcore.models.checkpoint import load_generator
     from srcore.train.runtime import pick_device, pick_precision
 
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SrcoreError("--device cuda but no CUDA GPU is available; use --device auto or cpu")
-    dev = pick_device(device)
+    dev = pick_device(device, "--device")
     if Path(checkpoint).suffix.lower() == ".onnx":
         from srcore.onnx_model import OnnxModel
 
@@ -278,7 +274,6 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
     print(f"model: {what}; {tiling}, pad {tile_pad} (exact from pad {radius})", file=sys.stderr)
 
     summary = Summary()
-    start = time.perf_counter()
     try:
         _upscale_all(jobs, summary, model, tile, tile_pad, dev, prec, overwrite)
     except Interrupted as stop:
@@ -287,13 +282,12 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
                         " Run the same command again to do the rest: it skips the outputs "
                         "already written (listed as skipped, so it exits with code 2)")
         raise
-    summary.seconds = time.perf_counter() - start
     return summary
 
 
 def _upscale_all(jobs: list[Job], summary: Summary, model, tile, tile_pad, dev, prec,
                  overwrite) -> None:
-    """The per-image loop of `run`: fills in `summary`."""
+    """The per-image loop of `run`: fills in `summary`, its time too."""
     import torch
     from tqdm import tqdm
 
@@ -350,3 +344,5 @@ def _upscale_all(jobs: list[Job], summary: Summary, model, tile, tile_pad, dev, 
         if bar.disable:  # no bar (a log file): one line per image shows the run is moving
             print(f"[{number}/{len(jobs)}] {job.dst} ({time.perf_counter() - start:.0f} s)",
                   file=sys.stderr, flush=True)
+    bar.close()
+    summary.seconds = time.perf_counter() - start

@@ -51,7 +51,8 @@ def test_tables_missing_variants_name_their_command():
     assert "`dvc exp run -S cnn.loss=l1`" in text
     assert "`dvc exp run -S gan.loss=triad`" in text
     assert "`dvc exp run -S gan.perceptual.activation=post`" in text
-    assert "From `x`, not the default configuration (model.rrdb=10, cnn.loss=l2)" in text
+    assert ("From `x`, not the reference configuration (model.rrdb=10, cnn.loss=l2): add it "
+            "with `dvc exp run -S model.rrdb=2 -S cnn.loss=l1`.") in text
 
 
 def test_the_reports_own_configuration_as_the_reference():
@@ -75,6 +76,45 @@ def test_the_tables_defaults_are_params_yaml():
         for key in dotted.split("."):
             node = getattr(node, key)
         assert node == value, dotted
+
+
+def test_the_report_setup_is_the_one_the_docs_queue():
+    import re
+
+    import yaml
+
+    from srcore.report import REPORT_SETUP
+
+    from conftest import REPO
+
+    doc = (REPO / "docs/reproducing-the-report.md").read_text()
+    options = re.search(r"REPORT=\((.*?)\)\n", doc, re.S)[1]
+    queued = {}
+    for key, value in re.findall(r"-S '?(\S+?)=([^'\s]+)", options):
+        value = yaml.safe_load(value)
+        queued[key] = float(value) if isinstance(value, str) and value[0].isdigit() else value
+    assert queued == REPORT_SETUP
+
+
+def test_experiments_of_both_setups_are_not_mixed():
+    """Both grids queued in one workspace: each reference takes its own setup's rows."""
+    from srcore.report import DEFAULTS, REPORT_SETUP
+
+    sample = record("sample-10", rrdb=10)
+    sample["params"] = {**DEFAULTS, **sample["params"]}
+    div2k = record("div2k-10", rrdb=10, activation="post")
+    div2k["params"].update(REPORT_SETUP)
+    div2k["evaluate"]["cnn"]["psnr"] = 40.0
+    for records in ([sample, div2k], [div2k, sample]):
+        assert "| CNN, 10 RRDB | 30.00 |" in tables(records)
+        assert "| CNN, 10 RRDB | 40.00 |" in tables(records, "report")
+    only_sample = tables([sample], "report")
+    assert ("| CNN, 10 RRDB (gan.perceptual.activation=pre, data.source=sample, "
+            "model.skip=bicubic, and 18 more) | 30.00 |") in only_sample
+    assert ("Missing: CNN, 2 RRDB, CNN, 15 RRDB. Add with `dvc exp run -S "
+            "gan.perceptual.activation=post -S data.source=div2k -S model.skip=none") in only_sample
+    assert "-S gan.perceptual.layers=[conv5_3] -S gan.perceptual.layer_weights=[1.0]" \
+        in only_sample
 
 
 def test_tables_without_metrics_raise():

@@ -426,6 +426,15 @@ def test_an_empty_path_is_refused_not_taken_as_the_current_folder(tmp_path, ckpt
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "cnn.pt"]
 
 
+def test_device_cuda_without_a_gpu_is_refused_before_any_image(tmp_path, ckpt):
+    cv2.imwrite(str(tmp_path / "a.png"), photo(8, 8))
+    result = run_cli("upscale", "a.png", "-o", "out", "--model", ckpt, "--device", "cuda",
+                     cwd=tmp_path, env={"CUDA_VISIBLE_DEVICES": ""}, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "error: --device cuda but no CUDA GPU is available; use auto or cpu" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_a_checkpoint_with_non_finite_weights_is_refused_before_any_image(tmp_path, value):
     state = {k: v.clone() for k, v in tiny(skip="none").state_dict().items()}

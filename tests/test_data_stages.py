@@ -6,6 +6,7 @@ import sqlite3
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from srcore.io import read_rgb8, write_png
 
@@ -252,3 +253,16 @@ def test_a_data_dir_inside_data_but_apart_from_the_outputs_is_used(project):
     run_cli("check-params", cwd=project)
     run_cli("download", cwd=project)
     assert len(list((project / "data/raw").glob("*.png"))) == 5
+
+
+def test_check_params_refuses_a_missing_data_dir_that_download_would_read(project):
+    gone = str(project / "nowhere")
+    write_params(project, data__source="dir", data__dir=gone)
+    out = run_cli("check-params", cwd=project, check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert f"data.dir={gone!r} is not a folder; set data.dir" in out.stderr
+    # the folder download last ran on (dvc.lock): a clone without it may still train
+    (project / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {"download": {
+        "cmd": "python -m srcore download",
+        "params": {"params.yaml": {"data.dir": gone, "data.source": "dir"}}}}}))
+    run_cli("check-params", cwd=project)

@@ -268,14 +268,17 @@ def report(
 ) -> None:
     """The report's five ablation tables (Markdown) from the experiments of `dvc exp show`."""
     from srcore.atomic import write_text
-    from srcore.report import REFERENCES, collect, tables
+    from srcore.report import REFERENCES, collect, committed_params, tables
+    from srcore.report import reference as held_at
 
     if reference not in REFERENCES:
         raise SrcoreError(f"--reference {reference!r}: choose defaults or report")
     if out is not None and out.is_dir():  # checked before the slow `dvc exp show`
         raise SrcoreError(f"--out {out} is a folder; give a file name, e.g. "
                           f"{out / 'results.md'}")
-    text = tables(collect(repo), reference)
+    defaults = committed_params(repo)
+    ref = held_at(defaults, reference)
+    text = tables(collect(repo, ref), ref, defaults)
     if out is not None:
         write_text(out, text)
     print(text, end="")

@@ -26,22 +26,10 @@ REPORT_SETUP = {
     "gan.val_every": 44, "gan.perceptual.layers": ["conv5_3"],
     "gan.perceptual.layer_weights": [1.0], "gan.perceptual.criterion": "l2",
     "train.log_every": 44, "train.checkpoint_every": 440}
-# params.yaml's values of the ablated params and of the setup's (a test checks)
-DEFAULTS = {"model.rrdb": 2, "cnn.loss": "l1", "gan.loss": "dual",
-            "gan.perceptual.activation": "pre",
-            "data.source": "sample", "model.skip": "bicubic", "data.patch_size": 64,
-            "data.patches_per_image": 2, "cnn.lr": 5e-4, "cnn.steps": 400,
-            "cnn.lr_halve_at": [300], "cnn.val_every": 50, "cnn.patience": 100,
-            "cnn.early_stop_warmup": 200, "disc.pretrain_steps": 50, "gan.g_steps": 50,
-            "gan.d_steps": 50, "gan.lr": 2e-4, "gan.val_every": 25,
-            "gan.perceptual.layers": ["conv1_2", "conv2_2", "conv3_3", "conv4_3", "conv5_3"],
-            "gan.perceptual.layer_weights": [0.1, 0.1, 1.0, 1.0, 1.0],
-            "gan.perceptual.criterion": "l1", "train.log_every": 10, "train.checkpoint_every": 50}
-# the configuration each table's other rows are held at: ours, or the report's own. Rows are
-# picked closest to it over all these params, so experiments of the sample setup and of the
-# report's (both grids queued in one workspace) are not mixed, and what differs is named.
-REFERENCES = {"defaults": DEFAULTS,
-              "report": {**DEFAULTS, **REPORT_SETUP, "gan.perceptual.activation": "post"}}
+REFERENCES = ("defaults", "report")
+# how a run is executed, not what it computes: never a difference between two rows
+RUNTIME = ("mlflow.", "train.device", "train.num_workers", "train.channels_last",
+           "train.compile", "train.nproc")
 # title, param, its variants, the evaluate.json method scored, row label
 ABLATIONS = {
     1: ("RRDB blocks (CNN)", "model.rrdb", (2, 10, 15), "cnn", "CNN, {} RRDB"),
@@ -53,8 +41,40 @@ ABLATIONS = {
 HEADER = "| method | PSNR | SSIM | LPIPS | PSNR-Y | SSIM-Y |\n|---|---:|---:|---:|---:|---:|"
 
 
-def collect(repo: Path) -> list[dict]:
-    """One record {"name", "params", "evaluate"} per experiment or commit with evaluate metrics.
+def committed_params(repo: Path) -> dict:
+    """The project's params.yaml as committed (HEAD; the file where git has none), flat, but
+    RUNTIME: what its experiments are measured against."""
+    import yaml
+
+    from srcore.tracking import flatten
+
+    shown = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=repo, capture_output=True,
+                           text=True)
+    path = Path(repo) / "params.yaml"
+    text = shown.stdout if shown.returncode == 0 else \
+        path.read_text(encoding="utf-8") if path.is_file() else ""
+    try:
+        params = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SrcoreError(f"{path} is not valid YAML ({err})") from None
+    if not isinstance(params, dict):
+        return {}  # no params.yaml: collect names what is missing
+    return {k: v for k, v in flatten(params).items() if not k.startswith(RUNTIME)}
+
+
+def reference(defaults: dict, name: str) -> dict:
+    """The configuration each table's other rows are held at: the committed params, or the
+    report's own setup. Rows are picked closest to it over all those params, so experiments
+    of the sample setup and of the report's (both grids queued in one workspace) are not
+    mixed, and what differs is named."""
+    if name == "report":
+        return {**defaults, **REPORT_SETUP, "gan.perceptual.activation": "post"}
+    return dict(defaults)
+
+
+def collect(repo: Path, keys) -> list[dict]:
+    """One record {"name", "params", "evaluate"} per experiment or commit with evaluate metrics;
+    params: the `keys` of params.yaml.
 
     Identical records (the workspace after `dvc exp run` repeats that experiment) count once.
     """
@@ -79,7 +99,7 @@ def collect(repo: Path) -> list[dict]:
         evaluate = {m: s for m in METHODS if (s := _scores(details, m))}
         if not evaluate:
             continue
-        params = {key: _plain(_cell(row, "params.yaml", key)) for key in DEFAULTS}
+        params = {key: _plain(_cell(row, "params.yaml", key)) for key in keys}
         key = json.dumps([params, evaluate], sort_keys=True)
         if key not in seen:
             seen.add(key)
@@ -88,10 +108,10 @@ def collect(repo: Path) -> list[dict]:
     return records
 
 
-def tables(records: list[dict], reference: str = "defaults") -> str:
+def tables(records: list[dict], ref: dict, defaults: dict) -> str:
     """Markdown: tables 1-5 of the report; missing variants are named with their command.
-    Rows are taken as close as the experiments allow to REFERENCES[reference]."""
-    ref = REFERENCES[reference]
+    Rows are taken as close as the experiments allow to `ref` (see `reference`); commands
+    give the -S options that lead from `defaults` (params.yaml's) to it."""
     records = [r for r in records if r.get("evaluate")]
     if not records:
         raise SrcoreError("no experiment has metrics/evaluate.json yet: run `dvc repro`, or "
@@ -101,13 +121,13 @@ def tables(records: list[dict], reference: str = "defaults") -> str:
              "the Y channel with the border crop; LPIPS: lower is better.\n"]
     for number in range(1, 6):
         if number == 3:
-            parts.append(_cnn_vs_gan(records, ref))
+            parts.append(_cnn_vs_gan(records, ref, defaults))
         else:
-            parts.append(_ablation(number, records, ref, *ABLATIONS[number]))
+            parts.append(_ablation(number, records, ref, defaults, *ABLATIONS[number]))
     return "\n".join(parts)
 
 
-def _ablation(number, records, ref, title, key, variants, method, label) -> str:
+def _ablation(number, records, ref, defaults, title, key, variants, method, label) -> str:
     lines, missing = [f"## Table {number}: {title}", "", HEADER], []
     for value in variants:
         matches = [r for r in records if r["params"].get(key) == value and method in r["evaluate"]]
@@ -119,13 +139,13 @@ def _ablation(number, records, ref, title, key, variants, method, label) -> str:
                           best["evaluate"][method]))
     if missing:
         names = ", ".join(label.format(v) for v in missing)
-        commands = "; ".join(f"`dvc exp run{_setup(ref, key)} -S {key}={_cli(v)}`"
+        commands = "; ".join(f"`dvc exp run{_setup(ref, defaults, key)} -S {key}={_cli(v)}`"
                              for v in missing)
         lines += ["", f"Missing: {names}. Add with {commands}."]
     return "\n".join(lines) + "\n"
 
 
-def _cnn_vs_gan(records, ref) -> str:
+def _cnn_vs_gan(records, ref, defaults) -> str:
     record = next((r for r in records if not _off_default(r, ref)), records[0])
     lines = ["## Table 3: CNN vs GAN", "", HEADER]
     for method in METHODS:
@@ -135,7 +155,7 @@ def _cnn_vs_gan(records, ref) -> str:
     off = _off_default(record, ref)
     lines += ["", f"From `{record['name']}`" + (
         f", not the reference configuration{_note(off)}: add it with "
-        f"`dvc exp run{_setup(ref, reset=off)}`." if off else ".")]
+        f"`dvc exp run{_setup(ref, defaults, reset=off)}`." if off else ".")]
     return "\n".join(lines) + "\n"
 
 
@@ -155,11 +175,12 @@ def _off_default(record: dict, ref: dict, skip: str | None = None) -> dict:
             if k != skip and record["params"].get(k) not in (None, v)}
 
 
-def _setup(ref: dict, skip: str | None = None, reset: dict | None = None) -> str:
+def _setup(ref: dict, defaults: dict, skip: str | None = None,
+           reset: dict | None = None) -> str:
     """The -S options that turn params.yaml's defaults into the reference configuration, and
     set the params in `reset` back to it."""
     return "".join(f" -S {k}={_cli(v)}" for k, v in ref.items()
-                   if k != skip and (DEFAULTS.get(k) != v or k in (reset or {})))
+                   if k != skip and (defaults.get(k) != v or k in (reset or {})))
 
 
 def _cli(value) -> str:
@@ -207,5 +228,15 @@ def _scores(details: dict, method: str) -> dict:
 
 
 def _plain(value):
-    """exp_show gives numbers as floats: 10.0 -> 10."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
+    """A param as params.yaml holds it; exp_show gives numbers as floats (10.0), lists and
+    booleans and null as their text ("[300]", "['conv5_3']", "False", "None")."""
+    import ast
+
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and (value.startswith("[") or value in ("True", "False", "None")):
+        try:
+            return ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
+    return value

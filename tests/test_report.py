@@ -5,10 +5,16 @@ import sys
 import pytest
 
 from srcore.errors import SrcoreError
-from srcore.report import collect, tables
+from srcore.report import collect, committed_params, reference, tables
 from conftest import run_cli
 
 METHODS = ("nearest", "bilinear", "bicubic", "cnn", "gan")
+DEFAULTS = {"model.rrdb": 2, "cnn.loss": "l1", "gan.loss": "dual",
+            "gan.perceptual.activation": "pre"}
+
+
+def report_tables(records, name="defaults", defaults=DEFAULTS):
+    return tables(records, reference(defaults, name), defaults)
 
 
 def record(name, rrdb=2, loss="l1", gan_loss="dual", activation="pre"):
@@ -26,7 +32,7 @@ def record(name, rrdb=2, loss="l1", gan_loss="dual", activation="pre"):
 def test_tables_complete():
     records = [record("a"), record("b", rrdb=10), record("c", rrdb=15), record("d", loss="l2"),
                record("e", gan_loss="triad"), record("f", activation="post")]
-    text = tables(records)
+    text = report_tables(records)
     for number in range(1, 6):
         assert f"## Table {number}:" in text
     assert "Missing" not in text and "not the default" not in text
@@ -44,7 +50,7 @@ def test_tables_complete():
 
 
 def test_tables_missing_variants_name_their_command():
-    text = tables([record("x", rrdb=10, loss="l2")])
+    text = report_tables([record("x", rrdb=10, loss="l2")])
     assert "| CNN, 10 RRDB (cnn.loss=l2) | 30.50 |" in text
     assert "Missing: CNN, 2 RRDB, CNN, 15 RRDB." in text
     assert "`dvc exp run -S model.rrdb=2`; `dvc exp run -S model.rrdb=15`" in text
@@ -59,23 +65,25 @@ def test_the_reports_own_configuration_as_the_reference():
     """The report's setup queued: its GAN is post-activation, one table-5 variant is pre."""
     records = [record("a", activation="post"), record("b", rrdb=10, activation="post"),
                record("f", activation="pre")]
-    table3 = tables(records, "report").split("## Table 3")[1].split("## Table 4")[0]
+    table3 = report_tables(records, "report").split("## Table 3")[1].split("## Table 4")[0]
     assert "From `a`." in table3 and "| GAN | 20.25 |" in table3
-    assert "From `f`." in tables(records).split("## Table 3")[1]  # params.yaml's defaults: pre
+    assert "From `f`." in report_tables(records).split("## Table 3")[1]  # params.yaml's defaults: pre
 
 
-def test_the_tables_defaults_are_params_yaml():
-    from srcore.config import load_params
-    from srcore.report import DEFAULTS
-
+def test_the_reference_is_the_committed_params_without_runtime_settings(tmp_path):
     from conftest import REPO
 
-    params = load_params(REPO / "params.yaml")
-    for dotted, value in DEFAULTS.items():
-        node = params
-        for key in dotted.split("."):
-            node = getattr(node, key)
-        assert node == value, dotted
+    defaults = committed_params(REPO)
+    assert defaults["model.rrdb"] == 2 and defaults["cnn.lr_halve_at"] == [300]
+    assert "train.device" not in defaults and "mlflow.experiment" not in defaults
+    assert defaults["train.precision"] == "auto" and defaults["gan.weights.l1"] == 0.01
+    # the committed file, not the workspace's, which `dvc exp run` leaves changed
+    (tmp_path / "params.yaml").write_text("model: {rrdb: 2}\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "x"]):
+        subprocess.run(git + args, cwd=tmp_path, check=True, capture_output=True)
+    (tmp_path / "params.yaml").write_text("model: {rrdb: 10}\n")
+    assert committed_params(tmp_path) == {"model.rrdb": 2}
 
 
 def test_the_report_setup_is_the_one_the_docs_queue():
@@ -98,30 +106,35 @@ def test_the_report_setup_is_the_one_the_docs_queue():
 
 def test_experiments_of_both_setups_are_not_mixed():
     """Both grids queued in one workspace: each reference takes its own setup's rows."""
-    from srcore.report import DEFAULTS, REPORT_SETUP
+    from srcore.report import REPORT_SETUP
 
+    from conftest import REPO
+
+    defaults = committed_params(REPO)
     sample = record("sample-10", rrdb=10)
-    sample["params"] = {**DEFAULTS, **sample["params"]}
+    sample["params"] = {**defaults, **sample["params"]}
     div2k = record("div2k-10", rrdb=10, activation="post")
     div2k["params"].update(REPORT_SETUP)
     div2k["evaluate"]["cnn"]["psnr"] = 40.0
     for records in ([sample, div2k], [div2k, sample]):
-        assert "| CNN, 10 RRDB | 30.00 |" in tables(records)
-        assert "| CNN, 10 RRDB | 40.00 |" in tables(records, "report")
-    only_sample = tables([sample], "report")
-    assert ("| CNN, 10 RRDB (gan.perceptual.activation=pre, data.source=sample, "
-            "model.skip=bicubic, and 18 more) | 30.00 |") in only_sample
-    assert ("Missing: CNN, 2 RRDB, CNN, 15 RRDB. Add with `dvc exp run -S "
-            "gan.perceptual.activation=post -S data.source=div2k -S model.skip=none") in only_sample
+        assert "| CNN, 10 RRDB | 30.00 |" in report_tables(records, "defaults", defaults)
+        assert "| CNN, 10 RRDB | 40.00 |" in report_tables(records, "report", defaults)
+    only_sample = report_tables([sample], "report", defaults)
+    assert ("| CNN, 10 RRDB (data.source=sample, data.patch_size=64, "
+            "data.patches_per_image=2, and 18 more) | 30.00 |") in only_sample
+    assert ("Missing: CNN, 2 RRDB, CNN, 15 RRDB. Add with `dvc exp run -S data.source=div2k "
+            "-S data.patch_size=128 -S data.patches_per_image=1 -S model.skip=none") in only_sample
+    assert "-S gan.perceptual.activation=post -S gan.perceptual.criterion=l2 -S model.rrdb=2`" \
+        in only_sample
     assert "-S gan.perceptual.layers=[conv5_3] -S gan.perceptual.layer_weights=[1.0]" \
         in only_sample
 
 
 def test_tables_without_metrics_raise():
     with pytest.raises(SrcoreError, match="dvc repro"):
-        tables([])
+        report_tables([])
     with pytest.raises(SrcoreError, match="dvc queue start"):
-        tables([{"name": "workspace", "params": {}, "evaluate": {}}])
+        report_tables([{"name": "workspace", "params": {}, "evaluate": {}}])
 
 
 # The stage writes, from the params, the headline evaluate.json (what exp show lists) and
@@ -137,16 +150,19 @@ stages:
       json.dump(d, open('metrics/evaluate_details.json', 'w'));
       h = {m: dict(psnr_y=v['psnr_y'], ssim_y=0.6, lpips=0.25) for m, v in d.items()};
       json.dump(h, open('metrics/evaluate.json', 'w'))"
-    params: [model.rrdb, cnn.loss, gan.loss, gan.perceptual.activation]
+    params: [data.dir, model.rrdb, cnn.loss, cnn.lr_halve_at, gan.loss, gan.relativistic,
+             gan.perceptual.activation, gan.perceptual.layers, train.compile]
     outs:
       - metrics/evaluate_details.json: {cache: false}
     metrics:
       - metrics/evaluate.json: {cache: false}
 """
 PARAMS = """\
+data: {dir: null}
 model: {rrdb: 2}
-cnn: {loss: l1}
-gan: {loss: dual, perceptual: {activation: pre}}
+cnn: {loss: l1, lr_halve_at: [300]}
+gan: {loss: dual, relativistic: false, perceptual: {activation: pre, layers: [conv5_3]}}
+train: {compile: false}
 """
 
 
@@ -172,7 +188,11 @@ def test_report_from_dvc_experiments(tmp_path):
     sh(*dvc, "-S", "model.rrdb=10")
     sh(*dvc, "-S", "model.rrdb=2", "-S", "gan.loss=triad")  # the workspace now repeats this one
 
-    records = collect(tmp_path)
+    records = collect(tmp_path, committed_params(tmp_path))
+    # exp_show gives lists, booleans and null as text ("[300]"), read back as params.yaml has
+    assert all((r["params"]["cnn.lr_halve_at"], r["params"]["gan.perceptual.layers"],
+                r["params"]["gan.relativistic"], r["params"]["data.dir"])
+               == ([300], ["conv5_3"], False, None) for r in records)
     assert sorted((r["params"]["model.rrdb"], r["params"]["gan.loss"]) for r in records) \
         == [(2, "dual"), (2, "triad"), (10, "dual")]
     assert all(r["name"] != "workspace" for r in records)
@@ -187,6 +207,9 @@ def test_report_from_dvc_experiments(tmp_path):
     assert "| bicubic | 17.00 |" in text and "| GAN | 20.00 |" in text
     assert "`dvc exp run -S cnn.loss=l2`" in text
     assert "`dvc exp run -S gan.perceptual.activation=post`" in text
+    assert "not the reference" not in text  # the committed default run is the reference
+    assert all("(" not in line for line in text.splitlines() if line.startswith(("| CNN,",
+                                                                                 "| GAN,")))
 
 
 def test_report_out_that_is_a_folder_is_named_before_reading_experiments(tmp_path):

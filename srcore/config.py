@@ -133,6 +133,10 @@ class CnnParams(_Section):
                 raise ValueError(f"cnn.lr_halve_at: step {step} is outside the run (1 to "
                                  f"cnn.steps-1 = {self.steps - 1}); remove it or lengthen "
                                  "the run")
+        twice = sorted({step for step in self.lr_halve_at if self.lr_halve_at.count(step) > 1})
+        if twice:  # the scheduler would halve it once for each mention: a quarter, an eighth
+            raise ValueError(f"cnn.lr_halve_at lists step {twice[0]} more than once; each step "
+                             "halves the learning rate once: list it once")
         return self
 
 
@@ -244,11 +248,13 @@ class Params(_Section):
         for key in ("log_every", "checkpoint_every"):
             for run, steps in runs.items():
                 _within(f"train.{key}", getattr(self.train, key), run, steps)
-        for key, batch in (("cnn.batch_size", self.cnn.batch_size),
-                           ("gan.batch_size", self.gan.batch_size)):
-            if batch % self.train.nproc:
-                raise ValueError(f"{key}={batch} is the global batch, shared by train.nproc="
-                                 f"{self.train.nproc} processes: make it a multiple of it")
+        uneven = [f"{key}={batch}" for key, batch in (("cnn.batch_size", self.cnn.batch_size),
+                                                       ("gan.batch_size", self.gan.batch_size))
+                  if batch % self.train.nproc]
+        if uneven:
+            raise ValueError(f"{' and '.join(uneven)}: each is the global batch, shared by "
+                             f"train.nproc={self.train.nproc} processes: make it a multiple "
+                             "of it")
         return self
 
 

@@ -160,6 +160,13 @@ class Records:
         return {k: v for k, v in metrics.items() if step not in self.logged.get(k, ())}
 
 
+def log_summary(mlflow, metrics: dict) -> None:
+    """The stage's summary (metrics/<stage>.json) in its MLflow run as summary/<key>, apart
+    from the per-step series of the same names (val_psnr_y, ...)."""
+    mlflow.log_metrics({f"summary/{k}": float(v) for k, v in metrics.items()
+                        if isinstance(v, (int, float))})
+
+
 def sample_grid(model, val_image, scale: int, device):
     """LQ (nearest, enlarged) | bicubic | SR | GT, on a centre crop of a val image."""
     import torch

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from srcore.atomic import write_json
-from stages.common import Records, run_training, training_data, training_run
+from stages.common import Records, log_summary, run_training, training_data, training_run
 from stages.inputs import read_split, require
 from stages.declared import run_key
 from stages.paths import CNN, DISC, DISC_LAST, METRICS
@@ -60,6 +60,7 @@ def _train(params, values, split, dist, device) -> None:
         metrics = {**final, "steps_run": summary["steps_run"],
                    "wall_time_s": round(summary["wall_time_s"], 1)}
         write_json(METRICS / "pretrain_disc.json", metrics)
+        log_summary(mlflow, metrics)
         write_curves(CURVES, "pretrain_disc", [("loss", CSV, ["d_loss"], True),
                                                ("accuracy", CSV, ["d_accuracy"], True),
                                                ("mean output", CSV, ["d_real", "d_fake"], True)])

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from srcore.atomic import write_json
 from srcore.tracking import log_generator
-from stages.common import Records, run_training, training_data, training_run, val_data
+from stages.common import (Records, log_summary, run_training, training_data, training_run,
+                           val_data)
 from stages.inputs import read_split
 from stages.declared import run_key
 from stages.paths import CNN, CNN_LAST, METRICS
@@ -83,8 +84,7 @@ def _train(params, values, split, dist, device) -> None:
             ("learning rate", TRAIN_CSV, ["lr"], False),
             ("val PSNR-Y (dB)", VAL_CSV, ["psnr_y"], False)])
         mlflow.log_artifact(str(CURVES))
-        mlflow.log_metrics({f"best_{k}": float(v) for k, v in metrics.items()
-                            if isinstance(v, (int, float))})
+        log_summary(mlflow, metrics)
         mlflow.log_artifact(str(CNN))
         log_generator(mlflow, load_generator(CNN)[0], "srcore-cnn")  # a registered model
     print(f"train_cnn: best val PSNR-Y {best['psnr_y']:.2f} dB (EMA weights) at step "

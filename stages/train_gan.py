@@ -6,7 +6,8 @@ from pathlib import Path
 
 from srcore.atomic import write_json
 from srcore.tracking import log_generator
-from stages.common import Records, run_training, training_data, training_run, val_data
+from stages.common import (Records, log_summary, run_training, training_data, training_run,
+                           val_data)
 from stages.inputs import read_split, require
 from stages.declared import run_key
 from stages.paths import CNN, DISC, GAN, GAN_DISC, GAN_LAST, METRICS, PRETRAINED
@@ -91,7 +92,7 @@ def _train(params, values, split, dist, device) -> None:
             ("val LPIPS (G's EMA)", VAL_CSV, ["lpips"], False),
             ("val PSNR-Y (dB)", VAL_CSV, ["psnr_y"], False)])
         mlflow.log_artifact(str(CURVES))
-        mlflow.log_metrics({f"final_{k}": float(v) for k, v in metrics.items()})
+        log_summary(mlflow, metrics)
         mlflow.log_artifact(str(GAN))
         log_generator(mlflow, load_generator(GAN)[0], "srcore-gan")  # a registered model
     print(f"train_gan: val PSNR-Y {last['psnr_y']:.2f} dB, LPIPS {last['lpips']:.4f} (EMA "

@@ -33,7 +33,8 @@ def test_repo_params_are_valid():
     ("seed", True, "seed = True: Input should be a valid integer"),
     ("data__patch_size", 1024, "data.patch_size=1024 is larger than data.hr_max_side=1020"),
     ("train__nproc", 0, "train.nproc = 0"),
-    ("train__nproc", 3, "cnn.batch_size=16 is the global batch, shared by train.nproc=3"),
+    ("train__nproc", 3, "cnn.batch_size=16 and gan.batch_size=16: each is the global batch, "
+                        "shared by train.nproc=3 processes"),
     ("train__precision", "fp8", "train.precision = 'fp8'"),
     ("train__num_workers", 5000, "train.num_workers = 5000: use auto or a whole "
                                  "number from 0 to 1024"),
@@ -125,6 +126,7 @@ def test_missing_key_is_named(tmp_path):
     ("cnn__batch_size", 10**8, "cnn.batch_size = 100000000: Input should be less than or equal "
                                "to 4096"),
     ("gan__batch_size", 4097, "gan.batch_size = 4097"),
+    ("cnn__lr_halve_at", [300, 200, 300], "cnn.lr_halve_at lists step 300 more than once"),
     ("data__patches_per_image", 10**8, "data.patches_per_image = 100000000"),
 ])
 def test_bad_training_params(tmp_path, key, value, expected):

@@ -315,6 +315,13 @@ def test_mlflow_ui_shows_every_stage_run(repo):
         assert [m["step"] for m in history["metrics"]] == [1, 2]
         files = {f["path"] for f in _get(f"{api}/artifacts/list?run_id={run_id}")["files"]}
         assert {"cnn.pt", "grids"} <= files
+        # each training's summary (metrics/<stage>.json) beside its per-step series
+        logged = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+        assert logged["summary/steps_run"] == 2 and "summary/gain_over_bicubic_db" in logged
+        assert "val_psnr_y" in logged and "best_val_psnr_y" not in logged
+        for stage in ("pretrain_disc", "train_gan"):
+            metrics = {m["key"] for m in by_stage[stage][0][0]["data"]["metrics"]}
+            assert {"summary/steps_run", "summary/wall_time_s"} <= metrics, stage
         evaluate_id = by_stage["evaluate"][0][0]["info"]["run_id"]
         files = {f["path"] for f in _get(f"{api}/artifacts/list?run_id={evaluate_id}")["files"]}
         assert "comparison.png" in files

@@ -113,6 +113,28 @@ def test_resumed_runs_end_bit_identical_to_an_uninterrupted_one(tmp_path):
         assert all(torch.equal(ema[k], v) for k, v in straight_ema.items())
 
 
+def test_the_wall_time_counts_the_run_before_a_resume_and_stays_with_a_finished_state(
+        tmp_path):
+    import time
+
+    model, data, val, cnn, train, kw = setup(tmp_path)
+
+    def slow_then_crash(step, row):
+        time.sleep(0.5)  # steps 1-4 (saved at 4) take 2 s at least
+        if step == 5:
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        train_cnn(model, data, val, cnn, train, on_log=slow_then_crash, **kw)
+    assert load_checkpoint(tmp_path / "last.pt")["seconds"] >= 2.0
+    model, data, val, cnn, train, kw = setup(tmp_path)
+    resumed = train_cnn(model, data, val, cnn, train, **kw)  # steps 5-8, quick
+    assert resumed["wall_time_s"] >= 2.0 and resumed["steps_run"] == 8
+    model, data, val, cnn, train, kw = setup(tmp_path)
+    again = train_cnn(model, data, val, cnn, train, **kw)  # finished: restores the best weights
+    assert again["wall_time_s"] == load_checkpoint(tmp_path / "last.pt")["seconds"] >= 2.0
+
+
 def test_the_state_is_written_at_the_checkpoint_cadence(tmp_path, monkeypatch):
     import srcore.train.cnn as cnn_module
 

@@ -52,28 +52,31 @@ class Hooks:
 
 
 def new_state(run_id: str | None, **phase_state) -> dict:
-    """run_id: the MLflow run the stage logs to, kept so a resumed run continues it."""
+    """run_id: the MLflow run the stage logs to, kept so a resumed run continues it;
+    seconds: the training time up to the saved step, over all the runs that got it there."""
     return {"step": 0, "window": {}, "stopped_early": False, "mlflow_run_id": run_id,
-            **phase_state}
+            "seconds": 0.0, **phase_state}
 
 
 def run(cadence: Cadence, batches: Iterator, step_fn: StepFn, hooks: Hooks, *, desc: str,
         last_path: Path, remedy: str, device: torch.device, dist: Dist = Dist()) -> dict:
     """Steps state["step"] + 1 .. cadence.steps (fewer if after_step stops the run); nothing
     for a state that already finished. Returns {"steps_run", "stopped_early", "steps_per_s",
-    "wall_time_s"}, the rate measured after the first step."""
+    "wall_time_s"}: the rate measured after the first step, the time of the whole training
+    (a resumed one's earlier runs up to its checkpoint too)."""
     from tqdm import tqdm
 
     state = hooks.state
     if state["stopped_early"] or state["step"] >= cadence.steps:
         return {"steps_run": state["step"], "stopped_early": state["stopped_early"],
-                "steps_per_s": 0.0, "wall_time_s": 0.0}
+                "steps_per_s": 0.0, "wall_time_s": state["seconds"]}
     window = {k: (v[0].to(device), v[1]) for k, v in state["window"].items()}
     saved_step = state["step"]
     first = state["step"] + 1
     bar = tqdm(total=cadence.steps, initial=state["step"], desc=desc, unit="step",
                disable=not dist.main or None, dynamic_ncols=True)
     stop_early, started, timed_from = False, time.perf_counter(), None
+    earlier = state["seconds"]  # of the runs before this one, up to the state's step
     if dist.main:
         hooks.on_start(state["step"])
 
@@ -99,6 +102,7 @@ def run(cadence: Cadence, batches: Iterator, step_fn: StepFn, hooks: Hooks, *, d
         nonlocal saved_step
         flush(step, log=False)  # never save weights that a NaN has already reached
         state["step"], state["stopped_early"] = step, stop_early
+        state["seconds"] = earlier + time.perf_counter() - started
         state["window"] = {k: (v[0].detach().cpu().clone(), v[1]) for k, v in window.items()}
         if dist.main:
             hooks.save()
@@ -132,7 +136,7 @@ def run(cadence: Cadence, batches: Iterator, step_fn: StepFn, hooks: Hooks, *, d
     done = state["step"] - first + 1
     rate = (done - 1) / (time.perf_counter() - timed_from) if done > 1 and timed_from else 0.0
     return {"steps_run": state["step"], "stopped_early": stop_early, "steps_per_s": rate,
-            "wall_time_s": time.perf_counter() - started}
+            "wall_time_s": earlier + time.perf_counter() - started}
 
 
 class _Request(threading.Event):

@@ -20,7 +20,7 @@ from srcore.tracking import stage_run
 
 from conftest import run_cli, write_params, write_training_data
 
-STEPS = 400  # long enough (several seconds) to be stopped in the middle
+STEPS = 200  # long enough (several seconds) to be stopped in the middle
 TINY = {"model__rrdb": 1, "model__features": 8, "model__growth": 8, "cnn__steps": STEPS,
         "cnn__val_every": 20, "cnn__patience": STEPS, "cnn__lr_halve_at": [STEPS // 2],
         "cnn__early_stop_warmup": 0, "data__patch_size": 32, "data__patches_per_image": 16,

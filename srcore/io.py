@@ -45,7 +45,7 @@ def _header(path: Path) -> tuple[int, int, str, int]:
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
-    if path.is_symlink() and not path.exists():
+    if is_broken_link(path):
         raise SrcoreError(broken_link(path))
     if path.is_dir():
         raise SrcoreError(f"{path}: is a folder; give an image file")
@@ -73,6 +73,15 @@ def _header(path: Path) -> tuple[int, int, str, int]:
         raise SrcoreError(f"{path}: {width}x{height} exceeds the {MAX_PIXELS:,}-pixel limit "
                           "(possible decompression bomb); shrink it first")
     return width, height, mode, orientation
+
+
+def is_broken_link(path: Path) -> bool:
+    return path.is_symlink() and not path.exists()
+
+
+def file_or_broken_link(path: Path) -> bool:
+    """What a folder listing keeps: files, and links that lead nowhere, to be named later."""
+    return path.is_file() or is_broken_link(path)
 
 
 def broken_link(path: Path) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 
 from srcore.atomic import write_bytes
 from srcore.errors import Interrupted, SrcoreError
-from srcore.io import IMAGE_SUFFIXES, is_image_name
+from srcore.io import IMAGE_SUFFIXES, file_or_broken_link, is_image_name
 
 SCALE = 4
 SUFFIX = f"_x{SCALE}"
@@ -87,11 +87,6 @@ def _resolve(path: Path) -> Path:
         return path.absolute()
 
 
-def _listed(path: Path) -> bool:
-    """A file, or a symbolic link that leads nowhere: the job fails, naming it."""
-    return path.is_file() or (path.is_symlink() and not path.exists())
-
-
 def collect_jobs(inputs: list[Path], outdir: Path, recursive: bool = False,
                  ext: str | None = None) -> list[Job]:
     """One job per input image: files as given, folders searched for image files.
@@ -102,12 +97,12 @@ def collect_jobs(inputs: list[Path], outdir: Path, recursive: bool = False,
     suffix = normalize_ext(ext)
     pairs: list[tuple[Path, Path]] = []  # (input file, output folder)
     for given in map(Path, inputs):
-        if _listed(given):
+        if file_or_broken_link(given):
             pairs.append((given, outdir))
         elif given.is_dir():
             # hidden files are skipped, and so are earlier results in an output folder inside
             found = sorted(p for p in (given.rglob("*") if recursive else given.iterdir())
-                           if _listed(p) and (is_image_name(p)
+                           if file_or_broken_link(p) and (is_image_name(p)
                                                or p.suffix.lower() in READ_ONLY_SUFFIXES)
                            and not any(part.startswith(".")
                                        for part in p.relative_to(given).parts)
@@ -288,11 +283,11 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
 def _upscale_all(jobs: list[Job], summary: Summary, model, tile, tile_pad, dev, prec,
                  overwrite) -> None:
     """The per-image loop of `run`: fills in `summary`, its time too."""
-    import torch
     from tqdm import tqdm
 
     from srcore.infer import auto_tile, tiles, upscale_array
     from srcore.io import read_image
+    from srcore.train.runtime import out_of_memory
 
     start = time.perf_counter()
     bar = tqdm(jobs, unit="img", desc="upscale", disable=None)
@@ -326,7 +321,7 @@ def _upscale_all(jobs: list[Job], summary: Summary, model, tile, tile_pad, dev, 
             summary.failed.append(job.src)
             message = str(err) if isinstance(err, SrcoreError) else \
                 f"{job.src}: {type(err).__name__}: {err}"
-            if isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)):
+            if out_of_memory(err):
                 message += "; out of memory: use a smaller --tile"
             tqdm.write(f"failed: {message}", file=sys.stderr)
             cause = err.__cause__

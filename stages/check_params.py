@@ -14,7 +14,7 @@ from pathlib import Path
 
 from srcore.atomic import write_text
 from srcore.config import load_params
-from srcore.errors import SrcoreError
+from srcore.data.folder import check_folder
 from stages.paths import PARAMS_CHECKED, check_data_dir
 
 NOTE = ("params.yaml passed validation. Every stage depends on this file, so that DVC runs the "
@@ -45,6 +45,4 @@ def _check_new_data_dir(data) -> None:
         ran_on = None  # no run recorded: download will run
     if ran_on == {"data.source": "dir", "data.dir": data.dir}:
         return
-    if not Path(data.dir).expanduser().is_dir():
-        raise SrcoreError(f"data.dir={data.dir!r} is not a folder; set data.dir to the folder "
-                          "of your images (e.g. dvc exp run -S data.dir=/path/to/images)")
+    check_folder(data.dir)

@@ -70,7 +70,8 @@ def run_training(params_path: Path, stage: str, check_inputs: Callable[[], None]
     `train(params, values, split, dist, device)` as this process, which under torchrun is one
     of several (srcore/train/distributed.py). `values` are the declared params (stages/declared.py)."""
     from srcore.train import distributed
-    from srcore.train.runtime import check_compile, configure, describe_setup, pick_device
+    from srcore.train.runtime import (check_compile, configure, describe_setup,
+                                      out_of_memory, pick_device)
 
     params, values = stage_params(params_path, stage)
     check_inputs()
@@ -83,21 +84,13 @@ def run_training(params_path: Path, stage: str, check_inputs: Callable[[], None]
     try:
         train(params, values, split, dist, device)
     except (MemoryError, RuntimeError) as err:  # torch's out-of-memory errors are RuntimeErrors
-        if not _out_of_memory(err):
+        if not out_of_memory(err):
             raise
         batch = "cnn.batch_size" if stage == "train_cnn" else "gan.batch_size"
         raise SrcoreError(f"{stage}: out of memory on {device}: lower {batch} or "
                           "data.patch_size (or model.features / model.rrdb)") from None
     finally:
         distributed.teardown()
-
-
-def _out_of_memory(err: BaseException) -> bool:
-    """A failed allocation: Python's, CUDA's, or torch's CPU allocator's (a RuntimeError)."""
-    import torch
-
-    return isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)) or \
-        "can't allocate memory" in str(err)
 
 
 @contextlib.contextmanager

@@ -7,7 +7,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from srcore.errors import SrcoreError
-from srcore.io import broken_link, is_image_name, read_image
+from srcore.io import broken_link, file_or_broken_link, is_image_name, read_image
+
+
+def check_folder(folder: Path | str) -> Path:
+    """data.dir as a path, which must be a folder."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise SrcoreError(f"data.dir={str(folder)!r} is not a folder; set data.dir to a folder "
+                          "of images (e.g. dvc exp run -S data.dir=/path/to/images)")
+    return folder
 
 
 def folder_images(folder: Path) -> list[tuple[str, Path]]:
@@ -16,13 +25,9 @@ def folder_images(folder: Path) -> list[tuple[str, Path]]:
     Every file is decoded up front, so that all bad files (a truncated JPEG too) are named in
     one error, by their path in `folder`.
     """
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise SrcoreError(f"data.dir={str(folder)!r} is not a folder; set data.dir to a folder "
-                          "of images (e.g. dvc exp run -S data.dir=/path/to/images)")
+    folder = check_folder(folder)
     # a symbolic link that leads nowhere is listed too, to be named below, not skipped
-    files = sorted(p for p in folder.rglob("*") if is_image_name(p)
-                   and (p.is_file() or (p.is_symlink() and not p.exists())))
+    files = sorted(p for p in folder.rglob("*") if is_image_name(p) and file_or_broken_link(p))
     if not files:
         raise SrcoreError(f"data.dir={str(folder)!r} holds no images "
                           f"(looked for .png .jpg .jpeg .bmp .tif .tiff .webp, recursively)")

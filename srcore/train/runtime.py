@@ -21,6 +21,12 @@ import torch
 from srcore.errors import SrcoreError
 
 
+def out_of_memory(err: BaseException) -> bool:
+    """A failed allocation: Python's, CUDA's, or torch's CPU allocator's (a RuntimeError)."""
+    return isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)) or \
+        "can't allocate memory" in str(err)
+
+
 def pick_device(name: str, setting: str = "train.device") -> torch.device:
     """auto, cpu or cuda as a device; `setting` is what the user set, named if it cannot be."""
     if name == "auto":

@@ -13,6 +13,14 @@ REPO = Path(__file__).resolve().parents[1]
 LPIPS_IMAGES = REPO / "tests" / "data" / "lpips"  # the LPIPS project's examples (README there)
 
 
+def pytest_configure(config):
+    """Under pytest-xdist, each worker (and the processes it starts) gets its share of the cores:
+    torch's default of one thread per core in every worker makes them wait on each other."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:  # before torch is imported: it reads this once
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+
+
 def run_cli(*args, cwd, env=None, check=True) -> subprocess.CompletedProcess:
     """Run `python -m srcore ARGS` as a user would, in `cwd`."""
     full_env = {**os.environ, **(env or {})}

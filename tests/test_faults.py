@@ -20,7 +20,7 @@ from srcore.tracking import stage_run
 
 from conftest import run_cli, write_params, write_training_data
 
-STEPS = 200  # long enough (several seconds) to be stopped in the middle
+STEPS = 100  # checkpoints at every 20th step: a run stopped after the first is mid-way
 TINY = {"model__rrdb": 1, "model__features": 8, "model__growth": 8, "cnn__steps": STEPS,
         "cnn__val_every": 20, "cnn__patience": STEPS, "cnn__lr_halve_at": [STEPS // 2],
         "cnn__early_stop_warmup": 0, "data__patch_size": 32, "data__patches_per_image": 16,
@@ -41,14 +41,15 @@ def start_training(folder):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_state(folder, process, timeout=300):
-    """Return once a resumable state exists."""
+def stop_after_first_state(folder, process, timeout=300):
+    """Freeze the training (SIGSTOP) as soon as it has written a resumable state: it is then
+    stopped in the middle of its run however fast this machine trains."""
     deadline = time.time() + timeout
     while not (folder / "models/cnn_last.pt").exists():
         assert process.poll() is None, process.communicate()
         assert time.time() < deadline, "training wrote no state in time"
-        time.sleep(0.2)
-    time.sleep(1.5)  # now somewhere after a later step
+        time.sleep(0.02)
+    process.send_signal(signal.SIGSTOP)
 
 
 @pytest.mark.slow
@@ -58,14 +59,14 @@ def test_killed_training_resumes_and_ends_as_an_uninterrupted_run(training_proje
     straight = tmp_path / "straight"
     shutil.copytree(training_project, straight)
     process = start_training(training_project)
-    wait_for_state(training_project, process)
+    stop_after_first_state(training_project, process)
     # the plot data grows as training goes: `dvc plots show` works on a run in progress
     assert len((training_project / "metrics/train_cnn.csv").read_text().splitlines()) > 2
     # a second run of the stage meanwhile fails at once, naming the first
     second = run_cli("train-cnn", cwd=training_project, check=False)
     assert second.returncode == 2 and f"process {process.pid}" in second.stderr
     assert "train-cnn is already running" in second.stderr and "Traceback" not in second.stderr
-    process.send_signal(signal.SIGKILL)
+    process.send_signal(signal.SIGKILL)  # wherever the frozen process was
     process.wait()
     # the killed run's lock does not block the rerun below
     out = run_cli("train-cnn", cwd=training_project)
@@ -102,8 +103,9 @@ def test_killed_training_resumes_and_ends_as_an_uninterrupted_run(training_proje
 def test_ctrl_c_and_sigterm_save_the_state_and_the_next_run_resumes(training_project, signum,
                                                                        code):
     process = start_training(training_project)
-    wait_for_state(training_project, process)
+    stop_after_first_state(training_project, process)
     process.send_signal(signum)
+    process.send_signal(signal.SIGCONT)  # it meets the signal as it goes on
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == code
     assert "interrupted: state saved at step" in stderr and "Traceback" not in stderr

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from srcore.atomic import write_bytes
+from srcore.atomic import atomic_path
 from srcore.errors import Interrupted, SrcoreError
 from srcore.io import IMAGE_SUFFIXES, file_or_broken_link, is_image_name
 
@@ -161,11 +161,41 @@ def check_output_folder(outdir: Path) -> None:
         return
 
 
-def write_image(path: Path, arr: np.ndarray) -> list[str]:
+def icc_profile(path: Path) -> bytes | None:
+    """The input's embedded ICC colour profile (e.g. Display P3, Adobe RGB), if any."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.info.get("icc_profile") or None
+
+
+def _with_icc(buf: np.ndarray, suffix: str, icc: bytes) -> list:
+    """Encoded PNG or JPEG bytes with `icc` embedded (OpenCV's encoders write no profile), as
+    pieces to write one after the other: views of `buf`, not a copy of a large output."""
+    import struct
+    import zlib
+
+    if suffix == ".png":  # an iCCP chunk right after IHDR (8-byte signature + 25-byte IHDR)
+        data = b"ICC Profile\0\0" + zlib.compress(icc)
+        chunk = struct.pack(">I", len(data)) + b"iCCP" + data + struct.pack(
+            ">I", zlib.crc32(b"iCCP" + data))
+        return [buf[:33], chunk, buf[33:]]
+    # JPEG: APP2 ICC_PROFILE segments of at most 65519 bytes, after SOI and the JFIF APP0
+    at = 4 + int.from_bytes(buf[4:6], "big") if bytes(buf[2:4]) == b"\xff\xe0" else 2
+    parts = [icc[i:i + 65519] for i in range(0, len(icc), 65519)]
+    segments = b"".join(b"\xff\xe2" + struct.pack(">H", 2 + 14 + len(part)) + b"ICC_PROFILE\0"
+                        + bytes([number, len(parts)]) + part
+                        for number, part in enumerate(parts, 1))
+    return [buf[:at], segments, buf[at:]]
+
+
+def write_image(path: Path, arr: np.ndarray, icc: bytes | None = None) -> list[str]:
     """Encode by the file's extension and write atomically; return the conversions made.
 
-    JPEG gets no alpha; formats other than PNG/TIFF get 8-bit. The array's RGB(A) channels are
-    swapped to OpenCV's BGR(A) in place (no copy of a large output), so it is consumed.
+    JPEG gets no alpha; formats other than PNG/TIFF get 8-bit. `icc`, the input's colour
+    profile, is embedded in PNG and JPEG outputs (dropped, with a note, for the others). The
+    array's RGB(A) channels are swapped to OpenCV's BGR(A) in place (no copy of a large
+    output), so it is consumed.
     """
     import cv2
 
@@ -191,7 +221,15 @@ def write_image(path: Path, arr: np.ndarray) -> list[str]:
         raise SrcoreError(f"{path}: could not encode as {suffix[1:]} ({err})") from None
     if not ok:
         raise SrcoreError(f"{path}: could not encode as {suffix[1:]}; try --ext png")
-    write_bytes(path, buf)
+    pieces = [buf.reshape(-1)]
+    if icc and suffix in (".png", *NO_ALPHA_FORMATS):
+        pieces = _with_icc(pieces[0], suffix, icc)
+    elif icc:
+        notes.append(f"colour profile dropped (not written into {suffix[1:]}; "
+                     "use --ext png to keep it)")
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        for piece in pieces:
+            file.write(piece)
     return notes
 
 
@@ -314,7 +352,7 @@ def _upscale_all(jobs: list[Job], summary: Summary, model, tile, tile_pad, dev, 
             notes = ["palette expanded"] if mode.startswith("P") else []
             if mode in ("LA", "La") and out.shape[2:] == (4,):  # OpenCV writes no gray+alpha
                 notes.append("gray+alpha written as RGBA")
-            notes += write_image(job.dst, out)
+            notes += write_image(job.dst, out, icc_profile(job.src))
             summary.megapixels += out.shape[0] * out.shape[1] / 1e6
             del out
         except Exception as err:  # noqa: BLE001 - one bad file must not stop the batch

@@ -517,3 +517,33 @@ def test_gray_with_alpha_becomes_rgba_with_a_note(tmp_path, ckpt):
     assert out.shape == (48, 64, 4)
     assert np.array_equal(out[:, :, 0], out[:, :, 1]) and np.array_equal(out[:, :, 0],
                                                                          out[:, :, 2])
+
+
+def test_a_colour_profile_is_kept_in_png_and_jpeg_and_its_loss_noted_elsewhere(tmp_path, ckpt):
+    # a Display P3 or Adobe RGB photo shown without its profile has other colours
+    from PIL import Image, ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rgb = photo(40, 56)
+    Image.fromarray(rgb).save(folder / "a.png", icc_profile=icc)
+    Image.fromarray(rgb).save(folder / "b.jpg", icc_profile=icc, quality=95)
+    Image.fromarray(rgb).save(folder / "c.webp", icc_profile=icc, lossless=True)
+    cv2.imwrite(str(folder / "d.png"), rgb[:, :, ::-1].astype(np.uint16) * 257)  # no profile
+    result = run_cli("upscale", folder, "-o", tmp_path / "out", "--model", ckpt, "--device",
+                     "cpu", cwd=tmp_path)
+    for name in ("a_x4.png", "b_x4.jpg"):
+        with Image.open(tmp_path / "out" / name) as out:
+            assert out.info.get("icc_profile") == icc and out.size == (224, 160)
+            out.load()  # the files stay valid (chunk CRC, JPEG segments)
+    assert "c_x4.webp: colour profile dropped" in result.stderr
+    with Image.open(tmp_path / "out" / "d_x4.png") as out:
+        assert "icc_profile" not in out.info
+    # the pixels are those of a file without a profile
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    Image.fromarray(rgb).save(plain / "a.png")
+    run_cli("upscale", plain, "-o", tmp_path / "out2", "--model", ckpt, "--device", "cpu",
+            cwd=tmp_path)
+    assert np.array_equal(read(tmp_path / "out" / "a_x4.png"), read(tmp_path / "out2" / "a_x4.png"))

@@ -108,9 +108,12 @@ def collect_jobs(inputs: list[Path], outdir: Path, recursive: bool = False,
                                        for part in p.relative_to(given).parts)
                            and not (outdir.resolve() != given.resolve()
                                     and _resolve(p).is_relative_to(outdir.resolve())))
-            # and so are earlier results beside their source (a.png's a_x4.png), so that
-            # `upscale DIR -o DIR` can run again; a lone foo_x4.png is still an input
-            results = {p.with_name(output_name(p, suffix)) for p in found}.intersection(found)
+            # and so are earlier results beside their source (a.png's a_x4.png, or a_x4.jpg
+            # from an earlier run with another --ext), so that `upscale DIR -o DIR` can run
+            # again; a lone foo_x4.png is still an input
+            stems = {(p.parent, p.stem) for p in found}
+            results = {p for p in found if p.stem.endswith(SUFFIX)
+                       and (p.parent, p.stem[:-len(SUFFIX)]) in stems}
             if results:
                 print(f"note: {given}: {len(results)} earlier result(s) beside their source "
                       "(NAME_x4 of NAME) are not inputs", file=sys.stderr)

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import REPO, run_cli
 from images import photo, write_modes
@@ -233,6 +234,18 @@ def test_output_folder_may_be_the_input_folder_unless_names_collide(tmp_path, ck
     assert cv2.imwrite(str(tmp_path / "nested" / "up" / "x_x4.png"), photo(8, 8))
     jobs = collect_jobs([tmp_path / "nested"], tmp_path / "nested" / "up", recursive=True)
     assert [job.src.name for job in jobs] == ["x.png"]
+
+
+def test_earlier_results_of_another_format_are_not_inputs_again(tmp_path):
+    # upscale DIR -o DIR, then again with --ext png: b_x4.jpg beside b.jpg is a result too, not
+    # an image to upscale once more (to b_x4_x4.png, 16x)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.png", "a_x4.png", "b.jpg", "b_x4.jpg", "c.gif", "c_x4.png", "lone_x4.jpg"):
+        Image.fromarray(photo(8, 8)).save(folder / name)
+    for ext in (None, "png", "jpg", "webp"):
+        jobs = collect_jobs([folder], folder, ext=ext)
+        assert sorted(job.src.name for job in jobs) == ["a.png", "b.jpg", "c.gif", "lone_x4.jpg"]
 
 
 def test_cli_skips_bad_files_and_existing_outputs(tmp_path, ckpt):

@@ -196,7 +196,8 @@ def write_image(path: Path, arr: np.ndarray, icc: bytes | None = None) -> list[s
     """Encode by the file's extension and write atomically; return the conversions made.
 
     JPEG gets no alpha; formats other than PNG/TIFF get 8-bit. `icc`, the input's colour
-    profile, is embedded in PNG and JPEG outputs (dropped, with a note, for the others). The
+    profile, is embedded in PNG and JPEG outputs if it is one for the output's samples (RGB or
+    gray: not a CMYK JPEG's); else, and for the other formats, it is dropped with a note. The
     array's RGB(A) channels are swapped to OpenCV's BGR(A) in place (no copy of a large
     output), so it is consumed.
     """
@@ -225,7 +226,11 @@ def write_image(path: Path, arr: np.ndarray, icc: bytes | None = None) -> list[s
     if not ok:
         raise SrcoreError(f"{path}: could not encode as {suffix[1:]}; try --ext png")
     pieces = [buf.reshape(-1)]
-    if icc and suffix in (".png", *NO_ALPHA_FORMATS):
+    space = b"GRAY" if arr.ndim == 2 else b"RGB "  # what the output's samples are
+    if icc and icc[16:20] != space:  # e.g. a CMYK JPEG's profile: wrong for RGB samples
+        notes.append(f"colour profile dropped (a {icc[16:20].decode('latin-1').strip()} "
+                     f"profile does not fit {space.decode().strip()} samples)")
+    elif icc and suffix in (".png", *NO_ALPHA_FORMATS):
         pieces = _with_icc(pieces[0], suffix, icc)
     elif icc:
         notes.append(f"colour profile dropped (not written into {suffix[1:]}; "

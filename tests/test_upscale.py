@@ -551,6 +551,14 @@ def test_a_colour_profile_is_kept_in_png_and_jpeg_and_its_loss_noted_elsewhere(t
             assert out.info.get("icc_profile") == icc and out.size == (224, 160)
             out.load()  # the files stay valid (chunk CRC, JPEG segments)
     assert "c_x4.webp: colour profile dropped" in result.stderr
+    # a profile for other samples than the output's (a CMYK JPEG's, now RGB) is not copied
+    cmyk_icc = icc[:16] + b"CMYK" + icc[20:]
+    Image.fromarray(rgb).convert("CMYK").save(folder / "e.jpg", icc_profile=cmyk_icc)
+    result = run_cli("upscale", folder / "e.jpg", "-o", tmp_path / "out", "--model", ckpt,
+                     "--device", "cpu", cwd=tmp_path)
+    assert "e_x4.jpg: colour profile dropped (a CMYK profile does not fit RGB" in result.stderr
+    with Image.open(tmp_path / "out" / "e_x4.jpg") as out:
+        assert out.mode == "RGB" and "icc_profile" not in out.info
     with Image.open(tmp_path / "out" / "d_x4.png") as out:
         assert "icc_profile" not in out.info
     # the pixels are those of a file without a profile

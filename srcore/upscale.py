@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from srcore.atomic import atomic_path
+from srcore.atomic import write_bytes
 from srcore.errors import Interrupted, SrcoreError
 from srcore.io import IMAGE_SUFFIXES, file_or_broken_link, is_image_name
 
@@ -235,9 +235,7 @@ def write_image(path: Path, arr: np.ndarray, icc: bytes | None = None) -> list[s
     elif icc:
         notes.append(f"colour profile dropped (not written into {suffix[1:]}; "
                      "use --ext png to keep it)")
-    with atomic_path(path) as tmp, open(tmp, "wb") as file:
-        for piece in pieces:
-            file.write(piece)
+    write_bytes(path, *pieces)
     return notes
 
 
@@ -287,15 +285,18 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
             raise SrcoreError(f"--precision {precision}: an .onnx model runs at the precision "
                               "it was exported with (`srcore export --fp16` writes an fp16 one)")
         model = OnnxModel(checkpoint, dev)  # a bad file stops here, before any image
-        prec = "fp32"  # what upscale_array's autocast gets: none; the file has its own dtype
+        prec = prec_16bit = "fp32"  # upscale_array's autocast: none; the file has its own dtype
         what = (f"ONNX {checkpoint} ({np.dtype(model.dtype).name}, "
                 f"{model.session.get_providers()[0]})")
         radius = receptive_radius(model) if model.config else "unknown"
     else:
         model, _ = load_generator(checkpoint)  # a non-RRDBNet file stops here, before any image
         prec = pick_precision(precision, dev, "--precision")
+        # bf16 keeps 8 significant bits: auto does not spend a 16-bit image's precision on speed
+        prec_16bit = "fp32" if precision == "auto" else prec
         model.to(dev).eval()
-        what = f"RRDBNet {model.config} from {checkpoint} on {dev}, {prec}"
+        what = f"RRDBNet {model.config} from {checkpoint} on {dev}, {prec}" + (
+            f" ({prec_16bit} for 16-bit images)" if prec_16bit != prec else "")
         radius = receptive_radius(model)
     try:  # made only now, so that a refused model leaves nothing behind
         Path(outdir).mkdir(parents=True, exist_ok=True)
@@ -316,7 +317,7 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
 
     summary = Summary()
     try:
-        _upscale_all(jobs, summary, model, tile, tile_pad, dev, prec, overwrite)
+        _upscale_all(jobs, summary, model, tile, tile_pad, dev, (prec, prec_16bit), overwrite)
     except Interrupted as stop:
         left = len(jobs) - summary.done - len(summary.failed) - len(summary.skipped)
         stop.message = (f"{summary.done} image(s) upscaled, {left} not yet (none half-written)."
@@ -326,9 +327,10 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
     return summary
 
 
-def _upscale_all(jobs: list[Job], summary: Summary, model, tile, tile_pad, dev, prec,
+def _upscale_all(jobs: list[Job], summary: Summary, model, tile, tile_pad, dev, precisions,
                  overwrite) -> None:
-    """The per-image loop of `run`: fills in `summary`, its time too."""
+    """The per-image loop of `run`: fills in `summary`, its time too. precisions: those of 8-
+    and of 16-bit images."""
     from tqdm import tqdm
 
     from srcore.infer import auto_tile, tiles, upscale_array
@@ -345,6 +347,7 @@ def _upscale_all(jobs: list[Job], summary: Summary, model, tile, tile_pad, dev, 
             continue
         try:
             img, mode = read_image(job.src)
+            prec = precisions[img.dtype == np.uint16]
             height, width = img.shape[:2]
             size = auto_tile(model, height, width, tile_pad, dev, prec) if tile is None else tile
             n_tiles = len(tiles(height, width, size, tile_pad))

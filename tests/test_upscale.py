@@ -198,6 +198,22 @@ def test_every_mode_keeps_its_mode_depth_and_format(tmp_path, ckpt):
     assert read(tmp_path / "jpg" / "sixteen_x4.jpg").dtype == np.uint8
 
 
+def test_auto_precision_keeps_a_16_bit_image_at_fp32(tmp_path):
+    """--precision auto may run 8-bit images in bf16 (where the CPU or GPU runs it natively),
+    whose 8 significant bits would lose most of a 16-bit image's precision: 16-bit images get
+    the fp32 result, on any machine."""
+    path = tmp_path / "far.pt"
+    save_generator(path, far_sighted())  # a model whose output bf16 visibly changes
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "deep.png"), photo(40, 56).astype(np.uint16) * 257)
+    for precision in ("auto", "fp32"):
+        assert run([folder], tmp_path / precision, path, device="cpu",
+                   precision=precision).done == 1
+    auto, fp32 = (read(tmp_path / p / "deep_x4.png") for p in ("auto", "fp32"))
+    assert auto.dtype == np.uint16 and np.array_equal(auto, fp32)
+
+
 def test_output_folder_may_be_the_input_folder_unless_names_collide(tmp_path, ckpt):
     folder = tmp_path / "photos"
     write_modes(folder)

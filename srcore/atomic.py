@@ -79,11 +79,13 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_bytes(path: str | os.PathLike, data) -> None:
-    """Write bytes (or a numpy buffer, not copied) atomically. A plain file write, not numpy's
-    tofile, whose OSError lacks errno and strerror ("No space left on device")."""
+def write_bytes(path: str | os.PathLike, *pieces) -> None:
+    """Write bytes (or numpy buffers, not copied), one piece after the other, atomically. A
+    plain file write, not numpy's tofile, whose OSError lacks errno and strerror ("No space
+    left on device")."""
     with atomic_path(path) as tmp, open(tmp, "wb") as file:
-        file.write(data)
+        for piece in pieces:
+            file.write(piece)
 
 
 def write_json(path: str | os.PathLike, data) -> None:

@@ -7,6 +7,8 @@ before decoding); OpenCV decodes (fast, and keeps 16-bit samples that PIL would 
 from __future__ import annotations
 
 import errno
+import functools
+import io
 import os
 from pathlib import Path
 
@@ -40,8 +42,8 @@ def probe(path: Path) -> tuple[int, int, str]:
     return _header(path)[:3]
 
 
-def _header(path: Path) -> tuple[int, int, str, int]:
-    """probe's (width, height, mode) and the EXIF orientation (1: as stored)."""
+def _header(path: Path) -> tuple[int, int, str, int, str]:
+    """probe's (width, height, mode), the EXIF orientation (1: as stored) and PIL's format."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -57,7 +59,7 @@ def _header(path: Path) -> tuple[int, int, str, int]:
     try:
         with Image.open(path) as img:
             width, height = img.size
-            mode = img.mode
+            mode, image_format = img.mode, img.format
             # the EXIF Orientation tag; PIL reads a PNG's whole file for its EXIF unless the
             # chunk comes before the pixels, which would decode a decompression bomb
             exif = img.getexif() if img.format != "PNG" or "exif" in img.info else {}
@@ -72,7 +74,7 @@ def _header(path: Path) -> tuple[int, int, str, int]:
     if width * height > MAX_PIXELS:
         raise SrcoreError(f"{path}: {width}x{height} exceeds the {MAX_PIXELS:,}-pixel limit "
                           "(possible decompression bomb); shrink it first")
-    return width, height, mode, orientation
+    return width, height, mode, orientation, image_format
 
 
 def is_broken_link(path: Path) -> bool:
@@ -101,7 +103,7 @@ def read_image(path: Path) -> tuple[np.ndarray, str]:
     Gray+alpha (PIL mode LA) comes as RGBA with three equal colour channels."""
     cv2 = _cv2()
     path = Path(path)
-    width, height, mode, orientation = _header(path)
+    width, height, mode, orientation, image_format = _header(path)
     data = np.fromfile(path, dtype=np.uint8)  # works for any file name, unlike cv2.imread
     truncated = f"{path}: image data is corrupt or truncated; remove or replace it"
     # libpng prints "libpng error: ..." itself on a cut-short PNG, past OpenCV's log level;
@@ -110,7 +112,12 @@ def read_image(path: Path) -> tuple[np.ndarray, str]:
             and b"IEND" not in data.tobytes():  # (data after IEND is rare but allowed)
         raise SrcoreError(truncated)
     arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if arr is None or arr.shape[:2] != (height, width):
+    # a TIFF's Orientation tag may be applied by the decoders themselves (libtiff through
+    # OpenCV; PIL's size then is the displayed one too), and must then not be applied again
+    oriented = image_format == "TIFF" and orientation != 1 and decoder_orients_tiff()
+    sizes = {(height, width), (width, height)} if image_format == "TIFF" and orientation >= 5 \
+        else {(height, width)}
+    if arr is None or arr.shape[:2] not in sizes:
         raise SrcoreError(truncated)
     if arr.dtype not in (np.uint8, np.uint16):
         raise SrcoreError(f"{path}: {arr.dtype} samples are not supported; save it as 8- or "
@@ -123,9 +130,25 @@ def read_image(path: Path) -> tuple[np.ndarray, str]:
         arr = arr[:, :, 0]
     elif arr.ndim != 2:
         raise SrcoreError(f"{path}: {arr.shape[2]}-channel images are not supported")
-    # IMREAD_UNCHANGED (which keeps alpha and 16-bit) ignores the EXIF orientation; OpenCV
-    # applies it only with flags that drop alpha, so it is applied here
-    return orient(arr, orientation), mode
+    # IMREAD_UNCHANGED (which keeps alpha and 16-bit) ignores the EXIF orientation of PNG, JPEG
+    # and WebP; OpenCV applies it only with flags that drop alpha, so it is applied here
+    return (arr if oriented else orient(arr, orientation)), mode
+
+
+@functools.cache
+def decoder_orients_tiff() -> bool:
+    """Whether OpenCV's TIFF decoder applies the Orientation tag itself (OpenCV 5 does, through
+    libtiff, with IMREAD_UNCHANGED too): found once from a 2x1 mirrored TIFF made in memory."""
+    from PIL import Image
+
+    cv2 = _cv2()
+    img = Image.fromarray(np.array([[0, 255]], np.uint8))
+    exif = img.getexif()
+    exif[0x0112] = 2  # mirrored left-right
+    buf = io.BytesIO()
+    img.save(buf, format="TIFF", exif=exif)
+    arr = cv2.imdecode(np.frombuffer(buf.getvalue(), np.uint8), cv2.IMREAD_UNCHANGED)
+    return arr is not None and int(arr.ravel()[0]) == 255
 
 
 def orient(arr: np.ndarray, orientation: int) -> np.ndarray:

@@ -108,9 +108,12 @@ def collect_jobs(inputs: list[Path], outdir: Path, recursive: bool = False,
                                        for part in p.relative_to(given).parts)
                            and not (outdir.resolve() != given.resolve()
                                     and _resolve(p).is_relative_to(outdir.resolve())))
-            # and so are earlier results beside their source (a.png's a_x4.png), so that
-            # `upscale DIR -o DIR` can run again; a lone foo_x4.png is still an input
-            results = {p.with_name(output_name(p, suffix)) for p in found}.intersection(found)
+            # and so are earlier results beside their source (a.png's a_x4.png, or a_x4.jpg
+            # from an earlier run with another --ext), so that `upscale DIR -o DIR` can run
+            # again; a lone foo_x4.png is still an input
+            stems = {(p.parent, p.stem) for p in found}
+            results = {p for p in found if p.stem.endswith(SUFFIX)
+                       and (p.parent, p.stem[:-len(SUFFIX)]) in stems}
             if results:
                 print(f"note: {given}: {len(results)} earlier result(s) beside their source "
                       "(NAME_x4 of NAME) are not inputs", file=sys.stderr)
@@ -161,11 +164,42 @@ def check_output_folder(outdir: Path) -> None:
         return
 
 
-def write_image(path: Path, arr: np.ndarray) -> list[str]:
+def icc_profile(path: Path) -> bytes | None:
+    """The input's embedded ICC colour profile (e.g. Display P3, Adobe RGB), if any."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.info.get("icc_profile") or None
+
+
+def _with_icc(buf: np.ndarray, suffix: str, icc: bytes) -> list:
+    """Encoded PNG or JPEG bytes with `icc` embedded (OpenCV's encoders write no profile), as
+    pieces to write one after the other: views of `buf`, not a copy of a large output."""
+    import struct
+    import zlib
+
+    if suffix == ".png":  # an iCCP chunk right after IHDR (8-byte signature + 25-byte IHDR)
+        data = b"ICC Profile\0\0" + zlib.compress(icc)
+        chunk = struct.pack(">I", len(data)) + b"iCCP" + data + struct.pack(
+            ">I", zlib.crc32(b"iCCP" + data))
+        return [buf[:33], chunk, buf[33:]]
+    # JPEG: APP2 ICC_PROFILE segments of at most 65519 bytes, after SOI and the JFIF APP0
+    at = 4 + int.from_bytes(buf[4:6], "big") if bytes(buf[2:4]) == b"\xff\xe0" else 2
+    parts = [icc[i:i + 65519] for i in range(0, len(icc), 65519)]
+    segments = b"".join(b"\xff\xe2" + struct.pack(">H", 2 + 14 + len(part)) + b"ICC_PROFILE\0"
+                        + bytes([number, len(parts)]) + part
+                        for number, part in enumerate(parts, 1))
+    return [buf[:at], segments, buf[at:]]
+
+
+def write_image(path: Path, arr: np.ndarray, icc: bytes | None = None) -> list[str]:
     """Encode by the file's extension and write atomically; return the conversions made.
 
-    JPEG gets no alpha; formats other than PNG/TIFF get 8-bit. The array's RGB(A) channels are
-    swapped to OpenCV's BGR(A) in place (no copy of a large output), so it is consumed.
+    JPEG gets no alpha; formats other than PNG/TIFF get 8-bit. `icc`, the input's colour
+    profile, is embedded in PNG and JPEG outputs if it is one for the output's samples (RGB or
+    gray: not a CMYK JPEG's); else, and for the other formats, it is dropped with a note. The
+    array's RGB(A) channels are swapped to OpenCV's BGR(A) in place (no copy of a large
+    output), so it is consumed.
     """
     import cv2
 
@@ -191,7 +225,17 @@ def write_image(path: Path, arr: np.ndarray) -> list[str]:
         raise SrcoreError(f"{path}: could not encode as {suffix[1:]} ({err})") from None
     if not ok:
         raise SrcoreError(f"{path}: could not encode as {suffix[1:]}; try --ext png")
-    write_bytes(path, buf)
+    pieces = [buf.reshape(-1)]
+    space = b"GRAY" if arr.ndim == 2 else b"RGB "  # what the output's samples are
+    if icc and icc[16:20] != space:  # e.g. a CMYK JPEG's profile: wrong for RGB samples
+        notes.append(f"colour profile dropped (a {icc[16:20].decode('latin-1').strip()} "
+                     f"profile does not fit {space.decode().strip()} samples)")
+    elif icc and suffix in (".png", *NO_ALPHA_FORMATS):
+        pieces = _with_icc(pieces[0], suffix, icc)
+    elif icc:
+        notes.append(f"colour profile dropped (not written into {suffix[1:]}; "
+                     "use --ext png to keep it)")
+    write_bytes(path, *pieces)
     return notes
 
 
@@ -241,15 +285,18 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
             raise SrcoreError(f"--precision {precision}: an .onnx model runs at the precision "
                               "it was exported with (`srcore export --fp16` writes an fp16 one)")
         model = OnnxModel(checkpoint, dev)  # a bad file stops here, before any image
-        prec = "fp32"  # what upscale_array's autocast gets: none; the file has its own dtype
+        prec = prec_16bit = "fp32"  # upscale_array's autocast: none; the file has its own dtype
         what = (f"ONNX {checkpoint} ({np.dtype(model.dtype).name}, "
                 f"{model.session.get_providers()[0]})")
         radius = receptive_radius(model) if model.config else "unknown"
     else:
         model, _ = load_generator(checkpoint)  # a non-RRDBNet file stops here, before any image
         prec = pick_precision(precision, dev, "--precision")
+        # bf16 keeps 8 significant bits: auto does not spend a 16-bit image's precision on speed
+        prec_16bit = "fp32" if precision == "auto" else prec
         model.to(dev).eval()
-        what = f"RRDBNet {model.config} from {checkpoint} on {dev}, {prec}"
+        what = f"RRDBNet {model.config} from {checkpoint} on {dev}, {prec}" + (
+            f" ({prec_16bit} for 16-bit images)" if prec_16bit != prec else "")
         radius = receptive_radius(model)
     try:  # made only now, so that a refused model leaves nothing behind
         Path(outdir).mkdir(parents=True, exist_ok=True)
@@ -270,7 +317,7 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
 
     summary = Summary()
     try:
-        _upscale_all(jobs, summary, model, tile, tile_pad, dev, prec, overwrite)
+        _upscale_all(jobs, summary, model, tile, tile_pad, dev, (prec, prec_16bit), overwrite)
     except Interrupted as stop:
         left = len(jobs) - summary.done - len(summary.failed) - len(summary.skipped)
         stop.message = (f"{summary.done} image(s) upscaled, {left} not yet (none half-written)."
@@ -280,9 +327,10 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
     return summary
 
 
-def _upscale_all(jobs: list[Job], summary: Summary, model, tile, tile_pad, dev, prec,
+def _upscale_all(jobs: list[Job], summary: Summary, model, tile, tile_pad, dev, precisions,
                  overwrite) -> None:
-    """The per-image loop of `run`: fills in `summary`, its time too."""
+    """The per-image loop of `run`: fills in `summary`, its time too. precisions: those of 8-
+    and of 16-bit images."""
     from tqdm import tqdm
 
     from srcore.infer import auto_tile, tiles, upscale_array
@@ -299,6 +347,7 @@ def _upscale_all(jobs: list[Job], summary: Summary, model, tile, tile_pad, dev, 
             continue
         try:
             img, mode = read_image(job.src)
+            prec = precisions[img.dtype == np.uint16]
             height, width = img.shape[:2]
             size = auto_tile(model, height, width, tile_pad, dev, prec) if tile is None else tile
             n_tiles = len(tiles(height, width, size, tile_pad))
@@ -314,7 +363,7 @@ def _upscale_all(jobs: list[Job], summary: Summary, model, tile, tile_pad, dev, 
             notes = ["palette expanded"] if mode.startswith("P") else []
             if mode in ("LA", "La") and out.shape[2:] == (4,):  # OpenCV writes no gray+alpha
                 notes.append("gray+alpha written as RGBA")
-            notes += write_image(job.dst, out)
+            notes += write_image(job.dst, out, icc_profile(job.src))
             summary.megapixels += out.shape[0] * out.shape[1] / 1e6
             del out
         except Exception as err:  # noqa: BLE001 - one bad file must not stop the batch

@@ -92,6 +92,25 @@ def test_exif_orientation_is_applied_as_pil_does(tmp_path, orientation):
     assert arr.shape == ((56, 40, 4) if orientation >= 5 else (40, 56, 4))
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_rotated_tiff_is_turned_once_not_twice(tmp_path, orientation):
+    # OpenCV's TIFF decoder (libtiff) applies the Orientation tag itself, unlike its PNG, JPEG
+    # and WebP decoders; applied again, a portrait TIFF came out upside down and landscape
+    from PIL import Image
+
+    rgb = photo()
+    Image.fromarray(rgb).save(tmp_path / "a.png", exif=exif_orientation(orientation))
+    Image.fromarray(rgb).save(tmp_path / "a.tif", exif=exif_orientation(orientation))
+    Image.fromarray(rgb[:, :, 0].astype(np.uint16) * 257).save(
+        tmp_path / "g16.tif", exif=exif_orientation(orientation))
+    upright, _ = read_image(tmp_path / "a.png")  # as PIL shows it (the test above)
+    arr, _ = read_image(tmp_path / "a.tif")
+    assert np.array_equal(arr, upright)
+    gray16, _ = read_image(tmp_path / "g16.tif")
+    assert gray16.dtype == np.uint16
+    assert np.array_equal(gray16, upright[:, :, 0].astype(np.uint16) * 257)
+
+
 def test_a_rotated_camera_jpeg_reads_upright(tmp_path):
     from PIL import Image, ImageOps
 

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import REPO, run_cli
 from images import photo, write_modes
@@ -197,6 +198,22 @@ def test_every_mode_keeps_its_mode_depth_and_format(tmp_path, ckpt):
     assert read(tmp_path / "jpg" / "sixteen_x4.jpg").dtype == np.uint8
 
 
+def test_auto_precision_keeps_a_16_bit_image_at_fp32(tmp_path):
+    """--precision auto may run 8-bit images in bf16 (where the CPU or GPU runs it natively),
+    whose 8 significant bits would lose most of a 16-bit image's precision: 16-bit images get
+    the fp32 result, on any machine."""
+    path = tmp_path / "far.pt"
+    save_generator(path, far_sighted())  # a model whose output bf16 visibly changes
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "deep.png"), photo(40, 56).astype(np.uint16) * 257)
+    for precision in ("auto", "fp32"):
+        assert run([folder], tmp_path / precision, path, device="cpu",
+                   precision=precision).done == 1
+    auto, fp32 = (read(tmp_path / p / "deep_x4.png") for p in ("auto", "fp32"))
+    assert auto.dtype == np.uint16 and np.array_equal(auto, fp32)
+
+
 def test_output_folder_may_be_the_input_folder_unless_names_collide(tmp_path, ckpt):
     folder = tmp_path / "photos"
     write_modes(folder)
@@ -233,6 +250,18 @@ def test_output_folder_may_be_the_input_folder_unless_names_collide(tmp_path, ck
     assert cv2.imwrite(str(tmp_path / "nested" / "up" / "x_x4.png"), photo(8, 8))
     jobs = collect_jobs([tmp_path / "nested"], tmp_path / "nested" / "up", recursive=True)
     assert [job.src.name for job in jobs] == ["x.png"]
+
+
+def test_earlier_results_of_another_format_are_not_inputs_again(tmp_path):
+    # upscale DIR -o DIR, then again with --ext png: b_x4.jpg beside b.jpg is a result too, not
+    # an image to upscale once more (to b_x4_x4.png, 16x)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.png", "a_x4.png", "b.jpg", "b_x4.jpg", "c.gif", "c_x4.png", "lone_x4.jpg"):
+        Image.fromarray(photo(8, 8)).save(folder / name)
+    for ext in (None, "png", "jpg", "webp"):
+        jobs = collect_jobs([folder], folder, ext=ext)
+        assert sorted(job.src.name for job in jobs) == ["a.png", "b.jpg", "c.gif", "lone_x4.jpg"]
 
 
 def test_cli_skips_bad_files_and_existing_outputs(tmp_path, ckpt):
@@ -517,3 +546,41 @@ def test_gray_with_alpha_becomes_rgba_with_a_note(tmp_path, ckpt):
     assert out.shape == (48, 64, 4)
     assert np.array_equal(out[:, :, 0], out[:, :, 1]) and np.array_equal(out[:, :, 0],
                                                                          out[:, :, 2])
+
+
+def test_a_colour_profile_is_kept_in_png_and_jpeg_and_its_loss_noted_elsewhere(tmp_path, ckpt):
+    # a Display P3 or Adobe RGB photo shown without its profile has other colours
+    from PIL import Image, ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rgb = photo(40, 56)
+    Image.fromarray(rgb).save(folder / "a.png", icc_profile=icc)
+    Image.fromarray(rgb).save(folder / "b.jpg", icc_profile=icc, quality=95)
+    Image.fromarray(rgb).save(folder / "c.webp", icc_profile=icc, lossless=True)
+    cv2.imwrite(str(folder / "d.png"), rgb[:, :, ::-1].astype(np.uint16) * 257)  # no profile
+    result = run_cli("upscale", folder, "-o", tmp_path / "out", "--model", ckpt, "--device",
+                     "cpu", cwd=tmp_path)
+    for name in ("a_x4.png", "b_x4.jpg"):
+        with Image.open(tmp_path / "out" / name) as out:
+            assert out.info.get("icc_profile") == icc and out.size == (224, 160)
+            out.load()  # the files stay valid (chunk CRC, JPEG segments)
+    assert "c_x4.webp: colour profile dropped" in result.stderr
+    # a profile for other samples than the output's (a CMYK JPEG's, now RGB) is not copied
+    cmyk_icc = icc[:16] + b"CMYK" + icc[20:]
+    Image.fromarray(rgb).convert("CMYK").save(folder / "e.jpg", icc_profile=cmyk_icc)
+    result = run_cli("upscale", folder / "e.jpg", "-o", tmp_path / "out", "--model", ckpt,
+                     "--device", "cpu", cwd=tmp_path)
+    assert "e_x4.jpg: colour profile dropped (a CMYK profile does not fit RGB" in result.stderr
+    with Image.open(tmp_path / "out" / "e_x4.jpg") as out:
+        assert out.mode == "RGB" and "icc_profile" not in out.info
+    with Image.open(tmp_path / "out" / "d_x4.png") as out:
+        assert "icc_profile" not in out.info
+    # the pixels are those of a file without a profile
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    Image.fromarray(rgb).save(plain / "a.png")
+    run_cli("upscale", plain, "-o", tmp_path / "out2", "--model", ckpt, "--device", "cpu",
+            cwd=tmp_path)
+    assert np.array_equal(read(tmp_path / "out" / "a_x4.png"), read(tmp_path / "out2" / "a_x4.png"))

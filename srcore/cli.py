@@ -232,7 +232,12 @@ def compare(
         raise SrcoreError(f"{reference} is {name(ref, ref_mode)} but {test} is "
                           f"{name(other, other_mode)}: compare images of the same mode "
                           "(convert one of them first)")
-    ref, other = to_rgb8(ref, ref_mode)[0], to_rgb8(other, other_mode)[0]
+    (ref, made), (other, made_too) = to_rgb8(ref, ref_mode), to_rgb8(other, other_mode)
+    lost = {"alpha dropped": "alpha is not compared",
+            "16-bit": "16-bit samples are rounded to 8 bits"}
+    lost = [lost[c] for c in dict.fromkeys(made + made_too) if c in lost]
+    if lost:  # what evaluate scores too: the metrics and LPIPS take 8-bit RGB
+        print(f"note: scored as 8-bit RGB: {' and '.join(lost)}", file=sys.stderr)
     if ref.shape != other.shape:
         raise SrcoreError(f"{test} is {other.shape[1]}x{other.shape[0]} but {reference} is "
                           f"{ref.shape[1]}x{ref.shape[0]}: compare images of the same size")

@@ -79,6 +79,24 @@ def test_compare_refuses_images_of_different_modes(tmp_path, other, mode):
     assert f"a.png is RGB but b.png is {mode}: compare images of the same mode" in out.stderr
 
 
+def test_compare_says_what_it_does_not_score(tmp_path):
+    """The scores are those of 8-bit RGB, as in evaluate: a note says when alpha or 16-bit
+    samples are left out, so identical colours with other alpha are not a silent 'identical'."""
+    rgb = photo(40, 56)
+    Image.fromarray(np.dstack([rgb, np.full((40, 56), 255, np.uint8)])).save(tmp_path / "a.png")
+    Image.fromarray(np.dstack([rgb, np.zeros((40, 56), np.uint8)])).save(tmp_path / "b.png")
+    out = run_cli("compare", "a.png", "b.png", "--no-lpips", "--json", cwd=tmp_path)
+    assert json.loads(out.stdout)["psnr"] is None  # the colours are the same
+    assert "note: scored as 8-bit RGB: alpha is not compared" in out.stderr
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "c.png"), rgb.astype(np.uint16) * 257)
+    out = run_cli("compare", "c.png", "c.png", "--no-lpips", cwd=tmp_path)
+    assert "note: scored as 8-bit RGB: 16-bit samples are rounded to 8 bits" in out.stderr
+    Image.fromarray(rgb).save(tmp_path / "d.png")
+    assert "note" not in run_cli("compare", "d.png", "d.png", "--no-lpips", cwd=tmp_path).stderr
+
+
 @pytest.mark.parametrize("size, args, expected", [
     (10, [], "at least 31x31"), (1, [], "at least 31x31"),
     (40, ["--crop-border", "150"], "--crop-border 150"),

@@ -148,6 +148,28 @@ def check_server(uri: str, timeout: float = 5) -> None:
 
 
 @contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """One process at a time sets up a SQLite store: queued experiments (`dvc queue start -j 2`)
+    start their stages together, and MLflow's creation of a new store (its schema migrations)
+    and of the experiment collide, leaving a store that no run can use. The lock is the file
+    `<database>.lock` beside it; the system drops it when its process dies."""
+    import fcntl
+
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    database = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+    lock = database.with_name(database.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # waits for the other process's set-up: seconds
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
 def stage_run(stage: str, experiment: str, params: dict[str, Any], enabled: bool = True,
               run_id: str | None = None) -> Iterator[Any]:
     """Start an MLflow run for one stage, log its params and tags, and yield the mlflow module.
@@ -166,8 +188,9 @@ def stage_run(stage: str, experiment: str, params: dict[str, Any], enabled: bool
     mlflow.set_tracking_uri(uri)
     identity = pipeline_identity(Path.cwd())
     try:
-        experiment_id = _experiment_id(mlflow, experiment, own_store)
-        parent = _parent_run(mlflow.MlflowClient(), experiment_id, identity)
+        with _store_lock(uri):
+            experiment_id = _experiment_id(mlflow, experiment, own_store)
+            parent = _parent_run(mlflow.MlflowClient(), experiment_id, identity)
     except Exception as err:  # MLflow raises many types for a bad store; all mean the same here
         raise SrcoreError(f"MLflow tracking store {uri!r} is not usable ({err}). Fix or unset "
                           "MLFLOW_TRACKING_URI (the default is sqlite:///<project>/mlflow.db)."

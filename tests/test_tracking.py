@@ -177,3 +177,38 @@ def test_a_state_naming_a_run_is_written_after_the_runs_logs(monkeypatch, tmp_pa
     state_module.save_state(tmp_path / "last.pt", "key", {"model": model},
                             {"step": 20, "mlflow_run_id": None})  # no run: nothing to flush
     assert order == ["flush", "save", "save"]
+
+
+RACE = """
+import os, sys, time
+from srcore.tracking import stage_run
+start = float(sys.argv[1])
+while time.time() < start:  # every process reaches the new store at the same moment
+    time.sleep(0.001)
+with stage_run("download", "demo", {"data": {"source": "sample"}}):
+    pass
+"""
+
+
+def test_experiments_started_together_on_a_new_store_all_record(tmp_path):
+    """`dvc queue start -j 2` on a project without mlflow.db: the queued experiments' first
+    stages create the store and the experiment at once. MLflow's set-up of a new SQLite store
+    is not safe against that (its migrations collide and can leave the store unusable for
+    every later run), so it is done by one process at a time."""
+    import os
+    import sys
+    import time
+
+    from conftest import REPO
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(DVC_ROOT=str(tmp_path), PYTHONPATH=str(REPO))
+    start = str(time.time() + 15)  # after the imports of mlflow, which take seconds
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, start], cwd=tmp_path,
+                              env={**env, "DVC_EXP_NAME": f"exp-{i}"},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(3)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(outputs)
+    assert sorted(name for name, *_ in _runs(tmp_path / "mlflow.db")) == \
+        ["download"] * 3 + ["exp-0", "exp-1", "exp-2"]

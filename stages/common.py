@@ -153,6 +153,15 @@ class Records:
         return {k: v for k, v in metrics.items() if step not in self.logged.get(k, ())}
 
 
+def log_once(mlflow, metrics: dict) -> None:
+    """Log the `metrics` the active run does not hold yet: a resumed training continues the
+    run of the killed one, which logged these at its start (one point each, not one a start)."""
+    held = mlflow.get_run(mlflow.active_run().info.run_id).data.metrics
+    new = {k: v for k, v in metrics.items() if k not in held}
+    if new:
+        mlflow.log_metrics(new)
+
+
 def log_summary(mlflow, metrics: dict) -> None:
     """The stage's summary (metrics/<stage>.json) in its MLflow run as summary/<key>, apart
     from the per-step series of the same names (val_psnr_y, ...)."""

@@ -96,6 +96,8 @@ def test_killed_training_resumes_and_ends_as_an_uninterrupted_run(training_proje
     assert sorted(m.step for m in history) == list(range(5, STEPS + 1, 5))  # each step once
     val = client.get_metric_history(runs["run_id"][0], "val_psnr_y")
     assert sorted(m.step for m in val) == list(range(20, STEPS + 1, 20))
+    # logged once at the start: not again by the resumed run
+    assert len(client.get_metric_history(runs["run_id"][0], "bicubic_val_psnr_y")) == 1
 
 
 @pytest.mark.slow

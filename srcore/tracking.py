@@ -192,8 +192,11 @@ def stage_run(stage: str, experiment: str, params: dict[str, Any], enabled: bool
             experiment_id = _experiment_id(mlflow, experiment, own_store)
             parent = _parent_run(mlflow.MlflowClient(), experiment_id, identity)
     except Exception as err:  # MLflow raises many types for a bad store; all mean the same here
-        raise SrcoreError(f"MLflow tracking store {uri!r} is not usable ({err}). Fix or unset "
-                          "MLFLOW_TRACKING_URI (the default is sqlite:///<project>/mlflow.db)."
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]  # not its SQL
+        way = (f"move {project_root() / 'mlflow.db'} aside (the next run starts a new store)"
+               if own_store else "fix or unset MLFLOW_TRACKING_URI (the default is "
+               "sqlite:///<project>/mlflow.db)")
+        raise SrcoreError(f"MLflow tracking store {uri!r} is not usable ({reason}): {way}"
                           ) from None
     tags = {"stage": stage, "pipeline": identity["name"], "mlflow.parentRunId": parent,
             "dvc_experiment": identity["experiment"], "git_commit": identity["commit"],

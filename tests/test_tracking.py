@@ -107,6 +107,21 @@ def test_unusable_store_is_a_clear_error(monkeypatch, tmp_path):
             pass
 
 
+def test_a_damaged_project_store_is_one_line_that_names_the_file(monkeypatch, tmp_path):
+    """The project's own store (MLFLOW_TRACKING_URI unset) is damaged: one line naming the
+    file and what to do, not SQLAlchemy's SQL and not advice about a variable nobody set."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mlflow.db").write_bytes(b"not a database, " * 400)
+    with pytest.raises(SrcoreError) as err:
+        with stage_run("split", "demo", {}):
+            pass
+    message = str(err.value)
+    assert "\n" not in message and "MLFLOW_TRACKING_URI" not in message
+    assert f"move {tmp_path / 'mlflow.db'} aside" in message
+
+
 def test_a_generator_is_registered_and_loads_offline_as_a_pyfunc(monkeypatch, tmp_path):
     """What train_cnn and train_gan do with their best weights: a registered model version,
     tagged with the DVC experiment, that mlflow.pyfunc loads and runs like the torch model."""

@@ -52,6 +52,22 @@ def stop_after_first_state(folder, process, timeout=300):
     process.send_signal(signal.SIGSTOP)
 
 
+def test_the_resume_hint_after_dvc_exp_run_says_dvc_repro(monkeypatch, tmp_path):
+    """`dvc exp run` restores models/*_last.pt from dvc.lock before it runs (DVC checks the
+    outputs out with force), so running the same `dvc exp run` again trains from the start:
+    the hint after Ctrl-C must say `dvc repro` there."""
+    from srcore.train.loop import resume_hint
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    assert resume_hint() == "run the same command (or dvc repro) to resume"  # dvc repro
+    monkeypatch.setenv("DVC_EXP_NAME", "lurid-cogs")  # dvc exp run in the workspace
+    assert resume_hint().startswith("resume with `dvc repro`, then `dvc exp save`")
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "elsewhere"))  # queued or --temp: a copy
+    assert "temporary copy" in resume_hint()
+
+
 @pytest.mark.slow
 def test_killed_training_resumes_and_ends_as_an_uninterrupted_run(training_project, tmp_path):
     """SIGKILL at an arbitrary step: the rerun resumes from the last checkpoint, and ends with

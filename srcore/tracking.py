@@ -147,26 +147,17 @@ def check_server(uri: str, timeout: float = 5) -> None:
                           ) from None
 
 
-@contextlib.contextmanager
-def _store_lock(uri: str) -> Iterator[None]:
+def _store_lock(uri: str):
     """One process at a time sets up a SQLite store: queued experiments (`dvc queue start -j 2`)
     start their stages together, and MLflow's creation of a new store (its schema migrations)
     and of the experiment collide, leaving a store that no run can use. The lock is the file
     `<database>.lock` beside it; the system drops it when its process dies."""
-    import fcntl
+    from srcore.runlock import one_at_a_time
 
     if not uri.startswith("sqlite:///"):
-        yield
-        return
+        return contextlib.nullcontext()
     database = Path(uri[len("sqlite:///"):].split("?", 1)[0])
-    lock = database.with_name(database.name + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # waits for the other process's set-up: seconds
-        yield
-    finally:
-        os.close(fd)
+    return one_at_a_time(database.with_name(database.name + ".lock"))  # waits: seconds
 
 
 @contextlib.contextmanager

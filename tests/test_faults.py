@@ -56,7 +56,7 @@ def test_the_resume_hint_after_dvc_exp_run_says_dvc_repro(monkeypatch, tmp_path)
     """`dvc exp run` restores models/*_last.pt from dvc.lock before it runs (DVC checks the
     outputs out with force), so running the same `dvc exp run` again trains from the start:
     the hint after Ctrl-C must say `dvc repro` there."""
-    from srcore.train.loop import resume_hint
+    from stages.common import resume_hint
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)
@@ -127,6 +127,7 @@ def test_ctrl_c_and_sigterm_save_the_state_and_the_next_run_resumes(training_pro
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == code
     assert "interrupted: state saved at step" in stderr and "Traceback" not in stderr
+    assert "; run the same command (or dvc repro) to resume" in stderr
     saved = int(stderr.split("saved at step ")[1].split()[0])
     assert 0 < saved < STEPS
     from srcore.models.checkpoint import load_checkpoint

@@ -127,7 +127,7 @@ def run(cadence: Cadence, batches: Iterator, step_fn: StepFn, hooks: Hooks, *, d
                     timed_from = time.perf_counter()
                 if signalled:
                     raise Interrupted(requested.signum, f"state saved at step {step} in "
-                                      f"{last_path}; {resume_hint()}")
+                                      f"{last_path}", resumable=True)
                 if stop_early:
                     break
         finally:
@@ -136,22 +136,6 @@ def run(cadence: Cadence, batches: Iterator, step_fn: StepFn, hooks: Hooks, *, d
     rate = (done - 1) / (time.perf_counter() - timed_from) if done > 1 and timed_from else 0.0
     return {"steps_run": state["step"], "stopped_early": stop_early, "steps_per_s": rate,
             "wall_time_s": earlier + time.perf_counter() - started}
-
-
-def resume_hint() -> str:
-    """How to resume. `dvc exp run` first restores every output from dvc.lock (a forced
-    `dvc checkout`), the resumable state too, so after an interrupted `dvc exp run` only
-    `dvc repro` resumes; a queued or --temp experiment runs in a copy that DVC removes."""
-    import os
-
-    if not os.environ.get("DVC_EXP_NAME"):
-        return "run the same command (or dvc repro) to resume"
-    root = os.environ.get("DVC_ROOT")
-    if root and Path(root).resolve() != Path.cwd().resolve():
-        return ("this experiment ran in a temporary copy that DVC removes, so running it "
-                "again trains from the start")
-    return ("resume with `dvc repro`, then `dvc exp save` to keep it as an experiment (`dvc "
-            "exp run` would first restore this file from dvc.lock and train from the start)")
 
 
 class _Request(threading.Event):

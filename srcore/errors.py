@@ -9,6 +9,6 @@ class Interrupted(BaseException):
     """Ctrl-C (SIGINT) or SIGTERM. Raised instead of KeyboardInterrupt, which the CLI framework
     would swallow; a training loop raises it once its resumable state is saved."""
 
-    def __init__(self, signum: int, message: str = ""):
+    def __init__(self, signum: int, message: str = "", resumable: bool = False):
         super().__init__(signum, message)
-        self.signum, self.message = signum, message
+        self.signum, self.message, self.resumable = signum, message, resumable

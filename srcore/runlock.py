@@ -1,4 +1,5 @@
-"""One run of a stage at a time: a second run fails at once and names the first.
+"""One run of a stage at a time: a second run fails at once and names the first. And a
+lock that waits, for set-ups that must not run twice at once.
 
 Hand-written because it is a dozen lines over the standard library (filelock, the usual
 package, cannot say who holds a lock). fcntl.flock locks belong to the open file, so the
@@ -19,9 +20,7 @@ from srcore.errors import SrcoreError
 @contextlib.contextmanager
 def exclusive(path: Path, what: str) -> Iterator[None]:
     """Hold the lock file `path` (it records our process id) while `what` runs."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open(path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -35,3 +34,20 @@ def exclusive(path: Path, what: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def one_at_a_time(path: Path) -> Iterator[None]:
+    """Hold the lock file `path`, waiting while another process holds it."""
+    fd = _open(path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _open(path: Path) -> int:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -147,6 +147,19 @@ def check_server(uri: str, timeout: float = 5) -> None:
                           ) from None
 
 
+def _store_lock(uri: str):
+    """One process at a time sets up a SQLite store: queued experiments (`dvc queue start -j 2`)
+    start their stages together, and MLflow's creation of a new store (its schema migrations)
+    and of the experiment collide, leaving a store that no run can use. The lock is the file
+    `<database>.lock` beside it; the system drops it when its process dies."""
+    from srcore.runlock import one_at_a_time
+
+    if not uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    database = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+    return one_at_a_time(database.with_name(database.name + ".lock"))  # waits: seconds
+
+
 @contextlib.contextmanager
 def stage_run(stage: str, experiment: str, params: dict[str, Any], enabled: bool = True,
               run_id: str | None = None) -> Iterator[Any]:
@@ -166,11 +179,15 @@ def stage_run(stage: str, experiment: str, params: dict[str, Any], enabled: bool
     mlflow.set_tracking_uri(uri)
     identity = pipeline_identity(Path.cwd())
     try:
-        experiment_id = _experiment_id(mlflow, experiment, own_store)
-        parent = _parent_run(mlflow.MlflowClient(), experiment_id, identity)
+        with _store_lock(uri):
+            experiment_id = _experiment_id(mlflow, experiment, own_store)
+            parent = _parent_run(mlflow.MlflowClient(), experiment_id, identity)
     except Exception as err:  # MLflow raises many types for a bad store; all mean the same here
-        raise SrcoreError(f"MLflow tracking store {uri!r} is not usable ({err}). Fix or unset "
-                          "MLFLOW_TRACKING_URI (the default is sqlite:///<project>/mlflow.db)."
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]  # not its SQL
+        way = (f"move {project_root() / 'mlflow.db'} aside (the next run starts a new store)"
+               if own_store else "fix or unset MLFLOW_TRACKING_URI (the default is "
+               "sqlite:///<project>/mlflow.db)")
+        raise SrcoreError(f"MLflow tracking store {uri!r} is not usable ({reason}): {way}"
                           ) from None
     tags = {"stage": stage, "pipeline": identity["name"], "mlflow.parentRunId": parent,
             "dvc_experiment": identity["experiment"], "git_commit": identity["commit"],

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Callable
 
-from srcore.errors import SrcoreError
+from srcore.errors import Interrupted, SrcoreError
 from stages.declared import DeclaredParams, stage_params
 from stages.inputs import check_metric_sizes, read_split
 from stages.paths import HR, MODELS
@@ -48,21 +49,40 @@ def run_or_launch(stage_module, command: str, params_path: Path) -> None:
     from srcore.train.distributed import launched_by_torchrun
 
     train = load_params(params_path).train  # a bad params file stops here, before any launch
-    if launched_by_torchrun():
-        stage_module.run(params_path)  # one of the processes: the launcher holds the lock
-        return
-    stage_module.check_inputs()  # missing inputs: one message (not one per process), and
-    # before the lock, which would leave a models/ folder behind
-    # two runs of one stage would overwrite each other's resumable state and outputs
-    with exclusive(MODELS / f".{stage_module.STAGE}.lock", command):
-        if train.nproc == 1:
-            stage_module.run(params_path)
+    try:
+        if launched_by_torchrun():
+            stage_module.run(params_path)  # one of the processes: the launcher holds the lock
             return
-        check_devices(train.nproc, train.device)
-        code = run_under_torchrun(train.nproc, [command, "--params", str(params_path)])
-        if code:
-            raise SrcoreError(f"{command}: a training process failed (exit code {code}); its "
-                              "error is above")
+        stage_module.check_inputs()  # missing inputs: one message (not one per process), and
+        # before the lock, which would leave a models/ folder behind
+        # two runs of one stage would overwrite each other's resumable state and outputs
+        with exclusive(MODELS / f".{stage_module.STAGE}.lock", command):
+            if train.nproc == 1:
+                stage_module.run(params_path)
+                return
+            check_devices(train.nproc, train.device)
+            code = run_under_torchrun(train.nproc, [command, "--params", str(params_path)])
+            if code:
+                raise SrcoreError(f"{command}: a training process failed (exit code {code}); "
+                                  "its error is above")
+    except Interrupted as stop:
+        if stop.resumable:
+            stop.message += f"; {resume_hint()}"
+        raise
+
+
+def resume_hint() -> str:
+    """How to resume. `dvc exp run` first restores every output from dvc.lock (a forced
+    `dvc checkout`), the resumable state too, so after an interrupted `dvc exp run` only
+    `dvc repro` resumes; a queued or --temp experiment runs in a copy that DVC removes."""
+    if not os.environ.get("DVC_EXP_NAME"):
+        return "run the same command (or dvc repro) to resume"
+    root = os.environ.get("DVC_ROOT")
+    if root and Path(root).resolve() != Path.cwd().resolve():
+        return ("this experiment ran in a temporary copy that DVC removes, so running it "
+                "again trains from the start")
+    return ("resume with `dvc repro`, then `dvc exp save` to keep it as an experiment (`dvc "
+            "exp run` would first restore this file from dvc.lock and train from the start)")
 
 
 def run_training(params_path: Path, stage: str, check_inputs: Callable[[], None], train) -> None:
@@ -151,6 +171,15 @@ class Records:
         steps after its checkpoint with the same values; a killed run's background logging
         may have kept some of them and lost others)."""
         return {k: v for k, v in metrics.items() if step not in self.logged.get(k, ())}
+
+
+def log_once(mlflow, metrics: dict) -> None:
+    """Log the `metrics` the active run does not hold yet: a resumed training continues the
+    run of the killed one, which logged these at its start (one point each, not one a start)."""
+    held = mlflow.get_run(mlflow.active_run().info.run_id).data.metrics
+    new = {k: v for k, v in metrics.items() if k not in held}
+    if new:
+        mlflow.log_metrics(new)
 
 
 def log_summary(mlflow, metrics: dict) -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from srcore.atomic import write_json
 from srcore.tracking import log_generator
-from stages.common import (Records, log_summary, run_training, training_data, training_run,
-                           val_data)
+from stages.common import (Records, log_once, log_summary, run_training, training_data,
+                           training_run, val_data)
 from stages.inputs import read_split
 from stages.declared import run_key
 from stages.paths import CNN, CNN_LAST, METRICS
@@ -58,7 +58,7 @@ def _train(params, values, split, dist, device) -> None:
         if dist.main:
             mlflow.log_params({"device": str(device), "precision_used": precision,
                                "processes": dist.world})
-            mlflow.log_metrics({f"bicubic_val_{k}": v for k, v in bicubic.items()})
+            log_once(mlflow, {f"bicubic_val_{k}": v for k, v in bicubic.items()})
 
         summary = train_cnn(model, dataset, val, cnn, params.train, seed=params.seed,
                             crop_border=params.eval.crop_border, device=device,

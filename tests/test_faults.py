@@ -52,6 +52,22 @@ def stop_after_first_state(folder, process, timeout=300):
     process.send_signal(signal.SIGSTOP)
 
 
+def test_the_resume_hint_after_dvc_exp_run_says_dvc_repro(monkeypatch, tmp_path):
+    """`dvc exp run` restores models/*_last.pt from dvc.lock before it runs (DVC checks the
+    outputs out with force), so running the same `dvc exp run` again trains from the start:
+    the hint after Ctrl-C must say `dvc repro` there."""
+    from stages.common import resume_hint
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    assert resume_hint() == "run the same command (or dvc repro) to resume"  # dvc repro
+    monkeypatch.setenv("DVC_EXP_NAME", "lurid-cogs")  # dvc exp run in the workspace
+    assert resume_hint().startswith("resume with `dvc repro`, then `dvc exp save`")
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "elsewhere"))  # queued or --temp: a copy
+    assert "temporary copy" in resume_hint()
+
+
 @pytest.mark.slow
 def test_killed_training_resumes_and_ends_as_an_uninterrupted_run(training_project, tmp_path):
     """SIGKILL at an arbitrary step: the rerun resumes from the last checkpoint, and ends with
@@ -96,6 +112,8 @@ def test_killed_training_resumes_and_ends_as_an_uninterrupted_run(training_proje
     assert sorted(m.step for m in history) == list(range(5, STEPS + 1, 5))  # each step once
     val = client.get_metric_history(runs["run_id"][0], "val_psnr_y")
     assert sorted(m.step for m in val) == list(range(20, STEPS + 1, 20))
+    # logged once at the start: not again by the resumed run
+    assert len(client.get_metric_history(runs["run_id"][0], "bicubic_val_psnr_y")) == 1
 
 
 @pytest.mark.slow
@@ -109,6 +127,7 @@ def test_ctrl_c_and_sigterm_save_the_state_and_the_next_run_resumes(training_pro
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == code
     assert "interrupted: state saved at step" in stderr and "Traceback" not in stderr
+    assert "; run the same command (or dvc repro) to resume" in stderr
     saved = int(stderr.split("saved at step ")[1].split()[0])
     assert 0 < saved < STEPS
     from srcore.models.checkpoint import load_checkpoint

@@ -107,6 +107,21 @@ def test_unusable_store_is_a_clear_error(monkeypatch, tmp_path):
             pass
 
 
+def test_a_damaged_project_store_is_one_line_that_names_the_file(monkeypatch, tmp_path):
+    """The project's own store (MLFLOW_TRACKING_URI unset) is damaged: one line naming the
+    file and what to do, not SQLAlchemy's SQL and not advice about a variable nobody set."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mlflow.db").write_bytes(b"not a database, " * 400)
+    with pytest.raises(SrcoreError) as err:
+        with stage_run("split", "demo", {}):
+            pass
+    message = str(err.value)
+    assert "\n" not in message and "MLFLOW_TRACKING_URI" not in message
+    assert f"move {tmp_path / 'mlflow.db'} aside" in message
+
+
 def test_a_generator_is_registered_and_loads_offline_as_a_pyfunc(monkeypatch, tmp_path):
     """What train_cnn and train_gan do with their best weights: a registered model version,
     tagged with the DVC experiment, that mlflow.pyfunc loads and runs like the torch model."""
@@ -177,3 +192,38 @@ def test_a_state_naming_a_run_is_written_after_the_runs_logs(monkeypatch, tmp_pa
     state_module.save_state(tmp_path / "last.pt", "key", {"model": model},
                             {"step": 20, "mlflow_run_id": None})  # no run: nothing to flush
     assert order == ["flush", "save", "save"]
+
+
+RACE = """
+import os, sys, time
+from srcore.tracking import stage_run
+start = float(sys.argv[1])
+while time.time() < start:  # every process reaches the new store at the same moment
+    time.sleep(0.001)
+with stage_run("download", "demo", {"data": {"source": "sample"}}):
+    pass
+"""
+
+
+def test_experiments_started_together_on_a_new_store_all_record(tmp_path):
+    """`dvc queue start -j 2` on a project without mlflow.db: the queued experiments' first
+    stages create the store and the experiment at once. MLflow's set-up of a new SQLite store
+    is not safe against that (its migrations collide and can leave the store unusable for
+    every later run), so it is done by one process at a time."""
+    import os
+    import sys
+    import time
+
+    from conftest import REPO
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(DVC_ROOT=str(tmp_path), PYTHONPATH=str(REPO))
+    start = str(time.time() + 15)  # after the imports of mlflow, which take seconds
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, start], cwd=tmp_path,
+                              env={**env, "DVC_EXP_NAME": f"exp-{i}"},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(3)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(outputs)
+    assert sorted(name for name, *_ in _runs(tmp_path / "mlflow.db")) == \
+        ["download"] * 3 + ["exp-0", "exp-1", "exp-2"]

@@ -127,8 +127,7 @@ def run(cadence: Cadence, batches: Iterator, step_fn: StepFn, hooks: Hooks, *, d
                     timed_from = time.perf_counter()
                 if signalled:
                     raise Interrupted(requested.signum, f"state saved at step {step} in "
-                                      f"{last_path}; run the same command (or dvc repro) to "
-                                      "resume")
+                                      f"{last_path}", resumable=True)
                 if stop_early:
                     break
         finally:

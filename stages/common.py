@@ -173,13 +173,22 @@ class Records:
         return {k: v for k, v in metrics.items() if step not in self.logged.get(k, ())}
 
 
-def log_once(mlflow, metrics: dict) -> None:
-    """Log the `metrics` the active run does not hold yet: a resumed training continues the
-    run of the killed one, which logged these at its start (one point each, not one a start)."""
-    held = mlflow.get_run(mlflow.active_run().info.run_id).data.metrics
-    new = {k: v for k, v in metrics.items() if k not in held}
+def log_start(mlflow, metrics: dict, setup: dict | None = None) -> None:
+    """What a training logs at its start, once per run: a resumed training continues the run of
+    the killed one, which logged these already. `setup` (device, precision, processes) goes in
+    as params; where a resumed run goes on with another setup (MLflow params cannot change), as
+    tags resumed_<name>."""
+    held = mlflow.get_run(mlflow.active_run().info.run_id).data
+    new = {k: v for k, v in metrics.items() if k not in held.metrics}
     if new:
         mlflow.log_metrics(new)
+    setup = {k: str(v) for k, v in (setup or {}).items()}
+    fresh = {k: v for k, v in setup.items() if k not in held.params}
+    if fresh:
+        mlflow.log_params(fresh)
+    moved = {f"resumed_{k}": v for k, v in setup.items() if held.params.get(k, v) != v}
+    if moved:
+        mlflow.set_tags(moved)
 
 
 def log_summary(mlflow, metrics: dict) -> None:

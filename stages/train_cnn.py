@@ -6,7 +6,7 @@ from pathlib import Path
 
 from srcore.atomic import write_json
 from srcore.tracking import log_generator
-from stages.common import (Records, log_once, log_summary, run_training, training_data,
+from stages.common import (Records, log_start, log_summary, run_training, training_data,
                            training_run, val_data)
 from stages.inputs import read_split
 from stages.declared import run_key
@@ -56,9 +56,8 @@ def _train(params, values, split, dist, device) -> None:
         records = Records(mlflow, [(TRAIN_CSV, TRAIN_COLUMNS)], VAL_CSV, VAL_COLUMNS,
                           val[0], data.scale, device)
         if dist.main:
-            mlflow.log_params({"device": str(device), "precision_used": precision,
-                               "processes": dist.world})
-            log_once(mlflow, {f"bicubic_val_{k}": v for k, v in bicubic.items()})
+            log_start(mlflow, {f"bicubic_val_{k}": v for k, v in bicubic.items()},
+                      {"device": device, "precision_used": precision, "processes": dist.world})
 
         summary = train_cnn(model, dataset, val, cnn, params.train, seed=params.seed,
                             crop_border=params.eval.crop_border, device=device,

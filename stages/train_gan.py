@@ -6,7 +6,7 @@ from pathlib import Path
 
 from srcore.atomic import write_json
 from srcore.tracking import log_generator
-from stages.common import (Records, log_once, log_summary, run_training, training_data,
+from stages.common import (Records, log_start, log_summary, run_training, training_data,
                            training_run, val_data)
 from stages.inputs import read_split, require
 from stages.declared import run_key
@@ -63,7 +63,7 @@ def _train(params, values, split, dist, device) -> None:
         records = Records(mlflow, [(G_CSV, G_COLUMNS), (D_CSV, D_COLUMNS)], VAL_CSV,
                           VAL_COLUMNS, val[0], params.data.scale, device)
         if dist.main:
-            log_once(mlflow, {f"cnn_val_{k}": v for k, v in cnn_scores.items()})
+            log_start(mlflow, {f"cnn_val_{k}": v for k, v in cnn_scores.items()})
 
         summary = train_gan(generator, disc, perceptual, dataset, val, lpips_model, gan,
                             params.train, disc_lr=params.disc.lr, seed=params.seed,

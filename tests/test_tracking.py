@@ -177,6 +177,29 @@ def test_a_resumed_run_logs_the_steps_a_killed_run_lost_and_no_step_twice(monkey
     assert sorted(m.step for m in history) == [5, 10, 15, 20, 25]
 
 
+def test_a_run_resumed_on_other_hardware_keeps_its_start_and_notes_the_new_setup(monkeypatch,
+                                                                                 tmp_path):
+    """A training killed on one machine and resumed on another (a GPU's run on a CPU, bf16 on a
+    CPU without it): the start-of-run scores stay one point each, and the new device goes in
+    as a tag, since MLflow refuses to change a logged param."""
+    import mlflow
+
+    from stages.common import log_start
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    with stage_run("train_cnn", "demo", {}) as run:
+        run_id = run.active_run().info.run_id
+        log_start(run, {"bicubic_val_psnr_y": 27.5}, {"device": "cuda", "precision_used": "bf16"})
+    with stage_run("train_cnn", "demo", {}, run_id=run_id) as run:  # the resumed run
+        log_start(run, {"bicubic_val_psnr_y": 27.5}, {"device": "cpu", "precision_used": "bf16"})
+    client = mlflow.MlflowClient()
+    data = client.get_run(run_id).data
+    assert data.params["device"] == "cuda" and data.tags["resumed_device"] == "cpu"
+    assert "resumed_precision_used" not in data.tags  # the same as before
+    assert len(client.get_metric_history(run_id, "bicubic_val_psnr_y")) == 1
+
+
 def test_a_state_naming_a_run_is_written_after_the_runs_logs(monkeypatch, tmp_path):
     import mlflow
     import torch

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from srcore.io import read_rgb8, write_png
 
@@ -266,3 +267,37 @@ def test_check_params_refuses_a_missing_data_dir_that_download_would_read(projec
         "cmd": "python -m srcore download",
         "params": {"params.yaml": {"data.dir": gone, "data.source": "dir"}}}}}))
     run_cli("check-params", cwd=project)
+
+
+def test_hidden_files_and_folders_in_data_dir_are_skipped(project, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mine")
+    write_modes(folder)
+    # macOS's AppleDouble companions (._photo.jpg) are not images; thumbnail caches are
+    # not the user's photos
+    (folder / "._photo.jpg").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+    write_png(folder / ".thumbnails" / "rgb.png", photo())
+    write_params(project, data__source="dir", data__dir=str(folder))
+    run_cli("download", cwd=project)
+    raw = json.loads((project / "data/raw/manifest.json").read_text())
+    assert sorted(i["name"] for i in raw["images"]) == ["gray", "palette", "photo", "rgb",
+                                                         "rgba", "sixteen"]
+
+
+def test_copies_of_one_photo_under_other_names_are_reported(project, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mine")
+    paths = write_modes(folder)
+    (folder / "rgb copy.png").write_bytes(paths["rgb"].read_bytes())
+    write_params(project, data__source="dir", data__dir=str(folder))
+    out = run_cli("download", cwd=project)
+    assert "1 image(s) are byte-identical copies of another" in out.stdout
+    assert f"{folder / 'rgb.png'} = {folder / 'rgb copy.png'}" in out.stdout
+
+
+def test_cmyk_jpeg_conversion_is_reported(project, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mine")
+    write_modes(folder)
+    Image.fromarray(photo()).convert("CMYK").save(folder / "print.jpg", quality=95)
+    write_params(project, data__source="dir", data__dir=str(folder), data__patch_size=32)
+    run_cli("download", cwd=project)
+    out = run_cli("downsample", cwd=project)
+    assert "1 CMYK" in out.stdout

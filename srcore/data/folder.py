@@ -27,7 +27,10 @@ def folder_images(folder: Path) -> list[tuple[str, Path]]:
     """
     folder = check_folder(folder)
     # a symbolic link that leads nowhere is listed too, to be named below, not skipped
-    files = sorted(p for p in folder.rglob("*") if is_image_name(p) and file_or_broken_link(p))
+    # hidden files and folders are skipped: macOS's ._x.jpg companions are not images, and
+    # thumbnail caches (.thumbnails/) are not the user's photos
+    files = sorted(p for p in folder.rglob("*") if is_image_name(p) and file_or_broken_link(p)
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
     if not files:
         raise SrcoreError(f"data.dir={str(folder)!r} holds no images "
                           f"(looked for .png .jpg .jpeg .bmp .tif .tiff .webp, recursively)")

@@ -301,3 +301,11 @@ def test_cmyk_jpeg_conversion_is_reported(project, tmp_path_factory):
     run_cli("download", cwd=project)
     out = run_cli("downsample", cwd=project)
     assert "1 CMYK" in out.stdout
+
+
+def test_decoding_a_folder_of_photos_shows_progress(project, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mine")
+    write_modes(folder)
+    write_params(project, data__source="dir", data__dir=str(folder))
+    out = run_cli("download", cwd=project)
+    assert "decode: 100%" in out.stderr and "6/6" in out.stderr

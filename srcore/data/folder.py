@@ -54,8 +54,12 @@ def folder_images(folder: Path) -> list[tuple[str, Path]]:
             return str(err)
 
     # OpenCV releases the GIL while decoding, so threads scale
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        problems += [p for p in pool.map(decodes, images) if p]
+    from tqdm import tqdm
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # a progress bar: a
+        # folder of camera photos takes minutes to decode
+        problems += [p for p in tqdm(pool.map(decodes, images), total=len(images),
+                                     desc="decode", unit="img") if p]
     if problems:
         raise SrcoreError(f"{len(problems)} bad file(s) in data.dir={str(folder)!r}; remove or fix "
                           "them and re-run:\n  " + "\n  ".join(problems))

@@ -42,6 +42,12 @@ def run(params_path: Path) -> None:
         mlflow.log_dict(manifest, "raw_manifest.json")
     print(f"download: {len(images)} images from source {source!r} in {RAW}/")
     if source == "dir":
+        from srcore.data.folder import skipped_kinds
+
+        if kinds := skipped_kinds(folder):
+            print(f"  {sum(kinds.values())} file(s) of other kinds skipped ("
+                  + ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+                  + "); convert the photos among them to PNG or JPEG to use them")
         _report_copies(images, inputs)
     if source == "dir" and outside:
         print(f"  {len(outside)} file(s) of data.dir are symbolic links to files outside it, "

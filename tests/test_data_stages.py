@@ -309,3 +309,17 @@ def test_decoding_a_folder_of_photos_shows_progress(project, tmp_path_factory):
     write_params(project, data__source="dir", data__dir=str(folder))
     out = run_cli("download", cwd=project)
     assert "decode: 100%" in out.stderr and "6/6" in out.stderr
+
+
+def test_files_of_other_kinds_in_data_dir_are_counted_not_silently_dropped(project,
+                                                                           tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mine")
+    write_modes(folder)
+    (folder / "IMG_0001.HEIC").write_bytes(b"heic")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "IMG_0002.heic").write_bytes(b"heic")
+    (folder / "notes.txt").write_text("x")
+    (folder / ".DS_Store").write_bytes(b"x")  # hidden: neither used nor counted
+    write_params(project, data__source="dir", data__dir=str(folder))
+    out = run_cli("download", cwd=project)
+    assert "3 file(s) of other kinds skipped (2 .heic, 1 .txt)" in out.stdout

@@ -64,3 +64,15 @@ def folder_images(folder: Path) -> list[tuple[str, Path]]:
         raise SrcoreError(f"{len(problems)} bad file(s) in data.dir={str(folder)!r}; remove or fix "
                           "them and re-run:\n  " + "\n  ".join(problems))
     return images
+
+
+def skipped_kinds(folder: Path) -> dict[str, int]:
+    """How many files of each suffix under `folder` are not images of a supported kind (HEIC
+    photos, say), most first; hidden files are left out."""
+    from collections import Counter
+
+    folder = Path(folder).expanduser()
+    kinds = Counter(p.suffix.lower() or "(no suffix)" for p in folder.rglob("*")
+                    if p.is_file() and not is_image_name(p)
+                    and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return dict(kinds.most_common())

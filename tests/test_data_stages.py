@@ -323,3 +323,16 @@ def test_files_of_other_kinds_in_data_dir_are_counted_not_silently_dropped(proje
     write_params(project, data__source="dir", data__dir=str(folder))
     out = run_cli("download", cwd=project)
     assert "3 file(s) of other kinds skipped (2 .heic, 1 .txt)" in out.stdout
+
+
+def test_names_differing_only_in_case_are_refused(project, tmp_path_factory):
+    # on macOS and Windows (case-insensitive) the second copy in data/raw would overwrite the
+    # first, leaving two manifest entries for one file
+    folder = tmp_path_factory.mktemp("mine")
+    write_png(folder / "Photo.png", photo(seed=1))
+    write_png(folder / "photo.png", photo(seed=2))
+    write_params(project, data__source="dir", data__dir=str(folder))
+    out = run_cli("download", cwd=project, check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"{folder / 'photo.png'}: same name as {folder / 'Photo.png'}" in out.stderr
+    assert not (project / "data").exists()

@@ -41,10 +41,11 @@ def folder_images(folder: Path) -> list[tuple[str, Path]]:
             continue
         # nested files get their folder in the name so that a/x.png and b/x.png stay apart
         name = "__".join(path.relative_to(folder).with_suffix("").parts)
-        if name in seen:
-            problems.append(f"{path}: same name as {seen[name]}; rename one of them")
+        # case-blind: on macOS and Windows, Photo.png would overwrite photo.png in data/raw
+        if name.casefold() in seen:
+            problems.append(f"{path}: same name as {seen[name.casefold()]}; rename one of them")
             continue
-        seen[name] = path
+        seen[name.casefold()] = path
         images.append((name, path))
 
     def decodes(item):

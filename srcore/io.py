@@ -171,6 +171,8 @@ def to_rgb8(arr: np.ndarray, mode: str = "") -> tuple[np.ndarray, list[str]]:
     conversions = []
     if mode.startswith("P"):
         conversions.append("palette")
+    elif mode == "CMYK":  # the decoder made RGB of it
+        conversions.append("CMYK")
     if arr.dtype == np.uint16:
         conversions.append("16-bit")
         arr = ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)  # 65535 -> 255 exactly

@@ -41,6 +41,14 @@ def run(params_path: Path) -> None:
         mlflow.log_metric("images", len(images))
         mlflow.log_dict(manifest, "raw_manifest.json")
     print(f"download: {len(images)} images from source {source!r} in {RAW}/")
+    if source == "dir":
+        from srcore.data.folder import skipped_kinds
+
+        if kinds := skipped_kinds(folder):
+            print(f"  {sum(kinds.values())} file(s) of other kinds skipped ("
+                  + ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+                  + "); convert the photos among them to PNG or JPEG to use them")
+        _report_copies(images, inputs)
     if source == "dir" and outside:
         print(f"  {len(outside)} file(s) of data.dir are symbolic links to files outside it, "
               f"followed (link_to in {RAW / MANIFEST}): " + ", ".join(map(str, outside)))
@@ -74,3 +82,21 @@ def _div2k(out: Path) -> list[dict]:
         images.append({"name": Path(file_name).stem, "file": file_name, "origin": "DIV2K",
                        "width": width, "height": height})
     return images
+
+
+def _report_copies(images: list[dict], inputs: list[tuple[str, Path, str]]) -> None:
+    """Name the byte-identical copies of one photo: split apart, one could be in train and its
+    copy in test."""
+    from srcore.checksum import sha256_of
+
+    first, copies = {}, []
+    for image, (_, _, origin) in zip(images, inputs):
+        digest = sha256_of(RAW / image["file"]).hexdigest()
+        if digest in first:
+            copies.append(f"{origin} = {first[digest]}")
+        else:
+            first[digest] = origin
+    if copies:
+        print(f"  {len(copies)} image(s) are byte-identical copies of another and may end up in "
+              "different splits (train and test); remove the copies unless you mean it: "
+              + ", ".join(copies))

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from srcore.io import read_rgb8, write_png
 
@@ -266,3 +267,72 @@ def test_check_params_refuses_a_missing_data_dir_that_download_would_read(projec
         "cmd": "python -m srcore download",
         "params": {"params.yaml": {"data.dir": gone, "data.source": "dir"}}}}}))
     run_cli("check-params", cwd=project)
+
+
+def test_hidden_files_and_folders_in_data_dir_are_skipped(project, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mine")
+    write_modes(folder)
+    # macOS's AppleDouble companions (._photo.jpg) are not images; thumbnail caches are
+    # not the user's photos
+    (folder / "._photo.jpg").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+    write_png(folder / ".thumbnails" / "rgb.png", photo())
+    write_params(project, data__source="dir", data__dir=str(folder))
+    run_cli("download", cwd=project)
+    raw = json.loads((project / "data/raw/manifest.json").read_text())
+    assert sorted(i["name"] for i in raw["images"]) == ["gray", "palette", "photo", "rgb",
+                                                         "rgba", "sixteen"]
+
+
+def test_copies_of_one_photo_under_other_names_are_reported(project, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mine")
+    paths = write_modes(folder)
+    (folder / "rgb copy.png").write_bytes(paths["rgb"].read_bytes())
+    write_params(project, data__source="dir", data__dir=str(folder))
+    out = run_cli("download", cwd=project)
+    assert "1 image(s) are byte-identical copies of another" in out.stdout
+    assert f"{folder / 'rgb.png'} = {folder / 'rgb copy.png'}" in out.stdout
+
+
+def test_cmyk_jpeg_conversion_is_reported(project, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mine")
+    write_modes(folder)
+    Image.fromarray(photo()).convert("CMYK").save(folder / "print.jpg", quality=95)
+    write_params(project, data__source="dir", data__dir=str(folder), data__patch_size=32)
+    run_cli("download", cwd=project)
+    out = run_cli("downsample", cwd=project)
+    assert "1 CMYK" in out.stdout
+
+
+def test_decoding_a_folder_of_photos_shows_progress(project, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mine")
+    write_modes(folder)
+    write_params(project, data__source="dir", data__dir=str(folder))
+    out = run_cli("download", cwd=project)
+    assert "decode: 100%" in out.stderr and "6/6" in out.stderr
+
+
+def test_files_of_other_kinds_in_data_dir_are_counted_not_silently_dropped(project,
+                                                                           tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mine")
+    write_modes(folder)
+    (folder / "IMG_0001.HEIC").write_bytes(b"heic")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "IMG_0002.heic").write_bytes(b"heic")
+    (folder / "notes.txt").write_text("x")
+    (folder / ".DS_Store").write_bytes(b"x")  # hidden: neither used nor counted
+    write_params(project, data__source="dir", data__dir=str(folder))
+    out = run_cli("download", cwd=project)
+    assert "3 file(s) of other kinds skipped (2 .heic, 1 .txt)" in out.stdout
+
+
+def test_names_differing_only_in_case_are_refused(project, tmp_path_factory):
+    # on macOS and Windows (case-insensitive) the second copy in data/raw would overwrite the
+    # first, leaving two manifest entries for one file
+    folder = tmp_path_factory.mktemp("mine")
+    write_png(folder / "Photo.png", photo(seed=1))
+    write_png(folder / "photo.png", photo(seed=2))
+    write_params(project, data__source="dir", data__dir=str(folder))
+    out = run_cli("download", cwd=project, check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"{folder / 'photo.png'}: same name as {folder / 'Photo.png'}" in out.stderr
+    assert not (project / "data").exists()

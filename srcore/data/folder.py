@@ -27,7 +27,8 @@ def folder_images(folder: Path) -> list[tuple[str, Path]]:
     """
     folder = check_folder(folder)
     # a symbolic link that leads nowhere is listed too, to be named below, not skipped
-    files = sorted(p for p in folder.rglob("*") if is_image_name(p) and file_or_broken_link(p))
+    files = sorted(p for p in folder.rglob("*") if is_image_name(p) and file_or_broken_link(p)
+                   and not _hidden(p, folder))
     if not files:
         raise SrcoreError(f"data.dir={str(folder)!r} holds no images "
                           f"(looked for .png .jpg .jpeg .bmp .tif .tiff .webp, recursively)")
@@ -38,10 +39,11 @@ def folder_images(folder: Path) -> list[tuple[str, Path]]:
             continue
         # nested files get their folder in the name so that a/x.png and b/x.png stay apart
         name = "__".join(path.relative_to(folder).with_suffix("").parts)
-        if name in seen:
-            problems.append(f"{path}: same name as {seen[name]}; rename one of them")
+        # case-blind: on macOS and Windows, Photo.png would overwrite photo.png in data/raw
+        if name.casefold() in seen:
+            problems.append(f"{path}: same name as {seen[name.casefold()]}; rename one of them")
             continue
-        seen[name] = path
+        seen[name.casefold()] = path
         images.append((name, path))
 
     def decodes(item):
@@ -51,9 +53,30 @@ def folder_images(folder: Path) -> list[tuple[str, Path]]:
             return str(err)
 
     # OpenCV releases the GIL while decoding, so threads scale
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        problems += [p for p in pool.map(decodes, images) if p]
+    from tqdm import tqdm
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # a progress bar: a
+        # folder of camera photos takes minutes to decode
+        problems += [p for p in tqdm(pool.map(decodes, images), total=len(images),
+                                     desc="decode", unit="img") if p]
     if problems:
         raise SrcoreError(f"{len(problems)} bad file(s) in data.dir={str(folder)!r}; remove or fix "
                           "them and re-run:\n  " + "\n  ".join(problems))
     return images
+
+
+def skipped_kinds(folder: Path) -> dict[str, int]:
+    """How many files of each suffix under `folder` are not images of a supported kind (HEIC
+    photos, say), most first; hidden files are left out."""
+    from collections import Counter
+
+    folder = Path(folder).expanduser()
+    kinds = Counter(p.suffix.lower() or "(no suffix)" for p in folder.rglob("*")
+                    if p.is_file() and not is_image_name(p) and not _hidden(p, folder))
+    return dict(kinds.most_common())
+
+
+def _hidden(path: Path, folder: Path) -> bool:
+    """Hidden files and folders are not the user's photos: macOS's ._x.jpg companions are not
+    images, and thumbnail caches (.thumbnails/) hold small copies."""
+    return any(part.startswith(".") for part in path.relative_to(folder).parts)

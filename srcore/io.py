@@ -86,6 +86,12 @@ def file_or_broken_link(path: Path) -> bool:
     return path.is_file() or is_broken_link(path)
 
 
+def hidden(path: Path, folder: Path) -> bool:
+    """Whether `path` is, or lies in, a hidden file or folder under `folder`: not the user's
+    images (macOS's ._x.jpg companions, thumbnail caches such as .thumbnails/)."""
+    return any(part.startswith(".") for part in path.relative_to(folder).parts)
+
+
 def broken_link(path: Path) -> str:
     """The message for a symbolic link that leads nowhere (or round in a loop)."""
     target = os.readlink(path)

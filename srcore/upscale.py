@@ -23,7 +23,7 @@ import numpy as np
 
 from srcore.atomic import write_bytes
 from srcore.errors import Interrupted, SrcoreError
-from srcore.io import IMAGE_SUFFIXES, file_or_broken_link, is_image_name
+from srcore.io import IMAGE_SUFFIXES, file_or_broken_link, hidden, is_image_name
 
 SCALE = 4
 SUFFIX = f"_x{SCALE}"
@@ -104,8 +104,7 @@ def collect_jobs(inputs: list[Path], outdir: Path, recursive: bool = False,
             found = sorted(p for p in (given.rglob("*") if recursive else given.iterdir())
                            if file_or_broken_link(p) and (is_image_name(p)
                                                or p.suffix.lower() in READ_ONLY_SUFFIXES)
-                           and not any(part.startswith(".")
-                                       for part in p.relative_to(given).parts)
+                           and not hidden(p, given)
                            and not (outdir.resolve() != given.resolve()
                                     and _resolve(p).is_relative_to(outdir.resolve())))
             # and so are earlier results beside their source (a.png's a_x4.png, or a_x4.jpg

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from srcore.errors import SrcoreError
-from srcore.io import broken_link, file_or_broken_link, is_image_name, read_image
+from srcore.io import broken_link, file_or_broken_link, hidden, is_image_name, read_image
 
 
 def check_folder(folder: Path | str) -> Path:
@@ -28,7 +28,7 @@ def folder_images(folder: Path) -> list[tuple[str, Path]]:
     folder = check_folder(folder)
     # a symbolic link that leads nowhere is listed too, to be named below, not skipped
     files = sorted(p for p in folder.rglob("*") if is_image_name(p) and file_or_broken_link(p)
-                   and not _hidden(p, folder))
+                   and not hidden(p, folder))
     if not files:
         raise SrcoreError(f"data.dir={str(folder)!r} holds no images "
                           f"(looked for .png .jpg .jpeg .bmp .tif .tiff .webp, recursively)")
@@ -72,11 +72,5 @@ def skipped_kinds(folder: Path) -> dict[str, int]:
 
     folder = Path(folder).expanduser()
     kinds = Counter(p.suffix.lower() or "(no suffix)" for p in folder.rglob("*")
-                    if p.is_file() and not is_image_name(p) and not _hidden(p, folder))
+                    if p.is_file() and not is_image_name(p) and not hidden(p, folder))
     return dict(kinds.most_common())
-
-
-def _hidden(path: Path, folder: Path) -> bool:
-    """Hidden files and folders are not the user's photos: macOS's ._x.jpg companions are not
-    images, and thumbnail caches (.thumbnails/) hold small copies."""
-    return any(part.startswith(".") for part in path.relative_to(folder).parts)

@@ -8,7 +8,7 @@ No key has a default here: params.yaml is the one place where values live.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
                       ValidationError, model_validator)
@@ -22,7 +22,7 @@ class _Section(BaseModel):
 
 class DataParams(_Section):
     source: Literal["sample", "div2k", "dir"]
-    dir: Optional[str]
+    dir: str
     hr_max_side: int = Field(ge=16)
     scale: Literal[4]  # the generator is 4x, as in the study
     lq_kernel: Literal["bicubic", "area", "bilinear", "nearest"]
@@ -34,9 +34,14 @@ class DataParams(_Section):
 
     @model_validator(mode="after")
     def _check(self):
-        if self.source == "dir" and not self.dir:
-            raise ValueError("data.source is 'dir' but data.dir is not set: give the folder of "
-                             "your images, e.g. -S data.dir=/path/to/images")
+        # dvc.yaml names data.dir as a dependency of download, whatever the source: DVC
+        # reads it as a path, without expanding ~, and cannot run with it empty
+        if not self.dir.strip():
+            raise ValueError("data.dir is empty: it must name a folder (the default is "
+                             "data/photos), e.g. -S data.dir=/path/to/images")
+        if self.dir.startswith("~"):
+            raise ValueError(f"data.dir={self.dir!r} starts with ~, which DVC does not expand: "
+                             "write the full path, e.g. -S data.dir=/home/you/photos")
         if self.patch_size % self.scale:
             raise ValueError(f"data.patch_size={self.patch_size} must be divisible by "
                              f"data.scale={self.scale}")

@@ -24,25 +24,9 @@ NOTE = ("params.yaml passed validation. Every stage depends on this file, so tha
 def run(params_path: Path) -> None:
     params = load_params(params_path)  # every bad key, with what is allowed, in one error
     check_data_dir(params.data)
-    _check_new_data_dir(params.data)
+    if params.data.source == "dir":  # download's dependency in dvc.yaml: without it, DVC
+        check_folder(params.data.dir)  # would stop with a bare "No such file or directory"
     if not PARAMS_CHECKED.is_file() or PARAMS_CHECKED.read_text() != NOTE:
         write_text(PARAMS_CHECKED, NOTE)
     print(f"check_params: {params_path} is valid")
 
-
-def _check_new_data_dir(data) -> None:
-    """A data.dir that download is about to read (other than the one dvc.lock's download ran
-    on) must be a folder now: else DVC removes data/raw before download refuses it. One that
-    did not change need not be there: a clone may train on the data DVC pulled."""
-    import yaml
-
-    if data.source != "dir":
-        return
-    try:
-        locked = yaml.safe_load(Path("dvc.lock").read_text(encoding="utf-8"))
-        ran_on = locked["stages"]["download"]["params"]["params.yaml"]
-    except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError):
-        ran_on = None  # no run recorded: download will run
-    if ran_on == {"data.source": "dir", "data.dir": data.dir}:
-        return
-    check_folder(data.dir)

@@ -24,7 +24,7 @@ def run(params_path: Path) -> None:
         from srcore.data.folder import folder_images
 
         check_data_dir(params.data)
-        folder = Path(params.data.dir).expanduser()
+        folder = Path(params.data.dir)
         inputs = [(name, path, str(path)) for name, path in folder_images(folder)]
         # symbolic links are followed; those leading out of data.dir are recorded (link_to)
         outside = {path: path.resolve() for _, path, _ in inputs

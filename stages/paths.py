@@ -24,13 +24,12 @@ GAN_LAST = Path("models/gan_last.pt")
 def check_data_dir(data) -> None:
     """data.dir must not be, hold or lie in the pipeline's own image folders: it would read
     the pipeline's outputs back in as new photos, a few more each run, the same photo under
-    new names in train and test. (Whether it exists is download's to check: a clone without
-    the folder may still train on the data DVC pulled.)"""
+    new names in train and test."""
     from srcore.errors import SrcoreError
 
     if data.source != "dir":
         return
-    folder = Path(data.dir).expanduser().resolve()
+    folder = Path(data.dir).resolve()
     for own in (RAW, HR, DOWNLOADS):
         if own.resolve().is_relative_to(folder) or folder.is_relative_to(own.resolve()):
             raise SrcoreError(f"data.dir={data.dir!r} overlaps {own}/, which the pipeline "

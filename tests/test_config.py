@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from srcore.config import load_params
@@ -47,9 +49,16 @@ def test_bad_params_name_the_key(tmp_path, key, value, expected):
     assert str(path) in str(err.value)
 
 
-def test_dir_source_needs_a_folder(tmp_path):
-    with pytest.raises(SrcoreError, match="data.dir is not set"):
-        load_params(write_params(tmp_path, data__source="dir"))
+@pytest.mark.parametrize("value, expected", [
+    ("", "data.dir is empty: it must name a folder"),
+    (None, "data.dir"),
+    ("~/photos", "data.dir='~/photos' starts with ~, which DVC does not expand"),
+])
+def test_data_dir_must_be_a_path_dvc_can_read_whatever_the_source(tmp_path, value, expected):
+    """dvc.yaml makes data.dir a dependency of download, so it matters for every source."""
+    for source in ("sample", "dir"):
+        with pytest.raises(SrcoreError, match=re.escape(expected)):
+            load_params(write_params(tmp_path, data__source=source, data__dir=value))
 
 
 def test_missing_and_broken_params_file(tmp_path):

@@ -3,6 +3,7 @@
 import json
 import sqlite3
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from srcore.io import write_png
+
 from conftest import copy_repo, write_params
+from images import photo
 
 pytestmark = pytest.mark.slow  # dvc repro in a copy of the project: minutes
 
@@ -43,6 +47,10 @@ def repo(tmp_path_factory):
     git(root, "rm", "-rq", "dvc.lock", "metrics")
     write_params(root, **TINY)
     git(root, "commit", "-qam", "tiny params, no baseline")
+    return root, user_env()
+
+
+def user_env() -> dict:
     # `python` in dvc.yaml must be this interpreter; MLflow uses the default store at the root
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
@@ -50,7 +58,7 @@ def repo(tmp_path_factory):
     for role in ("AUTHOR", "COMMITTER"):
         env.setdefault(f"GIT_{role}_NAME", "srcore tests")
         env.setdefault(f"GIT_{role}_EMAIL", "tests@srcore.invalid")
-    return root, env
+    return env
 
 
 def test_dag_shows_the_data_stages(repo):
@@ -355,7 +363,7 @@ def test_the_committed_baseline_is_this_code_and_params(tmp_path):
     clone `dvc status` may report outputs missing from the empty cache, and nothing else."""
     root = copy_repo(tmp_path)
     assert (root / "dvc.lock").is_file(), "commit the default run's dvc.lock"
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
+    env = user_env()
     status = json.loads(dvc("status", "--json", cwd=root, env=env))
     outs = {out if isinstance(out, str) else next(iter(out))
             for stage in yaml.safe_load((root / "dvc.yaml").read_text())["stages"].values()
@@ -373,3 +381,30 @@ def test_the_committed_baseline_is_this_code_and_params(tmp_path):
                           "`dvc repro` and commit dvc.lock and metrics/\n" + "\n".join(problems))
     committed = json.loads((root / "metrics/evaluate.json").read_text())
     assert {"bicubic", "cnn", "gan", "cnn_vs_bicubic", "gan_vs_cnn"} <= set(committed)
+
+
+def test_a_photo_added_to_data_dir_re_runs_download_and_a_vanished_folder_keeps_the_copies(
+        tmp_path):
+    """DVC tracks the files in data.dir (a dependency of download in dvc.yaml), not only its
+    name: a user who adds a photo and re-runs gets it, not the old copies."""
+    root, folder = copy_repo(tmp_path / "repo"), tmp_path / "photos"
+    for i in range(5):
+        write_png(folder / f"p{i}.png", photo(64, 64, seed=i))
+    write_params(root, data__source="dir", data__dir=str(folder))
+    env = user_env()
+    raw = root / "data/raw"
+    dvc("repro", "download", cwd=root, env=env)
+    assert len(list(raw.glob("*.png"))) == 5
+    assert "up to date" in dvc("status", "download", cwd=root, env=env)
+
+    write_png(folder / "p5.png", photo(64, 64, seed=5))
+    assert "modified" in dvc("status", "download", cwd=root, env=env)
+    assert "Running stage 'download'" in dvc("repro", "download", cwd=root, env=env)
+    assert len(list(raw.glob("*.png"))) == 6
+
+    # the folder gone (moved, an unplugged disk): DVC stops naming it, the copies stay
+    shutil.rmtree(folder)
+    result = subprocess.run([sys.executable, "-m", "dvc", "repro", "download"], cwd=root,
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0 and str(folder) in result.stdout + result.stderr
+    assert len(list(raw.glob("*.png"))) == 6

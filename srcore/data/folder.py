@@ -12,7 +12,7 @@ from srcore.io import broken_link, file_or_broken_link, hidden, is_image_name, r
 
 def check_folder(folder: Path | str) -> Path:
     """data.dir as a path, which must be a folder."""
-    folder = Path(folder).expanduser()
+    folder = Path(folder)
     if not folder.is_dir():
         raise SrcoreError(f"data.dir={str(folder)!r} is not a folder; set data.dir to a folder "
                           "of images (e.g. dvc exp run -S data.dir=/path/to/images)")
@@ -70,7 +70,7 @@ def skipped_kinds(folder: Path) -> dict[str, int]:
     photos, say), most first; hidden files are left out."""
     from collections import Counter
 
-    folder = Path(folder).expanduser()
+    folder = Path(folder)
     kinds = Counter(p.suffix.lower() or "(no suffix)" for p in folder.rglob("*")
                     if p.is_file() and not is_image_name(p) and not hidden(p, folder))
     return dict(kinds.most_common())

@@ -21,14 +21,14 @@ def mean_difference(per_image: dict[str, float]) -> dict:
     `per_image` maps image name -> score of method A minus score of method B. `interval` says
     how low/high were found: "bootstrap 95%" or "min-max (fewer than 5 images)".
     """
-    from scipy.stats import bootstrap
-
     values = np.asarray(list(per_image.values()), dtype=np.float64)
     if len(values) == 0:
         raise ValueError("no images to compare")
     if len(values) < MIN_BOOTSTRAP:
         low, high, method = values.min(), values.max(), "min-max (fewer than 5 images)"
     else:
+        from scipy.stats import bootstrap  # here: importing scipy.stats takes ~1 s
+
         result = bootstrap((values,), np.mean, confidence_level=0.95, method="percentile",
                            n_resamples=RESAMPLES, random_state=SEED)
         low, high = result.confidence_interval

@@ -25,6 +25,20 @@ def test_psnr_matches_the_formula_on_rgb_and_cropped_y():
     assert 0 < scores["ssim"] < 1 and 0 < scores["ssim_y"] < 1
 
 
+def test_psnr_is_scikit_images_to_the_last_bit():
+    """srcore computes PSNR itself only to keep scipy.stats out of start-up: the same values."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    for seed in range(3):
+        ref = photo(40, 48, seed=seed)
+        test = np.clip(ref.astype(int) + np.random.default_rng(seed).integers(-20, 21, ref.shape),
+                       0, 255).astype(np.uint8)
+        scores = psnr_ssim(ref, test, crop_border=4)
+        assert scores["psnr"] == peak_signal_noise_ratio(ref, test, data_range=255)
+        y_ref, y_test = to_y(ref)[4:-4, 4:-4], to_y(test)[4:-4, 4:-4]
+        assert scores["psnr_y"] == peak_signal_noise_ratio(y_ref, y_test, data_range=255)
+
+
 def test_identical_images_and_size_mismatch():
     ref = photo()
     scores = psnr_ssim(ref, ref.copy(), crop_border=4)

@@ -42,6 +42,14 @@ def probe(path: Path) -> tuple[int, int, str]:
     return _header(path)[:3]
 
 
+def displayed_size(path: Path) -> tuple[int, int]:
+    """(width, height) as the image is displayed, and as read_image returns it: an EXIF
+    orientation of 5 to 8 (a camera photo taken in portrait, stored landscape) swaps the sides
+    that the header gives."""
+    width, height, _, orientation, _ = _header(path)
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
 def _header(path: Path) -> tuple[int, int, str, int, str]:
     """probe's (width, height, mode), the EXIF orientation (1: as stored) and PIL's format."""
     from PIL import Image, UnidentifiedImageError

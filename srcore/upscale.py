@@ -326,6 +326,33 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
     return summary
 
 
+def _check_host_memory(src: Path, model, img: np.ndarray, window: tuple[int, int, int, int],
+                       size: int) -> None:
+    """Refuse an image whose pass (one tile window, or the whole image with --tile 0) and
+    output would not fit in the memory available: on a CPU the system would kill the process
+    (often with nothing said) rather than raise an error, after minutes of work."""
+    from srcore.infer import available_host_bytes, host_pass_bytes
+
+    wy0, wy1, wx0, wx1 = window
+    per_pass = host_pass_bytes(model, (wy1 - wy0) * (wx1 - wx0))
+    available = available_host_bytes()
+    if per_pass is None or available is None:
+        return
+    output = img.nbytes * SCALE * SCALE
+    needed = per_pass + output
+    if needed <= available:
+        return
+    gib = 2 ** 30
+    start = (f"{src}: out of memory: {img.shape[1]}x{img.shape[0]} needs about "
+             f"{needed / gib:.1f} GiB ({output / gib:.1f} GiB output image, "
+             f"{per_pass / gib:.1f} GiB for " + ("the whole image in one pass"
+                                                 if not size else f"a tile of {size} pixels")
+             + f"), and {available / gib:.1f} GiB is available")
+    if output + host_pass_bytes(model, 64 * 64) > available:  # no tile size helps
+        raise SrcoreError(f"{start}; free memory or upscale a smaller image (crop or split it)")
+    raise SrcoreError(f"{start}; use a smaller --tile (auto: 256 on a CPU)")
+
+
 def _upscale_all(jobs: list[Job], summary: Summary, model, tile, tile_pad, dev, precisions,
                  overwrite) -> None:
     """The per-image loop of `run`: fills in `summary`, its time too. precisions: those of 8-
@@ -349,7 +376,10 @@ def _upscale_all(jobs: list[Job], summary: Summary, model, tile, tile_pad, dev, 
             prec = precisions[img.dtype == np.uint16]
             height, width = img.shape[:2]
             size = auto_tile(model, height, width, tile_pad, dev, prec) if tile is None else tile
-            n_tiles = len(tiles(height, width, size, tile_pad))
+            pairs = tiles(height, width, size, tile_pad)
+            n_tiles = len(pairs)
+            if dev.type == "cpu":  # refused here, before the system's OOM killer ends the run
+                _check_host_memory(job.src, model, img, pairs[0][1], size)
             if n_tiles > MANY_TILES:
                 tqdm.write(f"note: {job.src}: {n_tiles} tiles of {size} pixels; this will take "
                            "long: a larger --tile is faster, if memory allows", file=sys.stderr)

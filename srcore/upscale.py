@@ -33,6 +33,8 @@ SIXTEEN_BIT_FORMATS = {".png", ".tif", ".tiff"}
 NO_ALPHA_FORMATS = {".jpg", ".jpeg"}
 MANY_TILES = 2000  # warn above this many tiles in one image
 TILE_BAR_DELAY = 3  # seconds: images that take longer show a progress bar over their tiles
+# the largest side each format's encoder takes (WebP: 14 bits; libjpeg: JPEG_MAX_DIMENSION)
+MAX_SIDE = {".webp": 16383, ".jpg": 65500, ".jpeg": 65500}
 READ_ONLY_SUFFIXES = {".gif"}  # read (still GIFs), written as PNG
 # write errors after which every further output would fail too: the batch stops at once
 STOP_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}
@@ -375,6 +377,12 @@ def _upscale_all(jobs: list[Job], summary: Summary, model, tile, tile_pad, dev, 
             img, mode = read_image(job.src)
             prec = precisions[img.dtype == np.uint16]
             height, width = img.shape[:2]
+            suffix = job.dst.suffix.lower()
+            if max(height, width) * SCALE > MAX_SIDE.get(suffix, max(height, width) * SCALE):
+                # found now, not after minutes of upscaling, when the encoder refuses it
+                raise SrcoreError(f"{job.src}: the {SCALE}x result would be {width * SCALE}x"
+                                  f"{height * SCALE}, over {suffix[1:]}'s limit of "
+                                  f"{MAX_SIDE[suffix]} pixels a side; use --ext png")
             size = auto_tile(model, height, width, tile_pad, dev, prec) if tile is None else tile
             pairs = tiles(height, width, size, tile_pad)
             n_tiles = len(pairs)

@@ -429,6 +429,26 @@ def test_a_pass_that_would_not_fit_in_memory_on_a_cpu_is_refused_not_killed(tmp_
     assert summary.failed and "upscale a smaller image" in capsys.readouterr().err
 
 
+def test_an_output_too_large_for_its_format_is_refused_before_upscaling(tmp_path, ckpt,
+                                                                       capsys, monkeypatch):
+    # WebP holds at most 16383 pixels a side (JPEG 65500): a 6000x4000 WebP photo's result,
+    # 24000x16000, was computed for minutes and then refused by the encoder
+    import srcore.infer as infer
+
+    def never(*args, **kwargs):
+        raise AssertionError("upscaled although the output cannot be written")
+
+    monkeypatch.setattr(infer, "upscale_array", never)
+    cv2.imwrite(str(tmp_path / "wide.webp"), photo(8, 4100))
+    cv2.imwrite(str(tmp_path / "long.png"), photo(4100, 8))
+    summary = run([tmp_path / "wide.webp", tmp_path / "long.png"], tmp_path / "out", ckpt,
+                  device="cpu", ext="webp")
+    assert len(summary.failed) == 2 and not list((tmp_path / "out").iterdir())
+    err = capsys.readouterr().err
+    assert (f"failed: {tmp_path / 'wide.webp'}: the 4x result would be 16400x32, over webp's "
+            "limit of 16383 pixels a side; use --ext png") in err
+
+
 def test_animated_images_are_refused_and_gifs_in_folders_are_counted(tmp_path, ckpt):
     from PIL import Image
 

@@ -177,15 +177,6 @@ def host_pass_bytes(model, window_pixels: int) -> int | None:
     return (2 * int(config["features"]) + 6) * scale ** 2 * 4 * window_pixels
 
 
-def available_host_bytes() -> int | None:
-    """Memory the system can give this process without swapping (None where unknown)."""
-    try:
-        import psutil
-    except ImportError:
-        return None
-    return int(psutil.virtual_memory().available)
-
-
 def auto_tile(model, height: int, width: int, tile_pad: int = DEFAULT_TILE_PAD,
               device: str | torch.device = "cpu", precision: str = "fp32") -> int:
     """What tile=None means for this image: see the module doc (0 = whole image)."""

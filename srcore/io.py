@@ -33,6 +33,16 @@ def _cv2():
     return cv2
 
 
+def available_memory() -> int | None:
+    """Bytes the system can give this process without swapping (None where unknown): checked
+    before work that would otherwise end in the system's OOM killer, with nothing said."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return int(psutil.virtual_memory().available)
+
+
 def is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 

@@ -333,11 +333,12 @@ def _check_host_memory(src: Path, model, img: np.ndarray, window: tuple[int, int
     """Refuse an image whose pass (one tile window, or the whole image with --tile 0) and
     output would not fit in the memory available: on a CPU the system would kill the process
     (often with nothing said) rather than raise an error, after minutes of work."""
-    from srcore.infer import available_host_bytes, host_pass_bytes
+    from srcore.infer import host_pass_bytes
+    from srcore.io import available_memory
 
     wy0, wy1, wx0, wx1 = window
     per_pass = host_pass_bytes(model, (wy1 - wy0) * (wx1 - wx0))
-    available = available_host_bytes()
+    available = available_memory()
     if per_pass is None or available is None:
         return
     output = img.nbytes * SCALE * SCALE

@@ -412,11 +412,12 @@ def test_a_pass_that_would_not_fit_in_memory_on_a_cpu_is_refused_not_killed(tmp_
     # 16 features, so a 12 MP photo wants 29 GB); the system's OOM killer would end the run
     # with nothing said, so the image is refused first, naming the way out
     import srcore.infer as infer
+    import srcore.io as io
 
     cv2.imwrite(str(tmp_path / "a.png"), photo(150, 200))  # tiny(): 8 features
     whole = infer.host_pass_bytes(load_generator(ckpt)[0], 150 * 200)
     assert whole == (2 * 8 + 6) * 16 * 4 * 150 * 200
-    monkeypatch.setattr(infer, "available_host_bytes", lambda: whole // 2)
+    monkeypatch.setattr(io, "available_memory", lambda: whole // 2)
     summary = run([tmp_path / "a.png"], tmp_path / "out", ckpt, tile=0, device="cpu")
     assert summary.failed == [tmp_path / "a.png"] and not (tmp_path / "out/a_x4.png").exists()
     err = capsys.readouterr().err
@@ -424,7 +425,7 @@ def test_a_pass_that_would_not_fit_in_memory_on_a_cpu_is_refused_not_killed(tmp_
     assert "the whole image in one pass" in err and "use a smaller --tile" in err
     assert run([tmp_path / "a.png"], tmp_path / "out", ckpt, tile=32, device="cpu").done == 1
     # an output image that does not fit by itself: no tile size helps
-    monkeypatch.setattr(infer, "available_host_bytes", lambda: 150 * 200 * 3 * 16)
+    monkeypatch.setattr(io, "available_memory", lambda: 150 * 200 * 3 * 16)
     summary = run([tmp_path / "a.png"], tmp_path / "out2", ckpt, tile=32, device="cpu")
     assert summary.failed and "upscale a smaller image" in capsys.readouterr().err
 

@@ -342,7 +342,9 @@ def _check_host_memory(src: Path, model, img: np.ndarray, window: tuple[int, int
     if per_pass is None or available is None:
         return
     output = img.nbytes * SCALE * SCALE
-    needed = per_pass + output
+    # the output image is held through the passes, then beside its encoded file (PNG: up to
+    # about its size)
+    needed = output + max(per_pass, output)
     if needed <= available:
         return
     gib = 2 ** 30
@@ -351,7 +353,7 @@ def _check_host_memory(src: Path, model, img: np.ndarray, window: tuple[int, int
              f"{per_pass / gib:.1f} GiB for " + ("the whole image in one pass"
                                                  if not size else f"a tile of {size} pixels")
              + f"), and {available / gib:.1f} GiB is available")
-    if output + host_pass_bytes(model, 64 * 64) > available:  # no tile size helps
+    if 2 * output > available:  # no tile size helps
         raise SrcoreError(f"{start}; free memory or upscale a smaller image (crop or split it)")
     raise SrcoreError(f"{start}; use a smaller --tile (auto: 256 on a CPU)")
 

@@ -329,17 +329,19 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
 
 
 def _check_host_memory(src: Path, model, img: np.ndarray, window: tuple[int, int, int, int],
-                       size: int) -> None:
-    """Refuse an image whose pass (one tile window, or the whole image with --tile 0) and
-    output would not fit in the memory available: on a CPU the system would kill the process
-    (often with nothing said) rather than raise an error, after minutes of work."""
+                       size: int, on_cpu: bool = True) -> None:
+    """Refuse an image whose output, and on a CPU its pass (one tile window, or the whole
+    image with --tile 0), would not fit in the memory available: the system would kill the
+    process (often with nothing said) rather than raise an error, after minutes of work. (On a
+    GPU the pass is in GPU memory, planned by auto or refused by CUDA with an error.)"""
     from srcore.infer import host_pass_bytes
     from srcore.io import available_memory
 
     wy0, wy1, wx0, wx1 = window
-    per_pass = host_pass_bytes(model, (wy1 - wy0) * (wx1 - wx0))
+    # an .onnx model's layout is unknown (None): its output image is checked all the same
+    per_pass = (host_pass_bytes(model, (wy1 - wy0) * (wx1 - wx0)) or 0) if on_cpu else 0
     available = available_memory()
-    if per_pass is None or available is None:
+    if available is None:
         return
     output = img.nbytes * SCALE * SCALE
     # the output image is held through the passes, then beside its encoded file (PNG: up to
@@ -348,11 +350,11 @@ def _check_host_memory(src: Path, model, img: np.ndarray, window: tuple[int, int
     if needed <= available:
         return
     gib = 2 ** 30
+    where = "the whole image in one pass" if not size else f"a tile of {size} pixels"
+    parts = f"{output / gib:.1f} GiB output image" + (
+        f", {per_pass / gib:.1f} GiB for {where}" if per_pass else "")
     start = (f"{src}: out of memory: {img.shape[1]}x{img.shape[0]} needs about "
-             f"{needed / gib:.1f} GiB ({output / gib:.1f} GiB output image, "
-             f"{per_pass / gib:.1f} GiB for " + ("the whole image in one pass"
-                                                 if not size else f"a tile of {size} pixels")
-             + f"), and {available / gib:.1f} GiB is available")
+             f"{needed / gib:.1f} GiB ({parts}), and {available / gib:.1f} GiB is available")
     if 2 * output > available:  # no tile size helps
         raise SrcoreError(f"{start}; free memory or upscale a smaller image (crop or split it)")
     raise SrcoreError(f"{start}; use a smaller --tile (auto: 256 on a CPU)")
@@ -389,8 +391,8 @@ def _upscale_all(jobs: list[Job], summary: Summary, model, tile, tile_pad, dev, 
             size = auto_tile(model, height, width, tile_pad, dev, prec) if tile is None else tile
             pairs = tiles(height, width, size, tile_pad)
             n_tiles = len(pairs)
-            if dev.type == "cpu":  # refused here, before the system's OOM killer ends the run
-                _check_host_memory(job.src, model, img, pairs[0][1], size)
+            # refused here, before the system's OOM killer ends the run
+            _check_host_memory(job.src, model, img, pairs[0][1], size, dev.type == "cpu")
             if n_tiles > MANY_TILES:
                 tqdm.write(f"note: {job.src}: {n_tiles} tiles of {size} pixels; this will take "
                            "long: a larger --tile is faster, if memory allows", file=sys.stderr)

@@ -428,6 +428,14 @@ def test_a_pass_that_would_not_fit_in_memory_on_a_cpu_is_refused_not_killed(tmp_
     monkeypatch.setattr(io, "available_memory", lambda: 150 * 200 * 3 * 16)
     summary = run([tmp_path / "a.png"], tmp_path / "out2", ckpt, tile=32, device="cpu")
     assert summary.failed and "upscale a smaller image" in capsys.readouterr().err
+    # on a GPU the pass is in GPU memory; the output image is still on the host
+    from srcore.upscale import _check_host_memory
+
+    img = photo(150, 200)
+    with pytest.raises(SrcoreError, match="upscale a smaller image"):
+        _check_host_memory(tmp_path / "a.png", tiny(), img, (0, 150, 0, 200), 0, on_cpu=False)
+    monkeypatch.setattr(io, "available_memory", lambda: whole // 2)
+    _check_host_memory(tmp_path / "a.png", tiny(), img, (0, 150, 0, 200), 0, on_cpu=False)
 
 
 def test_an_output_too_large_for_its_format_is_refused_before_upscaling(tmp_path, ckpt,

@@ -217,7 +217,7 @@ def compare(
 
     from srcore.errors import SrcoreError
     from srcore.io import read_image, to_rgb8
-    from srcore.metrics import check_size, lpips_distance, psnr_ssim
+    from srcore.metrics import check_memory, check_size, lpips_distance, psnr_ssim
     from srcore.pretrained import load_lpips, lpips_weights
 
     (ref, ref_mode), (other, other_mode) = read_image(reference), read_image(test)
@@ -244,6 +244,7 @@ def compare(
     check_size(ref.shape, crop_border, lpips=not no_lpips, what=str(reference),
                remedy=f"compare larger images or lower --crop-border {crop_border}"
                       + ("" if no_lpips else ", or skip LPIPS (--no-lpips)"))
+    check_memory(ref.shape, lpips=not no_lpips, what=f"{reference} and {test}")
     scores = psnr_ssim(ref, other, crop_border)
     if not no_lpips:
         folder = weights if weights is not None else lpips_weights(Path("models/pretrained"))

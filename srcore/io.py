@@ -33,6 +33,16 @@ def _cv2():
     return cv2
 
 
+def available_memory() -> int | None:
+    """Bytes the system can give this process without swapping (None where unknown): checked
+    before work that would otherwise end in the system's OOM killer, with nothing said."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return int(psutil.virtual_memory().available)
+
+
 def is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
@@ -40,6 +50,14 @@ def is_image_name(path: Path) -> bool:
 def probe(path: Path) -> tuple[int, int, str]:
     """Return (width, height, PIL mode) from the header, or raise a clear SrcoreError."""
     return _header(path)[:3]
+
+
+def displayed_size(path: Path) -> tuple[int, int]:
+    """(width, height) as the image is displayed, and as read_image returns it: an EXIF
+    orientation of 5 to 8 (a camera photo taken in portrait, stored landscape) swaps the sides
+    that the header gives."""
+    width, height, _, orientation, _ = _header(path)
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 def _header(path: Path) -> tuple[int, int, str, int, str]:

@@ -38,6 +38,31 @@ def check_size(shape, crop_border: int, lpips: bool = True, what: str = "the ima
                           f"pixels ({reasons}); {remedy}")
 
 
+# host memory of scoring one pixel (float64 maps of SSIM, the float inputs and feature maps of
+# LPIPS's AlexNet), measured as peak RSS over the process's own on a 4000x3000 pair (CPU):
+# 2.3 GiB without LPIPS, 4.1 GiB with it
+BYTES_PER_PIXEL = {"psnr_ssim": 160, "lpips": 320}
+
+
+def check_memory(shape, lpips: bool = True, what: str = "the images") -> None:
+    """Refuse images too large to score in the memory available, before the system's OOM
+    killer ends the process with nothing said (two 16000x12000 upscaled photos want ~60 GB)."""
+    from srcore.io import available_memory
+
+    available = available_memory()
+    pixels = shape[0] * shape[1]
+    needed = pixels * BYTES_PER_PIXEL["lpips" if lpips else "psnr_ssim"]
+    if available is None or needed <= available:
+        return
+    gib = 2 ** 30
+    without = ("" if not lpips else f" (without LPIPS, --no-lpips: about "
+               f"{pixels * BYTES_PER_PIXEL['psnr_ssim'] / gib:.1f} GiB)")
+    raise SrcoreError(f"{what} are {shape[1]}x{shape[0]} ({pixels / 1e6:.0f} MP): scoring them "
+                      f"needs about {needed / gib:.1f} GiB of memory{without}, and "
+                      f"{available / gib:.1f} GiB is available; compare crops of them (the same "
+                      "region of each)")
+
+
 def to_y(rgb: np.ndarray) -> np.ndarray:
     from skimage.color import rgb2ycbcr
 

@@ -33,6 +33,8 @@ SIXTEEN_BIT_FORMATS = {".png", ".tif", ".tiff"}
 NO_ALPHA_FORMATS = {".jpg", ".jpeg"}
 MANY_TILES = 2000  # warn above this many tiles in one image
 TILE_BAR_DELAY = 3  # seconds: images that take longer show a progress bar over their tiles
+# the largest side each format's encoder takes (WebP: 14 bits; libjpeg: JPEG_MAX_DIMENSION)
+MAX_SIDE = {".webp": 16383, ".jpg": 65500, ".jpeg": 65500}
 READ_ONLY_SUFFIXES = {".gif"}  # read (still GIFs), written as PNG
 # write errors after which every further output would fail too: the batch stops at once
 STOP_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}
@@ -326,6 +328,38 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
     return summary
 
 
+def _check_host_memory(src: Path, model, img: np.ndarray, window: tuple[int, int, int, int],
+                       size: int, on_cpu: bool = True) -> None:
+    """Refuse an image whose output, and on a CPU its pass (one tile window, or the whole
+    image with --tile 0), would not fit in the memory available: the system would kill the
+    process (often with nothing said) rather than raise an error, after minutes of work. (On a
+    GPU the pass is in GPU memory, planned by auto or refused by CUDA with an error.)"""
+    from srcore.infer import host_pass_bytes
+    from srcore.io import available_memory
+
+    wy0, wy1, wx0, wx1 = window
+    # an .onnx model's layout is unknown (None): its output image is checked all the same
+    per_pass = (host_pass_bytes(model, (wy1 - wy0) * (wx1 - wx0)) or 0) if on_cpu else 0
+    available = available_memory()
+    if available is None:
+        return
+    output = img.nbytes * SCALE * SCALE
+    # the output image is held through the passes, then beside its encoded file (PNG: up to
+    # about its size)
+    needed = output + max(per_pass, output)
+    if needed <= available:
+        return
+    gib = 2 ** 30
+    where = "the whole image in one pass" if not size else f"a tile of {size} pixels"
+    parts = f"{output / gib:.1f} GiB output image" + (
+        f", {per_pass / gib:.1f} GiB for {where}" if per_pass else "")
+    start = (f"{src}: out of memory: {img.shape[1]}x{img.shape[0]} needs about "
+             f"{needed / gib:.1f} GiB ({parts}), and {available / gib:.1f} GiB is available")
+    if 2 * output > available:  # no tile size helps
+        raise SrcoreError(f"{start}; free memory or upscale a smaller image (crop or split it)")
+    raise SrcoreError(f"{start}; use a smaller --tile (auto: 256 on a CPU)")
+
+
 def _upscale_all(jobs: list[Job], summary: Summary, model, tile, tile_pad, dev, precisions,
                  overwrite) -> None:
     """The per-image loop of `run`: fills in `summary`, its time too. precisions: those of 8-
@@ -348,8 +382,17 @@ def _upscale_all(jobs: list[Job], summary: Summary, model, tile, tile_pad, dev, 
             img, mode = read_image(job.src)
             prec = precisions[img.dtype == np.uint16]
             height, width = img.shape[:2]
+            suffix = job.dst.suffix.lower()
+            if max(height, width) * SCALE > MAX_SIDE.get(suffix, max(height, width) * SCALE):
+                # found now, not after minutes of upscaling, when the encoder refuses it
+                raise SrcoreError(f"{job.src}: the {SCALE}x result would be {width * SCALE}x"
+                                  f"{height * SCALE}, over {suffix[1:]}'s limit of "
+                                  f"{MAX_SIDE[suffix]} pixels a side; use --ext png")
             size = auto_tile(model, height, width, tile_pad, dev, prec) if tile is None else tile
-            n_tiles = len(tiles(height, width, size, tile_pad))
+            pairs = tiles(height, width, size, tile_pad)
+            n_tiles = len(pairs)
+            # refused here, before the system's OOM killer ends the run
+            _check_host_memory(job.src, model, img, pairs[0][1], size, dev.type == "cpu")
             if n_tiles > MANY_TILES:
                 tqdm.write(f"note: {job.src}: {n_tiles} tiles of {size} pixels; this will take "
                            "long: a larger --tile is faster, if memory allows", file=sys.stderr)

@@ -56,7 +56,7 @@ def run(params_path: Path) -> None:
 
 def _copy(inputs: list[tuple[str, Path, str]], out: Path, source: str) -> list[dict]:
     """Sample photos are re-encoded as PNG; a user's files are copied byte for byte."""
-    from srcore.io import probe, read_image, write_png
+    from srcore.io import displayed_size, read_image, write_png
 
     images = []
     for name, path, origin in inputs:
@@ -66,7 +66,7 @@ def _copy(inputs: list[tuple[str, Path, str]], out: Path, source: str) -> list[d
         else:
             file_name = name + path.suffix.lower()
             shutil.copyfile(path, out / file_name)
-        width, height, _ = probe(out / file_name)
+        width, height = displayed_size(out / file_name)  # upright, as every stage reads it
         images.append({"name": name, "file": file_name, "origin": origin,
                        "width": width, "height": height})
     return images

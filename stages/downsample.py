@@ -32,7 +32,7 @@ def run(params_path: Path) -> None:
     with stage_run("downsample", params.mlflow.experiment, values) as mlflow:
         with atomic_dir(HR) as out:
             results = downsample_all(sources, out, data.hr_max_side, data.scale, min_side, why,
-                                     shown)
+                                     shown, final_dir=HR)
             images = [{"name": r.name, "file": f"{r.name}.png", "source_size": list(r.source_size),
                        "size": list(r.size), "conversions": r.conversions} for r in results]
             manifest = {"source": raw["source"], "images": images}

@@ -156,3 +156,24 @@ def test_compare_from_any_folder_prepares_lpips_weights_once_in_the_user_cache(w
     missing = run_cli("compare", *pair, "--weights", tmp_path / "none", cwd=anywhere, env=env,
                       check=False)
     assert missing.returncode == 2 and str(tmp_path / "none") in missing.stderr
+
+
+def test_compare_refuses_images_too_large_for_the_memory_available(monkeypatch):
+    # two upscaled 12 MP photos (16000x12000) want ~60 GB to score; the OOM killer would end
+    # the process with nothing said, so the pair is refused first, naming the way out
+    import srcore.io as io
+    from srcore.errors import SrcoreError
+    from srcore.metrics import BYTES_PER_PIXEL, check_memory
+
+    shape = (12000, 16000, 3)
+    monkeypatch.setattr(io, "available_memory", lambda: 20 * 2 ** 30)
+    with pytest.raises(SrcoreError) as err:
+        check_memory(shape, what="a.png and b.png")
+    message = str(err.value)
+    assert message.startswith("a.png and b.png are 16000x12000 (192 MP): scoring them needs "
+                              "about 57.2 GiB of memory (without LPIPS, --no-lpips: about 28.6 "
+                              "GiB), and 20.0 GiB is available; compare crops of them")
+    check_memory((3000, 4000, 3))  # a camera photo fits
+    with pytest.raises(SrcoreError, match="needs about 28.6 GiB"):
+        check_memory(shape, lpips=False)
+    assert BYTES_PER_PIXEL["psnr_ssim"] < BYTES_PER_PIXEL["lpips"]

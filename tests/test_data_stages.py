@@ -59,6 +59,25 @@ def test_dir_source_reports_conversions(project, tmp_path_factory):
     assert sixteen.dtype == np.uint8 and sixteen.shape == (40, 56, 3)
 
 
+def test_a_rotated_camera_jpeg_is_listed_at_its_upright_size(project, tmp_path_factory):
+    # a portrait camera photo is stored landscape with EXIF orientation 6; every stage reads it
+    # upright, so data/raw/manifest.json's width and height must be the upright ones too
+    folder = tmp_path_factory.mktemp("camera")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(photo(40, 56)).save(folder / "portrait.jpg", exif=exif, quality=95)
+    Image.fromarray(photo(40, 56, seed=1)).save(folder / "landscape.jpg", quality=95)
+    write_params(project, data__source="dir", data__dir=str(folder), data__patch_size=32)
+    run_cli("download", cwd=project)
+    raw = {img["name"]: img for img in
+           json.loads((project / "data/raw/manifest.json").read_text())["images"]}
+    assert (raw["portrait"]["width"], raw["portrait"]["height"]) == (40, 56)
+    assert (raw["landscape"]["width"], raw["landscape"]["height"]) == (56, 40)
+    for img in raw.values():
+        assert read_rgb8(project / "data/raw" / img["file"]).shape == (img["height"],
+                                                                        img["width"], 3)
+
+
 def test_dir_source_with_bad_files_fails_before_writing(project, tmp_path_factory):
     folder = tmp_path_factory.mktemp("mine")
     write_modes(folder)

@@ -72,3 +72,32 @@ def test_downsample_all_converts_modes_and_names_every_bad_file(tmp_path):
     with pytest.raises(SrcoreError, match="2 image") as err:
         downsample_all(sources, tmp_path / "out2", 30, 4)
     assert "bad1.png" in str(err.value) and "bad2.jpg" in str(err.value)
+
+
+def test_a_full_disk_stops_downsample_with_one_line_naming_the_output(tmp_path, monkeypatch):
+    # a write that fails (disk full, read-only) is not a bad image: one error naming the output
+    # by the folder it is known by (not the hidden temporary one), and no further images tried
+    import errno
+    import os
+
+    import srcore.data.prepare as prepare
+    from srcore.atomic import write_error
+
+    calls = []
+
+    def full(path, rgb):
+        calls.append(path)
+        err = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        raise write_error(path, err) from err
+
+    monkeypatch.setattr(prepare, "write_png", full)
+    monkeypatch.setattr(prepare.os, "cpu_count", lambda: 1)
+    paths = write_modes(tmp_path / "in")
+    with pytest.raises(SrcoreError) as err:
+        downsample_all(sorted(paths.items()), tmp_path / ".hr.123.tmp", 30, 4,
+                       final_dir=tmp_path / "hr")
+    message = str(err.value)
+    first = sorted(paths)[0]
+    assert message.startswith(f"could not write {tmp_path / 'hr' / first}.png: No space left")
+    assert ".tmp" not in message and "cannot be used" not in message and "\n" not in message
+    assert len(calls) == 1

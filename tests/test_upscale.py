@@ -406,6 +406,58 @@ def test_many_tiles_warn_and_slow_images_show_progress_over_tiles(tmp_path, ckpt
     assert "tile/s]" in err and "/15 [" in err  # the bar over tiles, shown in a log too
 
 
+def test_a_pass_that_would_not_fit_in_memory_on_a_cpu_is_refused_not_killed(tmp_path, ckpt,
+                                                                             capsys, monkeypatch):
+    # --tile 0 on a camera photo needs tens of GB on a CPU (measured: 2.4 KB per LR pixel at
+    # 16 features, so a 12 MP photo wants 29 GB); the system's OOM killer would end the run
+    # with nothing said, so the image is refused first, naming the way out
+    import srcore.infer as infer
+    import srcore.io as io
+
+    cv2.imwrite(str(tmp_path / "a.png"), photo(150, 200))  # tiny(): 8 features
+    whole = infer.host_pass_bytes(load_generator(ckpt)[0], 150 * 200)
+    assert whole == (2 * 8 + 6) * 16 * 4 * 150 * 200
+    monkeypatch.setattr(io, "available_memory", lambda: whole // 2)
+    summary = run([tmp_path / "a.png"], tmp_path / "out", ckpt, tile=0, device="cpu")
+    assert summary.failed == [tmp_path / "a.png"] and not (tmp_path / "out/a_x4.png").exists()
+    err = capsys.readouterr().err
+    assert "failed: " + str(tmp_path / "a.png") + ": out of memory: 200x150 needs about" in err
+    assert "the whole image in one pass" in err and "use a smaller --tile" in err
+    assert run([tmp_path / "a.png"], tmp_path / "out", ckpt, tile=32, device="cpu").done == 1
+    # an output image that does not fit by itself: no tile size helps
+    monkeypatch.setattr(io, "available_memory", lambda: 150 * 200 * 3 * 16)
+    summary = run([tmp_path / "a.png"], tmp_path / "out2", ckpt, tile=32, device="cpu")
+    assert summary.failed and "upscale a smaller image" in capsys.readouterr().err
+    # on a GPU the pass is in GPU memory; the output image is still on the host
+    from srcore.upscale import _check_host_memory
+
+    img = photo(150, 200)
+    with pytest.raises(SrcoreError, match="upscale a smaller image"):
+        _check_host_memory(tmp_path / "a.png", tiny(), img, (0, 150, 0, 200), 0, on_cpu=False)
+    monkeypatch.setattr(io, "available_memory", lambda: whole // 2)
+    _check_host_memory(tmp_path / "a.png", tiny(), img, (0, 150, 0, 200), 0, on_cpu=False)
+
+
+def test_an_output_too_large_for_its_format_is_refused_before_upscaling(tmp_path, ckpt,
+                                                                       capsys, monkeypatch):
+    # WebP holds at most 16383 pixels a side (JPEG 65500): a 6000x4000 WebP photo's result,
+    # 24000x16000, was computed for minutes and then refused by the encoder
+    import srcore.infer as infer
+
+    def never(*args, **kwargs):
+        raise AssertionError("upscaled although the output cannot be written")
+
+    monkeypatch.setattr(infer, "upscale_array", never)
+    cv2.imwrite(str(tmp_path / "wide.webp"), photo(8, 4100))
+    cv2.imwrite(str(tmp_path / "long.png"), photo(4100, 8))
+    summary = run([tmp_path / "wide.webp", tmp_path / "long.png"], tmp_path / "out", ckpt,
+                  device="cpu", ext="webp")
+    assert len(summary.failed) == 2 and not list((tmp_path / "out").iterdir())
+    err = capsys.readouterr().err
+    assert (f"failed: {tmp_path / 'wide.webp'}: the 4x result would be 16400x32, over webp's "
+            "limit of 16383 pixels a side; use --ext png") in err
+
+
 def test_animated_images_are_refused_and_gifs_in_folders_are_counted(tmp_path, ckpt):
     from PIL import Image
 

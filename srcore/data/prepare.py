@@ -60,27 +60,46 @@ def downsample_one(src: Path, dest: Path, max_side: int, scale: int,
 
 def downsample_all(sources: list[tuple[str, Path]], dest_dir: Path, max_side: int,
                    scale: int, min_side: int = 1, why: str = "",
-                   shown: dict[str, str] | None = None) -> list[HrImage]:
+                   shown: dict[str, str] | None = None,
+                   final_dir: Path | None = None) -> list[HrImage]:
     """Downsample every (name, file) into dest_dir/<name>.png, in parallel.
 
     Every bad file (unreadable, or a side below `min_side`) is collected and reported in one
     error, so a user fixes them all at once; `shown` maps a name to what that error calls it
-    (the user's own file rather than its copy).
+    (the user's own file rather than its copy). A failed write (a full disk, a read-only
+    folder) is no bad file: it stops the work at once, with one error naming the output as in
+    `final_dir` (the folder dest_dir, a temporary one, becomes; default dest_dir).
     """
+    import threading
+
     from tqdm import tqdm
+
+    from srcore.atomic import write_error
+
+    stop = threading.Event()
+    failed_writes: dict[str, SrcoreError] = {}
 
     def work(item):
         name, src = item
+        if stop.is_set():
+            return None
         try:
             return downsample_one(src, dest_dir / f"{name}.png", max_side, scale, min_side,
                                   why, (shown or {}).get(name))
         except SrcoreError as err:
+            if isinstance(err.__cause__, OSError):  # writing failed, not reading
+                stop.set()
+                failed_writes[name] = write_error(Path(final_dir or dest_dir) / f"{name}.png",
+                                                  err.__cause__)
+                return None
             return err
 
     # OpenCV releases the GIL while decoding, resizing and encoding, so threads scale.
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         results = list(tqdm(pool.map(work, sources), total=len(sources), desc="downsample",
                             unit="img"))
+    if failed_writes:  # the first, in the order of the sources
+        raise next(failed_writes[name] for name, _ in sources if name in failed_writes)
     problems = [str(r) for r in results if isinstance(r, SrcoreError)]
     if problems:
         raise SrcoreError(f"{len(problems)} image(s) cannot be used; remove or replace them "

@@ -418,10 +418,11 @@ def _upscale_all(jobs: list[Job], summary: Summary, model, tile, tile_pad, dev, 
             cause = err.__cause__
             if isinstance(cause, OSError) and cause.errno in STOP_ERRNOS:
                 summary.not_tried = len(jobs) - number
-                tqdm.write(f"stopped: every further output would fail too, so the other "
-                           f"{summary.not_tried} image(s) are not tried; once there is room, "
-                           "run the same command again (it skips the outputs already written)",
-                           file=sys.stderr)
+                if summary.not_tried:  # nothing to say after the last image
+                    tqdm.write(f"stopped: every further output would fail too, so the other "
+                               f"{summary.not_tried} image(s) are not tried; once there is room, "
+                               "run the same command again (it skips the outputs already "
+                               "written)", file=sys.stderr)
                 break
             continue
         summary.done += 1

@@ -286,7 +286,7 @@ opened = []
 def open(path, *args, **kwargs):
     opened.append(path)
     file = builtins.open(path, *args, **kwargs)
-    return file if len(opened) < 2 else Full(file)
+    return file if len(opened) < int(os.environ.get("FULL_FROM", "2")) else Full(file)
 
 srcore.atomic.open = open
 sys.argv[0] = "srcore"
@@ -306,6 +306,16 @@ def test_a_full_disk_stops_the_upscale_batch_at_once(upscale_inputs):
     assert result.stdout.startswith("upscaled 1 image(s), 1 failed, 0 skipped (output exists), "
                                     "2 not tried (stopped) in ")
     assert sorted(p.name for p in (upscale_inputs / "out").iterdir()) == ["a_x4.png"]
+
+
+def test_a_full_disk_at_the_last_image_says_nothing_of_images_not_tried(upscale_inputs):
+    result = subprocess.run([sys.executable, "-c", FULL_DISK, "upscale", "in", "-o", "out",
+                             "--model", "cnn.pt", "--device", "cpu"], cwd=upscale_inputs,
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "FULL_FROM": "4"})
+    assert "failed: could not write out/d_x4.png: No space left on device." in result.stderr
+    assert "not tried" not in result.stderr + result.stdout, result.stderr
+    assert result.stdout.startswith("upscaled 3 image(s), 1 failed, 0 skipped (output exists) in ")
 
 
 def test_ctrl_c_in_an_upscale_batch_says_what_is_done_and_a_rerun_finishes(upscale_inputs):

@@ -9,7 +9,7 @@ from srcore.losses import (IMAGENET_MEAN, IMAGENET_STD, PerceptualLoss, discrimi
 from srcore.models.discriminator import Discriminator
 from srcore.models.rrdb import RRDBNet
 from srcore.pretrained import load_features, load_lpips
-from srcore.train.gan import phase_of, pretrain_disc, train_gan
+from srcore.train.gan import d_stats, phase_of, pretrain_disc, train_gan
 from srcore.train.validate import make_val_images
 
 from conftest import params_with
@@ -134,6 +134,20 @@ def test_adversarial_losses():
     assert discriminator_loss(low, high, False) > 4
     assert discriminator_loss(high, low, True) < discriminator_loss(low, high, True)
     assert generator_adversarial(low, high, True) > generator_adversarial(high, low, True)
+
+
+def test_d_stats_of_a_relativistic_discriminator_are_relative():
+    """A relativistic D's loss sees only C(real) - mean C(fake) and the reverse: its logits may
+    all drift above 0 while it separates real from fake perfectly; its logged accuracy and mean
+    outputs must be those its loss judges, not those of the raw logits."""
+    real, fake = torch.full((4,), 11.0), torch.full((4,), 9.0)
+    stats = d_stats(real, fake, relativistic=True)
+    assert stats["d_accuracy"] == 1.0
+    assert torch.isclose(stats["d_real"], torch.sigmoid(torch.tensor(2.0)))
+    assert torch.isclose(stats["d_fake"], torch.sigmoid(torch.tensor(-2.0)))
+    plain = d_stats(real, fake, relativistic=False)  # the standard D: both called real
+    assert plain["d_accuracy"] == 0.5 and torch.isclose(plain["d_fake"],
+                                                        torch.sigmoid(torch.tensor(9.0)))
 
 
 def tiny_setup(weights_dir, **overrides):

@@ -59,9 +59,15 @@ def load_discriminator(path: Path) -> Discriminator:
     return disc
 
 
-def d_stats(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+def d_stats(real_logits: torch.Tensor, fake_logits: torch.Tensor,
+            relativistic: bool = False) -> dict[str, torch.Tensor]:
     """Mean D(real), D(fake) as probabilities, and the share D classifies right (on the
-    device: read on the host only when logged)."""
+    device: read on the host only when logged). A relativistic D is judged as its loss judges
+    it: each logit relative to the other batch's mean (its raw logits may all drift above or
+    below 0, which its loss does not see)."""
+    if relativistic:
+        real_logits, fake_logits = (real_logits - fake_logits.mean(),
+                                    fake_logits - real_logits.mean())
     right = (real_logits > 0).sum() + (fake_logits < 0).sum()
     return {"d_real": torch.sigmoid(real_logits).mean(),
             "d_fake": torch.sigmoid(fake_logits).mean(),
@@ -128,7 +134,8 @@ def disc_step(nets: GanNets, lq: torch.Tensor, gt: torch.Tensor, fake: torch.Ten
     d_loss = discriminator_loss(real_logits, fake_logits, relativistic)
     if learn:
         optimize(d_loss, nets.opt_d, nets.scaler_d)
-    return {"d_loss": d_loss.detach(), **d_stats(real_logits.detach(), fake_logits.detach())}
+    return {"d_loss": d_loss.detach(), **d_stats(real_logits.detach(), fake_logits.detach(),
+                                                relativistic)}
 
 
 def gan_step(phase: str, nets: GanNets, lq: torch.Tensor, gt: torch.Tensor, gan: GanParams,

@@ -259,3 +259,19 @@ def test_a_discriminator_file_loads_and_other_files_are_named(tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(SrcoreError, match="other.pt: not a discriminator saved by srcore"):
         load_discriminator(tmp_path / "other.pt")
+
+
+def test_the_train_gan_line_says_which_loss_and_schedule_ran():
+    from stages.train_gan import describe
+
+    report = params_with(**{"gan__perceptual__layers": ["conv5_3"], "gan__perceptual__layer_weights": [1.0],
+                            "gan__perceptual__activation": "post", "gan__perceptual__criterion": "l2"})
+    line = describe(report.gan)
+    assert line.startswith("alternate schedule (50 G then 50 D steps per round), dual loss: ")
+    assert "1 x perceptual (vgg16 conv5_3 x 1, post-activation, L2)" in line
+    assert "0.005 x adversarial" in line and "relativistic" not in line and "L1" not in line.split("L2")[-1]
+    esrgan = params_with(gan__schedule="joint", gan__loss="triad", gan__relativistic=True).gan
+    line = describe(esrgan)
+    assert line.startswith("joint schedule (G and D on every batch), triad loss: ")
+    assert "0.005 x relativistic adversarial" in line and line.endswith("0.01 x L1")
+    assert "conv1_2 x 0.1, conv2_2 x 0.1, conv3_3 x 1" in line and "pre-activation, L1" in line

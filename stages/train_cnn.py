@@ -47,9 +47,12 @@ def _train(params, values, split, dist, device) -> None:
     bicubic = bicubic_scores(val, data.scale, params.eval.crop_border)
     key = run_key(STAGE, values)
     if dist.main:
-        print(f"train_cnn: {cnn.steps} steps of {cnn.batch_size} crops ({len(dataset)} crops "
+        print(f"train_cnn: {cnn.loss.upper()} loss, {cnn.steps} steps of {cnn.batch_size} "
+              f"crops ({len(dataset)} crops "
               f"per pass over {len(dataset.images)} images), {len(val)} val images, {device} "
-              f"{precision} x {dist.world} process(es), {params.model.rrdb} RRDB, bicubic val "
+              f"{precision} x {dist.world} process(es), {params.model.rrdb} RRDB "
+              f"(skip: {params.model.skip}), "
+              f"LQ by {data.lq_kernel}, bicubic val "
               f"PSNR-Y {bicubic['psnr_y']:.2f} dB")
 
     with training_run(STAGE, params, values, CNN_LAST, key, dist) as (mlflow, run_id):

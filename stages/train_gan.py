@@ -33,6 +33,21 @@ def run(params_path: Path) -> None:
     run_training(params_path, STAGE, check_inputs, _train)
 
 
+def describe(gan) -> str:
+    """The schedule and the generator's loss, term by term, as they will run."""
+    schedule = (f"alternate schedule ({gan.g_steps} G then {gan.d_steps} D steps per round)"
+                if gan.schedule == "alternate" else "joint schedule (G and D on every batch)")
+    p = gan.perceptual
+    layers = ", ".join(f"{layer} x {weight:g}" for layer, weight in zip(p.layers, p.layer_weights))
+    terms = [f"{gan.weights.perceptual:g} x perceptual ({p.net} {layers}, {p.activation}-activation, "
+             f"{p.criterion.upper()})",
+             f"{gan.weights.adversarial:g} x "
+             + ("relativistic adversarial" if gan.relativistic else "adversarial")]
+    if gan.loss == "triad":
+        terms.append(f"{gan.weights.l1:g} x L1")
+    return f"{schedule}, {gan.loss} loss: {' + '.join(terms)}"
+
+
 def _train(params, values, split, dist, device) -> None:
     from srcore.losses import PerceptualLoss
     from srcore.models.checkpoint import load_generator, save_generator
@@ -54,10 +69,10 @@ def _train(params, values, split, dist, device) -> None:
     if dist.main:
         cnn_scores = validate(generator.to(device), val, device, precision,
                               params.eval.crop_border, lpips_model)
-        print(f"train_gan: {gan.schedule} schedule, {gan.loss} loss, {gan.steps} steps of "
-              f"{gan.batch_size} crops, {device} {precision} x {dist.world} process(es); the CNN "
-              f"starts at val PSNR-Y {cnn_scores['psnr_y']:.2f} dB, LPIPS "
-              f"{cnn_scores['lpips']:.4f}")
+        print(f"train_gan: {describe(gan)}")
+        print(f"train_gan: {gan.steps} steps of {gan.batch_size} crops, {device} {precision} x "
+              f"{dist.world} process(es); the CNN starts at val PSNR-Y "
+              f"{cnn_scores['psnr_y']:.2f} dB, LPIPS {cnn_scores['lpips']:.4f}")
 
     with training_run(STAGE, params, values, GAN_LAST, key, dist) as (mlflow, run_id):
         records = Records(mlflow, [(G_CSV, G_COLUMNS), (D_CSV, D_COLUMNS)], VAL_CSV,

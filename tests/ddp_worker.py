@@ -3,7 +3,9 @@
     python tests/ddp_worker.py PHASE OUT STEPS WEIGHTS
     python -m torch.distributed.run --standalone --nproc-per-node=2 tests/ddp_worker.py ...
 
-PHASE: cnn, gan-alternate or gan-joint (the GAN ones pretrain D for two steps first). Each
+PHASE: cnn, gan-alternate or gan-joint (the GAN ones pretrain D for two steps first); or
+relativistic-losses: the relativistic D and G losses on this process's share of fixed logits,
+saved with their gradients to OUT/rank<R>.pt. Each
 process saves its networks' final parameters to OUT/rank<R>.pt and the rows its on_log hook
 received to OUT/rank<R>.json; the phases' own outputs (checkpoints, states) go to OUT too.
 """
@@ -34,6 +36,9 @@ BATCH = 8  # global; 4 images x 4 crops = 16 crops = 2 steps per pass
 def main(phase: str, out: Path, steps: int, weights: Path) -> None:
     dist, device = distributed.setup(torch.device("cpu"))
     torch.manual_seed(0)
+    if phase == "relativistic-losses":
+        relativistic_losses(dist, out)
+        return
     data = PatchDataset([photo(64, 64, seed=i) for i in range(4)], patch_size=32,
                         patches_per_image=4, scale=4, kernel="bicubic", seed=0)
     val = make_val_images([photo(48, 48, seed=9)], 4, "bicubic")
@@ -65,6 +70,30 @@ def main(phase: str, out: Path, steps: int, weights: Path) -> None:
     torch.save({name: net.state_dict() for name, net in nets.items()},
                out / f"rank{dist.rank}.pt")
     (out / f"rank{dist.rank}.json").write_text(json.dumps(rows))
+    distributed.teardown()
+
+
+def relativistic_losses(dist, out: Path) -> None:
+    """Each process takes its share of one global batch of logits, as DDP's processes do."""
+    from functools import partial
+
+    from srcore.losses import discriminator_loss, generator_adversarial
+
+    logits = torch.randn(2, 8, generator=torch.Generator().manual_seed(1)) * 3
+    logits[0] += 2  # real above fake: the batch means matter
+    share = 8 // dist.world
+    real, fake = (row[dist.rank * share:(dist.rank + 1) * share].clone().requires_grad_()
+                  for row in logits)
+    mean = partial(distributed.global_mean, dist=dist)
+    result = {}
+    for name, loss in (("d", discriminator_loss(real, fake, True, mean)),
+                       ("g", generator_adversarial(fake, real, True, mean))):
+        real.grad = fake.grad = None
+        loss.backward()
+        # DDP averages the processes' gradients: each process's share of the 1-process one
+        result[name] = {"loss": loss.detach(), "real": real.grad / dist.world,
+                        "fake": fake.grad / dist.world}
+    torch.save(result, out / f"rank{dist.rank}.pt")
     distributed.teardown()
 
 

@@ -29,6 +29,9 @@ def test_repo_params_are_valid():
     ("gan__perceptual__layer_weights", [1.0, 1.0], "has 2 values for 5 gan.perceptual.layers"),
     ("gan__perceptual__criterion", "huber", "gan.perceptual.criterion = 'huber'"),
     ("data__patch_size", 66, "must be divisible by data.scale"),
+    # the discriminator's four stride-2 convs need at least 16 pixels (12 -> 6 -> 3 -> 1 -> none)
+    ("data__patch_size", 12, "data.patch_size=12 is below 16"),
+    ("data__patch_size", 8, "data.patch_size=8 is below 16"),
     ("split__val", 0, "split.val = 0"),
     ("seed", -1, "seed = -1"),
     ("seed", 2**70, f"seed = {2**70}: Input should be less than or equal to 4294967295"),

@@ -64,6 +64,22 @@ def test_two_processes_match_one_process_and_each_other(tmp_path, weights_dir, p
     assert not list((tmp_path / "two").glob("*.tmp*"))
 
 
+def test_relativistic_losses_use_the_global_batch_mean(tmp_path, weights_dir):
+    """The relativistic losses compare each logit with the other batch's mean: under two
+    processes that must be the global batch's, in the loss and in its gradients, as with one."""
+    launch(2, tmp_path / "two", "relativistic-losses", 0, weights_dir)
+    launch(1, tmp_path / "one", "relativistic-losses", 0, weights_dir)
+    one = torch.load(tmp_path / "one" / "rank0.pt")
+    ranks = [torch.load(tmp_path / "two" / f"rank{r}.pt") for r in (0, 1)]
+    for loss in ("d", "g"):
+        # each process's loss is the mean over its samples; their mean is the whole batch's
+        both = (ranks[0][loss]["loss"] + ranks[1][loss]["loss"]) / 2
+        assert torch.allclose(both, one[loss]["loss"], atol=1e-6)
+        for side in ("real", "fake"):
+            joined = torch.cat([r[loss][side] for r in ranks])
+            assert torch.allclose(joined, one[loss][side], atol=1e-7), (loss, side)
+
+
 def test_two_process_run_resumes_as_it_would_have_continued(tmp_path, weights_dir):
     launch(2, tmp_path / "resumed", "cnn", 1, weights_dir)
     launch(2, tmp_path / "resumed", "cnn", 3, weights_dir)  # same key: resumes after step 1

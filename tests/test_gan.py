@@ -9,7 +9,7 @@ from srcore.losses import (IMAGENET_MEAN, IMAGENET_STD, PerceptualLoss, discrimi
 from srcore.models.discriminator import Discriminator
 from srcore.models.rrdb import RRDBNet
 from srcore.pretrained import load_features, load_lpips
-from srcore.train.gan import phase_of, pretrain_disc, train_gan
+from srcore.train.gan import d_stats, phase_of, pretrain_disc, train_gan
 from srcore.train.validate import make_val_images
 
 from conftest import params_with
@@ -136,6 +136,26 @@ def test_adversarial_losses():
     assert generator_adversarial(low, high, True) > generator_adversarial(high, low, True)
 
 
+def test_d_stats_of_a_relativistic_discriminator_are_relative():
+    """A relativistic D's loss sees only C(real) - mean C(fake) and the reverse: its logits may
+    all drift above 0 while it separates real from fake perfectly; its logged accuracy and mean
+    outputs must be those its loss judges, not those of the raw logits."""
+    real, fake = torch.full((4,), 11.0), torch.full((4,), 9.0)
+    stats = d_stats(real, fake, relativistic=True)
+    assert stats["d_accuracy"] == 1.0
+    assert torch.isclose(stats["d_real"], torch.sigmoid(torch.tensor(2.0)))
+    assert torch.isclose(stats["d_fake"], torch.sigmoid(torch.tensor(-2.0)))
+    # a D that cannot tell them apart (equal logits, as bf16 rounds a near-constant D) is at
+    # chance, not always wrong
+    for relativistic in (True, False):
+        tie = d_stats(torch.zeros(4), torch.zeros(4), relativistic)
+        assert tie["d_accuracy"] == 0.5
+    assert d_stats(real, real.clone(), relativistic=True)["d_accuracy"] == 0.5
+    plain = d_stats(real, fake, relativistic=False)  # the standard D: both called real
+    assert plain["d_accuracy"] == 0.5 and torch.isclose(plain["d_fake"],
+                                                        torch.sigmoid(torch.tensor(9.0)))
+
+
 def tiny_setup(weights_dir, **overrides):
     torch.manual_seed(0)
     generator = RRDBNet(rrdb=1, features=8, growth=8)
@@ -245,3 +265,19 @@ def test_a_discriminator_file_loads_and_other_files_are_named(tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(SrcoreError, match="other.pt: not a discriminator saved by srcore"):
         load_discriminator(tmp_path / "other.pt")
+
+
+def test_the_train_gan_line_says_which_loss_and_schedule_ran():
+    from stages.train_gan import describe
+
+    report = params_with(**{"gan__perceptual__layers": ["conv5_3"], "gan__perceptual__layer_weights": [1.0],
+                            "gan__perceptual__activation": "post", "gan__perceptual__criterion": "l2"})
+    line = describe(report.gan)
+    assert line.startswith("alternate schedule (50 G then 50 D steps per round), dual loss: ")
+    assert "1 x perceptual (vgg16 conv5_3 x 1, post-activation, L2)" in line
+    assert "0.005 x adversarial" in line and "relativistic" not in line and "L1" not in line.split("L2")[-1]
+    esrgan = params_with(gan__schedule="joint", gan__loss="triad", gan__relativistic=True).gan
+    line = describe(esrgan)
+    assert line.startswith("joint schedule (G and D on every batch), triad loss: ")
+    assert "0.005 x relativistic adversarial" in line and line.endswith("0.01 x L1")
+    assert "conv1_2 x 0.1, conv2_2 x 0.1, conv3_3 x 1" in line and "pre-activation, L1" in line

@@ -154,6 +154,11 @@ def test_load_features_missing_file(tmp_path, net):
         pretrained.load_features(tmp_path, net)
 
 
+def test_missing_vgg19_names_the_param_to_change(tmp_path):
+    with pytest.raises(SrcoreError, match=r"Set gan\.perceptual\.net to vgg16"):
+        pretrained.load_features(tmp_path, "vgg19")
+
+
 def test_load_lpips_missing_file(tmp_path):
     with pytest.raises(SrcoreError, match="pretrained"):
         pretrained.load_lpips(tmp_path)

@@ -75,6 +75,23 @@ def wrap(module: torch.nn.Module, dist: Dist, device: torch.device) -> torch.nn.
                                    else None)
 
 
+def global_mean(x: torch.Tensor, dist: Dist) -> torch.Tensor:
+    """The mean of `x` over the global batch (every process's share), differentiable: the
+    relativistic GAN losses compare each logit with the batch's mean, which must be that of the
+    global batch for N processes to follow the 1-process run. The backward pass sums each
+    process's gradient of the mean over the processes, as one process's backward would."""
+    if dist.world == 1:
+        return x.mean()
+    import warnings
+
+    from torch.distributed.nn.functional import all_reduce
+
+    with warnings.catch_warnings():  # its successor, _functional_collectives, is private
+        warnings.simplefilter("ignore", FutureWarning)
+        total = all_reduce(x.sum())
+    return total / (x.numel() * dist.world)
+
+
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:
     """The network inside a DDP wrapper: for passes whose gradients must not be synchronised."""
     return getattr(module, "module", module)

@@ -8,6 +8,7 @@ way). The generator's EMA is what is validated and saved as the GAN's result.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -59,10 +60,19 @@ def load_discriminator(path: Path) -> Discriminator:
     return disc
 
 
-def d_stats(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+def d_stats(real_logits: torch.Tensor, fake_logits: torch.Tensor,
+            relativistic: bool = False, mean=torch.mean) -> dict[str, torch.Tensor]:
     """Mean D(real), D(fake) as probabilities, and the share D classifies right (on the
-    device: read on the host only when logged)."""
-    right = (real_logits > 0).sum() + (fake_logits < 0).sum()
+    device: read on the host only when logged). A relativistic D is judged as its loss judges
+    it: each logit relative to the other batch's mean (its raw logits may all drift above or
+    below 0, which its loss does not see)."""
+    if relativistic:
+        real_logits, fake_logits = (real_logits - mean(fake_logits),
+                                    fake_logits - mean(real_logits))
+    # a tie (logit exactly 0: a D that cannot tell, or bf16 rounding a near-constant D's
+    # outputs to one value) counts as half right, a coin toss
+    right = ((real_logits > 0).sum() + (fake_logits < 0).sum()
+             + ((real_logits == 0).sum() + (fake_logits == 0).sum()) / 2)
     return {"d_real": torch.sigmoid(real_logits).mean(),
             "d_fake": torch.sigmoid(fake_logits).mean(),
             "d_accuracy": right.float() / (len(real_logits) + len(fake_logits))}
@@ -80,6 +90,8 @@ class GanNets:
     opt_d: torch.optim.Optimizer | None = None
     scaler_g: torch.amp.GradScaler | None = None
     scaler_d: torch.amp.GradScaler | None = None
+    # the batch mean of the relativistic losses: the global batch's (distributed.global_mean)
+    mean: Callable[[torch.Tensor], torch.Tensor] = torch.mean
 
 
 def _disc_logits(disc, gt: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,7 +116,8 @@ def generator_step(nets: GanNets, lq: torch.Tensor, gt: torch.Tensor, gan: GanPa
         else:
             real_logits, fake_logits = None, disc(fake).float()
         terms = {"perceptual": nets.perceptual(sr, gt)}
-    terms["adversarial"] = generator_adversarial(fake_logits, real_logits, gan.relativistic)
+    terms["adversarial"] = generator_adversarial(fake_logits, real_logits, gan.relativistic,
+                                                 nets.mean)
     if gan.loss == "triad":
         terms["l1"] = F.l1_loss(sr, gt)
     loss = sum(getattr(gan.weights, term) * value for term, value in terms.items())
@@ -125,10 +138,11 @@ def disc_step(nets: GanNets, lq: torch.Tensor, gt: torch.Tensor, fake: torch.Ten
     disc = nets.disc if learn else unwrap(nets.disc)
     with torch.set_grad_enabled(learn), autocast(precision, device):
         real_logits, fake_logits = _disc_logits(disc, gt, fake)
-    d_loss = discriminator_loss(real_logits, fake_logits, relativistic)
+    d_loss = discriminator_loss(real_logits, fake_logits, relativistic, nets.mean)
     if learn:
         optimize(d_loss, nets.opt_d, nets.scaler_d)
-    return {"d_loss": d_loss.detach(), **d_stats(real_logits.detach(), fake_logits.detach())}
+    return {"d_loss": d_loss.detach(), **d_stats(real_logits.detach(), fake_logits.detach(),
+                                                relativistic, nets.mean)}
 
 
 def gan_step(phase: str, nets: GanNets, lq: torch.Tensor, gt: torch.Tensor, gan: GanParams,
@@ -160,7 +174,8 @@ def pretrain_disc(generator: RRDBNet, disc: Discriminator, data: PatchDataset, *
     objects = {"discriminator": disc, "optimizer": optimizer, "scaler": scaler}
     resumed = resume_state(last_path, key, objects, state, quiet=not dist.main)
     nets = GanNets(generator, runtime.compiled(distributed.wrap(disc, dist, device),
-                                               train.compile), opt_d=optimizer, scaler_d=scaler)
+                                               train.compile), opt_d=optimizer, scaler_d=scaler,
+                   mean=partial(distributed.global_mean, dist=dist))
     batches = batch_stream(data, batch_size, seed, state["step"], train.num_workers,
                            dist, device)
 
@@ -209,7 +224,8 @@ def train_gan(generator: RRDBNet, disc: Discriminator, perceptual: PerceptualLos
     resumed = resume_state(last_path, key, objects, state, quiet=not dist.main)
     nets = GanNets(*(runtime.compiled(distributed.wrap(net, dist, device), train.compile)
                      for net in (generator, disc)),
-                   perceptual, opt_g, opt_d, scaler_g, scaler_d)
+                   perceptual, opt_g, opt_d, scaler_g, scaler_d,
+                   partial(distributed.global_mean, dist=dist))
     batches = batch_stream(data, gan.batch_size, seed, state["step"], train.num_workers,
                            dist, device)
     current = {"phase": None}

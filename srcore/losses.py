@@ -83,14 +83,20 @@ class PerceptualLoss(nn.Module):
                    for weight, feat, target in zip(self.weights, self.features(sr), targets))
 
 
+def relative_logits(real_logits: torch.Tensor, fake_logits: torch.Tensor,
+                    mean=torch.mean) -> tuple[torch.Tensor, torch.Tensor]:
+    """ESRGAN's relativistic average logits: each relative to the other batch's `mean` (the
+    global batch's under several processes)."""
+    return real_logits - mean(fake_logits), fake_logits - mean(real_logits)
+
+
 def generator_adversarial(fake_logits: torch.Tensor, real_logits: torch.Tensor | None,
                           relativistic: bool, mean=torch.mean) -> torch.Tensor:
     """Report eq. 6, non-saturating -log D(G(x)); or ESRGAN's relativistic average version.
     `mean`: the batch mean (the global batch's under several processes)."""
     if not relativistic:
         return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
-    real_rel = real_logits - mean(fake_logits)
-    fake_rel = fake_logits - mean(real_logits)
+    real_rel, fake_rel = relative_logits(real_logits, fake_logits, mean)
     return (F.binary_cross_entropy_with_logits(real_rel, torch.zeros_like(real_rel))
             + F.binary_cross_entropy_with_logits(fake_rel, torch.ones_like(fake_rel))) / 2
 
@@ -100,7 +106,6 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor,
     """Binary cross entropy: real -> 1, fake -> 0 (relativistic: each relative to the other's
     `mean`, the global batch's under several processes)."""
     if relativistic:
-        real_logits, fake_logits = (real_logits - mean(fake_logits),
-                                    fake_logits - mean(real_logits))
+        real_logits, fake_logits = relative_logits(real_logits, fake_logits, mean)
     return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
             + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))) / 2

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from srcore.config import GanParams, TrainParams
 from srcore.data.dataset import PatchDataset
-from srcore.losses import PerceptualLoss, discriminator_loss, generator_adversarial
+from srcore.losses import (PerceptualLoss, discriminator_loss, generator_adversarial,
+                           relative_logits)
 from srcore.errors import SrcoreError
 from srcore.models.checkpoint import load_checkpoint, load_weights, save_atomic
 from srcore.models.discriminator import Discriminator
@@ -67,8 +68,7 @@ def d_stats(real_logits: torch.Tensor, fake_logits: torch.Tensor,
     it: each logit relative to the other batch's mean (its raw logits may all drift above or
     below 0, which its loss does not see)."""
     if relativistic:
-        real_logits, fake_logits = (real_logits - mean(fake_logits),
-                                    fake_logits - mean(real_logits))
+        real_logits, fake_logits = relative_logits(real_logits, fake_logits, mean)
     # a tie (logit exactly 0: a D that cannot tell, or bf16 rounding a near-constant D's
     # outputs to one value) counts as half right, a coin toss
     right = ((real_logits > 0).sum() + (fake_logits < 0).sum()

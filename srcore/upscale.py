@@ -334,7 +334,7 @@ def _check_host_memory(src: Path, model, img: np.ndarray, window: tuple[int, int
     image with --tile 0), would not fit in the memory available: the system would kill the
     process (often with nothing said) rather than raise an error, after minutes of work. (On a
     GPU the pass is in GPU memory, planned by auto or refused by CUDA with an error.)"""
-    from srcore.infer import host_pass_bytes
+    from srcore.infer import DEFAULT_TILE, host_pass_bytes
     from srcore.io import available_memory
 
     wy0, wy1, wx0, wx1 = window
@@ -357,7 +357,7 @@ def _check_host_memory(src: Path, model, img: np.ndarray, window: tuple[int, int
              f"{needed / gib:.1f} GiB ({parts}), and {available / gib:.1f} GiB is available")
     if 2 * output > available:  # no tile size helps
         raise SrcoreError(f"{start}; free memory or upscale a smaller image (crop or split it)")
-    raise SrcoreError(f"{start}; use a smaller --tile (auto: 256 on a CPU)")
+    raise SrcoreError(f"{start}; use a smaller --tile (auto: {DEFAULT_TILE} on a CPU)")
 
 
 def _upscale_all(jobs: list[Job], summary: Summary, model, tile, tile_pad, dev, precisions,
@@ -383,11 +383,12 @@ def _upscale_all(jobs: list[Job], summary: Summary, model, tile, tile_pad, dev, 
             prec = precisions[img.dtype == np.uint16]
             height, width = img.shape[:2]
             suffix = job.dst.suffix.lower()
-            if max(height, width) * SCALE > MAX_SIDE.get(suffix, max(height, width) * SCALE):
+            limit = MAX_SIDE.get(suffix)
+            if limit and max(height, width) * SCALE > limit:
                 # found now, not after minutes of upscaling, when the encoder refuses it
                 raise SrcoreError(f"{job.src}: the {SCALE}x result would be {width * SCALE}x"
                                   f"{height * SCALE}, over {suffix[1:]}'s limit of "
-                                  f"{MAX_SIDE[suffix]} pixels a side; use --ext png")
+                                  f"{limit} pixels a side; use --ext png")
             size = auto_tile(model, height, width, tile_pad, dev, prec) if tile is None else tile
             pairs = tiles(height, width, size, tile_pad)
             n_tiles = len(pairs)

@@ -1,4 +1,5 @@
-"""The command line: `python -m srcore <command>`, one command per pipeline stage.
+"""The command line: `python -m srcore <command>`, one command per pipeline stage, and the
+tools upscale, export, compare, report and benchmark.
 
 Heavy libraries (torch, mlflow, albumentations, lpips) are imported inside the commands so
 that `--help` answers at once.

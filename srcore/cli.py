@@ -119,7 +119,8 @@ def upscale(
                              help="Tile size in input pixels; smaller needs less memory, "
                                   "0 = whole image at once. auto: on a CUDA GPU the whole "
                                   "image if it fits in free memory, else the largest tile "
-                                  "that does (tiles batched); on a CPU 256."),
+                                  "that does (tiles batched); on a CPU, or for an .onnx "
+                                  "model, 256."),
     tile_pad: int = typer.Option(16, "--tile-pad", min=0,
                                  help="Input pixels of context around each tile."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),

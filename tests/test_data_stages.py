@@ -282,6 +282,26 @@ def test_check_params_refuses_a_missing_data_dir_that_download_would_read(projec
     assert f"data.dir={gone!r} is not a folder; set data.dir" in out.stderr
 
 
+def test_a_queued_experiments_copy_without_the_photos_says_how_to_bring_them(project,
+                                                                           tmp_path_factory):
+    """`dvc exp run --queue` runs in a copy holding only git's files; DVC_ROOT names the
+    project, whose git-ignored data/photos has the images."""
+    original = tmp_path_factory.mktemp("project")
+    for i in range(3):
+        write_png(original / "data/photos" / f"p{i}.png", photo(64, 64, seed=i))
+    (project / "data/photos").mkdir(parents=True, exist_ok=True)
+    write_params(project, data__source="dir", data__dir="data/photos")
+    for command in ("check-params", "download"):
+        out = run_cli(command, cwd=project, env={"DVC_ROOT": str(original)}, check=False)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert ("data.dir='data/photos' has no images in this experiment's copy" in out.stderr
+                and f"dvc exp run --queue -S data.dir={original.resolve() / 'data/photos'}"
+                in out.stderr), out.stderr
+    assert not (project / "data/raw").exists()
+    write_params(project, data__source="dir", data__dir=str(original / "data/photos"))
+    run_cli("check-params", cwd=project, env={"DVC_ROOT": str(original)})
+
+
 def test_hidden_files_and_folders_in_data_dir_are_skipped(project, tmp_path_factory):
     folder = tmp_path_factory.mktemp("mine")
     write_modes(folder)

@@ -119,6 +119,12 @@ def tables(records: list[dict], ref: dict, defaults: dict) -> str:
                           "(docs/reproducing-the-report.md), first")
     parts = ["Test split. PSNR and SSIM on RGB (the report's protocol), PSNR-Y and SSIM-Y on "
              "the Y channel with the border crop; LPIPS: lower is better.\n"]
+    varied = {spec[1] for spec in ABLATIONS.values()}
+    if not any(set(_off_default(r, ref)) <= varied for r in records):
+        parts.append("**No experiment has the reference configuration's setup yet**: every row "
+                     "below comes from another setup, named in its label. Run the reference's "
+                     "experiments (the `dvc exp run` commands under the tables, or the whole "
+                     "queue: docs/reproducing-the-report.md), then report again.\n")
     for number in range(1, 6):
         if number == 3:
             parts.append(_cnn_vs_gan(records, ref, defaults))

@@ -130,6 +130,29 @@ def test_experiments_of_both_setups_are_not_mixed():
         in only_sample
 
 
+def test_a_reference_no_experiment_has_is_said_once_at_the_top():
+    """`--reference report` before any of the report's experiments ran: the sample rows are
+    shown, labelled, under one line that says none is of the report's setup and what to do."""
+    from srcore.report import REPORT_SETUP
+
+    from conftest import REPO
+
+    defaults = committed_params(REPO)
+    sample = record("sample", loss="l2")
+    sample["params"] = {**defaults, **sample["params"]}
+    note = "No experiment has the reference configuration's setup yet"
+    text = report_tables([sample], "report", defaults)
+    assert text.count(note) == 1 and text.index(note) < text.index("## Table 1")
+    assert "docs/reproducing-the-report.md" in text.split("## Table 1")[0]
+    assert note not in report_tables([sample], "defaults", defaults)  # differs in cnn.loss only
+    div2k = record("div2k-10", rrdb=10, activation="post")
+    div2k["params"] = {**defaults, **div2k["params"], **REPORT_SETUP}
+    assert note not in report_tables([sample, div2k], "report", defaults)
+    tiny = record("tiny")
+    tiny["params"] = {**defaults, **tiny["params"], "cnn.steps": 20}
+    assert note in report_tables([tiny], "defaults", defaults)
+
+
 def test_tables_without_metrics_raise():
     with pytest.raises(SrcoreError, match="dvc repro"):
         report_tables([])

@@ -241,3 +241,21 @@ def test_report_out_that_is_a_folder_is_named_before_reading_experiments(tmp_pat
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--out metrics is a folder; give a file name, e.g. metrics/results.md" \
         in result.stderr, result.stderr
+
+
+def test_the_docs_give_the_div2k_split_the_project_makes():
+    """The report's 700 training images are 698 here: its 700/101/102 of 903 images scaled to
+    DIV2K's 900 (the schedule's steps stay the report's)."""
+    import yaml
+
+    from srcore.data.prepare import split_counts
+
+    from conftest import REPO
+
+    split = yaml.safe_load((REPO / "params.yaml").read_text())["split"]
+    wanted = {k: split[k] for k in ("train", "val", "test")}
+    assert split_counts(800 + 100, wanted, split["min_per_split"]) \
+        == {"train": 698, "val": 101, "test": 101}
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert "698/101/101 for DIV2K's 800 + 100" in readme
+    assert "On DIV2K (700 training" not in readme

@@ -1,7 +1,7 @@
 """The report's five ablation tables, as Markdown, from the experiments DVC knows of.
 
 `collect` reads `dvc exp show` (the workspace, HEAD and HEAD's experiments, queued ones too),
-keeps those that have `metrics/evaluate.json`, and reads their scores from
+keeps the finished ones that have `metrics/evaluate.json`, and reads their scores from
 `metrics/evaluate_details.json` (git keeps it in each experiment's commit: RGB PSNR and SSIM are
 not headline metrics); `tables` picks a record per table row.
 """
@@ -74,7 +74,8 @@ def reference(defaults: dict, name: str) -> dict:
 
 def collect(repo: Path, keys) -> list[dict]:
     """One record {"name", "params", "evaluate"} per experiment or commit with evaluate metrics;
-    params: the `keys` of params.yaml.
+    params: the `keys` of params.yaml. A queued, running or failed experiment is a record with
+    its `state` and no scores, which `tables` names.
 
     Identical records (the workspace after `dvc exp run` repeats that experiment) count once.
     """
@@ -93,6 +94,11 @@ def collect(repo: Path, keys) -> list[dict]:
     rows.sort(key=lambda row: row.get("rev") == "workspace")
     records, seen = [], set()
     for row in rows:
+        if row.get("State") not in (None, "Success"):  # queued, running or failed: git has
+            # its baseline's metrics in its commit until it succeeds, so they are not its own
+            records.append({"name": row.get("Experiment") or row.get("rev"),
+                            "state": row["State"], "params": {}, "evaluate": {}})
+            continue
         if not isinstance(_cell(row, HEADLINE, "cnn.psnr_y"), (int, float)):
             continue  # queued, failed, or a commit without metrics/evaluate.json
         details = _details(repo, row.get("rev"))
@@ -112,13 +118,20 @@ def tables(records: list[dict], ref: dict, defaults: dict) -> str:
     """Markdown: tables 1-5 of the report; missing variants are named with their command.
     Rows are taken as close as the experiments allow to `ref` (see `reference`); commands
     give the -S options that lead from `defaults` (params.yaml's) to it."""
+    unfinished = ", ".join(f"`{r['name']}` ({r['state'].lower()})" for r in records
+                           if r.get("state"))
+    unfinished = unfinished and (f"not finished, left out: {unfinished} (`dvc queue status`; "
+                                 "`dvc queue logs NAME` says why one failed)")
     records = [r for r in records if r.get("evaluate")]
     if not records:
         raise SrcoreError("no experiment has metrics/evaluate.json yet: run `dvc repro`, or "
                           "queue the ablations and `dvc queue start` "
-                          "(docs/reproducing-the-report.md), first")
+                          "(docs/reproducing-the-report.md), first"
+                          + (f"; {unfinished}" if unfinished else ""))
     parts = ["Test split. PSNR and SSIM on RGB (the report's protocol), PSNR-Y and SSIM-Y on "
              "the Y channel with the border crop; LPIPS: lower is better.\n"]
+    if unfinished:
+        parts.append(f"Experiments {unfinished}.\n")
     varied = {spec[1] for spec in ABLATIONS.values()}
     if not any(set(_off_default(r, ref)) <= varied for r in records):
         parts.append("**No experiment has the reference configuration's setup yet**: every row "

@@ -153,6 +153,43 @@ def test_a_reference_no_experiment_has_is_said_once_at_the_top():
     assert note in report_tables([tiny], "defaults", defaults)
 
 
+def test_running_and_failed_experiments_are_named_not_scored(tmp_path, monkeypatch):
+    """Until a queued experiment succeeds, `dvc exp show` gives it its baseline's metrics (git
+    has the baseline's metrics/ in its commit): a running or failed `gan.loss=triad` made a
+    "GAN, triad" row with the default GAN's scores. It is named as not finished instead."""
+    import json
+
+    import dvc.api
+
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / "metrics").mkdir()
+    baseline = record("main")["evaluate"]
+    (tmp_path / "metrics" / "evaluate_details.json").write_text(json.dumps(baseline))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "x"]):
+        subprocess.run(git + args, cwd=tmp_path, check=True, capture_output=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+    def row(name, state, gan_loss="dual", cnn_loss="l1"):
+        return {"Experiment": name, "rev": head, "State": state, "cnn.psnr_y": 23.0,
+                "model.rrdb": 2, "cnn.loss": cnn_loss, "gan.loss": gan_loss,
+                "gan.perceptual.activation": "pre"}
+
+    rows = [row(None, None), row("tiny-triad", "Running", gan_loss="triad"),
+            row("tiny-l2", "Failed", cnn_loss="l2"), row("later", "Queued", gan_loss="triad")]
+    monkeypatch.setattr(dvc.api, "exp_show", lambda repo: [dict(r) for r in rows])
+    text = report_tables(collect(tmp_path, DEFAULTS))
+    assert "| GAN, triad" not in text and "| CNN, l2" not in text
+    assert "Missing: GAN, triad." in text and "Missing: CNN, l2." in text
+    assert ("Experiments not finished, left out: `tiny-triad` (running), `tiny-l2` (failed), "
+            "`later` (queued) (`dvc queue status`; `dvc queue logs NAME` says why one "
+            "failed).") in text
+    rows[:] = rows[1:]  # no finished experiment at all
+    with pytest.raises(SrcoreError, match=r"dvc repro.*; not finished, left out: `tiny-triad`"):
+        report_tables(collect(tmp_path, DEFAULTS))
+
+
 def test_tables_without_metrics_raise():
     with pytest.raises(SrcoreError, match="dvc repro"):
         report_tables([])

@@ -96,12 +96,18 @@ def test_the_report_setup_is_the_one_the_docs_queue():
     from conftest import REPO
 
     doc = (REPO / "docs/reproducing-the-report.md").read_text()
-    options = re.search(r"REPORT=\((.*?)\)\n", doc, re.S)[1]
-    queued = {}
-    for key, value in re.findall(r"-S '?(\S+?)=([^'\s]+)", options):
-        value = yaml.safe_load(value)
-        queued[key] = float(value) if isinstance(value, str) and value[0].isdigit() else value
-    assert queued == REPORT_SETUP
+    def options(text):
+        queued = {}
+        for key, value in re.findall(r"-S '?(\S+?)=([^'\s]+)", text):
+            value = yaml.safe_load(value)
+            queued[key] = float(value) if isinstance(value, str) and value[0].isdigit() else value
+        return queued
+
+    assert options(re.search(r"REPORT=\((.*?)\)\n", doc, re.S)[1]) == REPORT_SETUP
+    # README's one command: the same setup, post-activation
+    readme = (REPO / "README.md").read_text()
+    command = re.search(r"```bash\n(dvc exp run -S data.source=div2k .*?)```", readme, re.S)[1]
+    assert options(command) == {**REPORT_SETUP, "gan.perceptual.activation": "post"}
 
 
 def test_experiments_of_both_setups_are_not_mixed():

@@ -38,6 +38,9 @@ ABLATIONS = {
     5: ("perceptual features (GAN)", "gan.perceptual.activation", ("pre", "post"), "gan",
         "GAN, {}-activation"),
 }
+# how the tables add a missing row: queued, each from the workspace as committed; a plain
+# `dvc exp run` leaves its params in params.yaml, so the next command would inherit them
+QUEUE = "dvc exp run --queue"
 HEADER = "| method | PSNR | SSIM | LPIPS | PSNR-Y | SSIM-Y |\n|---|---:|---:|---:|---:|---:|"
 
 
@@ -136,7 +139,7 @@ def tables(records: list[dict], ref: dict, defaults: dict) -> str:
     if not any(set(_off_default(r, ref)) <= varied for r in records):
         parts.append("**No experiment has the reference configuration's setup yet**: every row "
                      "below comes from another setup, named in its label. Run the reference's "
-                     "experiments (the `dvc exp run` commands under the tables, or the whole "
+                     "experiments (the commands under the tables, or the whole "
                      "queue: docs/reproducing-the-report.md), then report again.\n")
     for number in range(1, 6):
         if number == 3:
@@ -158,9 +161,9 @@ def _ablation(number, records, ref, defaults, title, key, variants, method, labe
                           best["evaluate"][method]))
     if missing:
         names = ", ".join(label.format(v) for v in missing)
-        commands = "; ".join(f"`dvc exp run{_setup(ref, defaults, key)} -S {key}={_cli(v)}`"
+        commands = "; ".join(f"`{QUEUE}{_setup(ref, defaults, key)} -S {key}={_cli(v)}`"
                              for v in missing)
-        lines += ["", f"Missing: {names}. Add with {commands}."]
+        lines += ["", f"Missing: {names}. Add with {commands}, then `dvc queue start`."]
     return "\n".join(lines) + "\n"
 
 
@@ -174,7 +177,7 @@ def _cnn_vs_gan(records, ref, defaults) -> str:
     off = _off_default(record, ref)
     lines += ["", f"From `{record['name']}`" + (
         f", not the reference configuration{_note(off)}: add it with "
-        f"`dvc exp run{_setup(ref, defaults, reset=off)}`." if off else ".")]
+        f"`{QUEUE}{_setup(ref, defaults, reset=off)}`, then `dvc queue start`." if off else ".")]
     return "\n".join(lines) + "\n"
 
 

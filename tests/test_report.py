@@ -50,15 +50,19 @@ def test_tables_complete():
 
 
 def test_tables_missing_variants_name_their_command():
+    """Queued, as the doc's flow: run one after another, plain `dvc exp run`s would each start
+    from the params the last one left in params.yaml (l2 after `-S cnn.loss=l2`)."""
     text = report_tables([record("x", rrdb=10, loss="l2")])
     assert "| CNN, 10 RRDB (cnn.loss=l2) | 30.50 |" in text
     assert "Missing: CNN, 2 RRDB, CNN, 15 RRDB." in text
-    assert "`dvc exp run -S model.rrdb=2`; `dvc exp run -S model.rrdb=15`" in text
-    assert "`dvc exp run -S cnn.loss=l1`" in text
-    assert "`dvc exp run -S gan.loss=triad`" in text
-    assert "`dvc exp run -S gan.perceptual.activation=post`" in text
+    assert "`dvc exp run --queue -S model.rrdb=2`; `dvc exp run --queue -S model.rrdb=15`" in text
+    assert "`dvc exp run --queue -S cnn.loss=l1`" in text
+    assert "`dvc exp run --queue -S gan.loss=triad`" in text
+    assert "`dvc exp run --queue -S gan.perceptual.activation=post`" in text
     assert ("From `x`, not the reference configuration (model.rrdb=10, cnn.loss=l2): add it "
-            "with `dvc exp run -S model.rrdb=2 -S cnn.loss=l1`.") in text
+            "with `dvc exp run --queue -S model.rrdb=2 -S cnn.loss=l1`, then `dvc queue start`.") \
+        in text
+    assert text.count("`dvc exp run") == text.count("`dvc exp run --queue") == 6
 
 
 def test_the_reports_own_configuration_as_the_reference():
@@ -128,8 +132,9 @@ def test_experiments_of_both_setups_are_not_mixed():
     only_sample = report_tables([sample], "report", defaults)
     assert ("| CNN, 10 RRDB (data.source=sample, data.patch_size=64, "
             "data.patches_per_image=2, and 18 more) | 30.00 |") in only_sample
-    assert ("Missing: CNN, 2 RRDB, CNN, 15 RRDB. Add with `dvc exp run -S data.source=div2k "
-            "-S data.patch_size=128 -S data.patches_per_image=1 -S model.skip=none") in only_sample
+    assert ("Missing: CNN, 2 RRDB, CNN, 15 RRDB. Add with `dvc exp run --queue "
+            "-S data.source=div2k -S data.patch_size=128 -S data.patches_per_image=1 "
+            "-S model.skip=none") in only_sample
     assert "-S gan.perceptual.activation=post -S gan.perceptual.criterion=l2 -S model.rrdb=2`" \
         in only_sample
     assert "-S gan.perceptual.layers=[conv5_3] -S gan.perceptual.layer_weights=[1.0]" \
@@ -268,11 +273,12 @@ def test_report_from_dvc_experiments(tmp_path):
     assert out.read_text() == text
     assert "| CNN, 2 RRDB | 22.00 | 0.5000 | 0.2500 | 23.00 | 0.6000 |" in text
     assert "| CNN, 10 RRDB | 30.00 |" in text
-    assert "Missing: CNN, 15 RRDB. Add with `dvc exp run -S model.rrdb=15`." in text
+    assert "Missing: CNN, 15 RRDB. Add with `dvc exp run --queue -S model.rrdb=15`, then " \
+        "`dvc queue start`." in text
     assert "| GAN, dual | 20.00 |" in text and "| GAN, triad | 21.00 |" in text
     assert "| bicubic | 17.00 |" in text and "| GAN | 20.00 |" in text
-    assert "`dvc exp run -S cnn.loss=l2`" in text
-    assert "`dvc exp run -S gan.perceptual.activation=post`" in text
+    assert "`dvc exp run --queue -S cnn.loss=l2`" in text
+    assert "`dvc exp run --queue -S gan.perceptual.activation=post`" in text
     assert "not the reference" not in text  # the committed default run is the reference
     assert all("(" not in line for line in text.splitlines() if line.startswith(("| CNN,",
                                                                                  "| GAN,")))

@@ -1,7 +1,7 @@
 """The report's five ablation tables, as Markdown, from the experiments DVC knows of.
 
 `collect` reads `dvc exp show` (the workspace, HEAD and HEAD's experiments, queued ones too),
-keeps those that have `metrics/evaluate.json`, and reads their scores from
+keeps the finished ones that have `metrics/evaluate.json`, and reads their scores from
 `metrics/evaluate_details.json` (git keeps it in each experiment's commit: RGB PSNR and SSIM are
 not headline metrics); `tables` picks a record per table row.
 """
@@ -38,6 +38,9 @@ ABLATIONS = {
     5: ("perceptual features (GAN)", "gan.perceptual.activation", ("pre", "post"), "gan",
         "GAN, {}-activation"),
 }
+# how the tables add a missing row: queued, each from the workspace as committed; a plain
+# `dvc exp run` leaves its params in params.yaml, so the next command would inherit them
+QUEUE = "dvc exp run --queue"
 HEADER = "| method | PSNR | SSIM | LPIPS | PSNR-Y | SSIM-Y |\n|---|---:|---:|---:|---:|---:|"
 
 
@@ -74,7 +77,8 @@ def reference(defaults: dict, name: str) -> dict:
 
 def collect(repo: Path, keys) -> list[dict]:
     """One record {"name", "params", "evaluate"} per experiment or commit with evaluate metrics;
-    params: the `keys` of params.yaml.
+    params: the `keys` of params.yaml. A queued, running or failed experiment is a record with
+    its `state` and no scores, which `tables` names.
 
     Identical records (the workspace after `dvc exp run` repeats that experiment) count once.
     """
@@ -93,6 +97,11 @@ def collect(repo: Path, keys) -> list[dict]:
     rows.sort(key=lambda row: row.get("rev") == "workspace")
     records, seen = [], set()
     for row in rows:
+        if row.get("State") not in (None, "Success"):  # queued, running or failed: git has
+            # its baseline's metrics in its commit until it succeeds, so they are not its own
+            records.append({"name": row.get("Experiment") or row.get("rev"),
+                            "state": row["State"], "params": {}, "evaluate": {}})
+            continue
         if not isinstance(_cell(row, HEADLINE, "cnn.psnr_y"), (int, float)):
             continue  # queued, failed, or a commit without metrics/evaluate.json
         details = _details(repo, row.get("rev"))
@@ -112,13 +121,26 @@ def tables(records: list[dict], ref: dict, defaults: dict) -> str:
     """Markdown: tables 1-5 of the report; missing variants are named with their command.
     Rows are taken as close as the experiments allow to `ref` (see `reference`); commands
     give the -S options that lead from `defaults` (params.yaml's) to it."""
+    unfinished = ", ".join(f"`{r['name']}` ({r['state'].lower()})" for r in records
+                           if r.get("state"))
+    unfinished = unfinished and (f"not finished, left out: {unfinished} (`dvc queue status`; "
+                                 "`dvc queue logs NAME` says why one failed)")
     records = [r for r in records if r.get("evaluate")]
     if not records:
         raise SrcoreError("no experiment has metrics/evaluate.json yet: run `dvc repro`, or "
                           "queue the ablations and `dvc queue start` "
-                          "(docs/reproducing-the-report.md), first")
+                          "(docs/reproducing-the-report.md), first"
+                          + (f"; {unfinished}" if unfinished else ""))
     parts = ["Test split. PSNR and SSIM on RGB (the report's protocol), PSNR-Y and SSIM-Y on "
              "the Y channel with the border crop; LPIPS: lower is better.\n"]
+    if unfinished:
+        parts.append(f"Experiments {unfinished}.\n")
+    varied = {spec[1] for spec in ABLATIONS.values()}
+    if not any(set(_off_default(r, ref)) <= varied for r in records):
+        parts.append("**No experiment has the reference configuration's setup yet**: every row "
+                     "below comes from another setup, named in its label. Run the reference's "
+                     "experiments (the commands under the tables, or the whole "
+                     "queue: docs/reproducing-the-report.md), then report again.\n")
     for number in range(1, 6):
         if number == 3:
             parts.append(_cnn_vs_gan(records, ref, defaults))
@@ -139,9 +161,9 @@ def _ablation(number, records, ref, defaults, title, key, variants, method, labe
                           best["evaluate"][method]))
     if missing:
         names = ", ".join(label.format(v) for v in missing)
-        commands = "; ".join(f"`dvc exp run{_setup(ref, defaults, key)} -S {key}={_cli(v)}`"
+        commands = "; ".join(f"`{QUEUE}{_setup(ref, defaults, key)} -S {key}={_cli(v)}`"
                              for v in missing)
-        lines += ["", f"Missing: {names}. Add with {commands}."]
+        lines += ["", f"Missing: {names}. Add with {commands}, then `dvc queue start`."]
     return "\n".join(lines) + "\n"
 
 
@@ -155,7 +177,7 @@ def _cnn_vs_gan(records, ref, defaults) -> str:
     off = _off_default(record, ref)
     lines += ["", f"From `{record['name']}`" + (
         f", not the reference configuration{_note(off)}: add it with "
-        f"`dvc exp run{_setup(ref, defaults, reset=off)}`." if off else ".")]
+        f"`{QUEUE}{_setup(ref, defaults, reset=off)}`, then `dvc queue start`." if off else ".")]
     return "\n".join(lines) + "\n"
 
 

@@ -75,9 +75,17 @@ def _copy(inputs: list[tuple[str, Path, str]], out: Path, source: str) -> list[d
 def _div2k(out: Path) -> list[dict]:
     from srcore.data.download import DIV2K_FILES, download_div2k
     from srcore.io import probe
+    from srcore.runlock import one_at_a_time
+    from srcore.tracking import project_root
 
+    # The project's data/downloads, also from the copy a queued experiment runs in (DVC_ROOT):
+    # the 4 GB are fetched (or placed by hand) once for every experiment, and experiments
+    # running side by side wait for each other instead of writing the same partial file.
+    downloads = project_root() / DOWNLOADS
+    with one_at_a_time(downloads / ".lock"):
+        names = download_div2k(downloads, out, DIV2K_FILES)
     images = []
-    for file_name in download_div2k(DOWNLOADS, out, DIV2K_FILES):
+    for file_name in names:
         width, height, _ = probe(out / file_name)
         images.append({"name": Path(file_name).stem, "file": file_name, "origin": "DIV2K",
                        "width": width, "height": height})

@@ -260,3 +260,27 @@ def test_crc_error_names_the_entry(tmp_path):
     with pytest.raises(SrcoreError, match="'x/0001.png'") as err:
         extract_images(zip_path, tmp_path / "dest")
     assert str(zip_path) in str(err.value)
+
+
+def test_the_stage_uses_the_projects_downloads_from_a_queued_experiments_copy(
+        tmp_path, monkeypatch):
+    """`dvc queue start` runs an experiment in a copy of the project (.dvc/tmp/exps/...), which
+    has no data/downloads (git ignores it): the zips placed in the project, or fetched by the
+    experiment before, were not seen, so each DIV2K experiment downloaded 4 GB again, and
+    offline it failed. DVC_ROOT names the project, as for the MLflow store."""
+    import srcore.data.download
+    from stages.download import _div2k
+
+    project, copy = tmp_path / "project", tmp_path / "project/.dvc/tmp/exps/run/x"
+    data = _zip({"DIV2K_valid_HR/0801.png": _png(8)})
+    (project / "data/downloads").mkdir(parents=True)
+    (project / "data/downloads/DIV2K_valid_HR.zip").write_bytes(data)
+    unreachable = RemoteFile("http://127.0.0.1:9/DIV2K_valid_HR.zip", len(data), _sha(data))
+    monkeypatch.setattr(srcore.data.download, "DIV2K_FILES", (unreachable,))
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(copy)
+    monkeypatch.setenv("DVC_ROOT", str(project))
+
+    images = _div2k(copy / "data/raw")
+    assert [(i["name"], i["width"], i["height"]) for i in images] == [("0801", 1, 1)]
+    assert not (copy / "data/downloads").exists()

@@ -50,15 +50,19 @@ def test_tables_complete():
 
 
 def test_tables_missing_variants_name_their_command():
+    """Queued, as the doc's flow: run one after another, plain `dvc exp run`s would each start
+    from the params the last one left in params.yaml (l2 after `-S cnn.loss=l2`)."""
     text = report_tables([record("x", rrdb=10, loss="l2")])
     assert "| CNN, 10 RRDB (cnn.loss=l2) | 30.50 |" in text
     assert "Missing: CNN, 2 RRDB, CNN, 15 RRDB." in text
-    assert "`dvc exp run -S model.rrdb=2`; `dvc exp run -S model.rrdb=15`" in text
-    assert "`dvc exp run -S cnn.loss=l1`" in text
-    assert "`dvc exp run -S gan.loss=triad`" in text
-    assert "`dvc exp run -S gan.perceptual.activation=post`" in text
+    assert "`dvc exp run --queue -S model.rrdb=2`; `dvc exp run --queue -S model.rrdb=15`" in text
+    assert "`dvc exp run --queue -S cnn.loss=l1`" in text
+    assert "`dvc exp run --queue -S gan.loss=triad`" in text
+    assert "`dvc exp run --queue -S gan.perceptual.activation=post`" in text
     assert ("From `x`, not the reference configuration (model.rrdb=10, cnn.loss=l2): add it "
-            "with `dvc exp run -S model.rrdb=2 -S cnn.loss=l1`.") in text
+            "with `dvc exp run --queue -S model.rrdb=2 -S cnn.loss=l1`, then `dvc queue start`.") \
+        in text
+    assert text.count("`dvc exp run") == text.count("`dvc exp run --queue") == 6
 
 
 def test_the_reports_own_configuration_as_the_reference():
@@ -96,12 +100,18 @@ def test_the_report_setup_is_the_one_the_docs_queue():
     from conftest import REPO
 
     doc = (REPO / "docs/reproducing-the-report.md").read_text()
-    options = re.search(r"REPORT=\((.*?)\)\n", doc, re.S)[1]
-    queued = {}
-    for key, value in re.findall(r"-S '?(\S+?)=([^'\s]+)", options):
-        value = yaml.safe_load(value)
-        queued[key] = float(value) if isinstance(value, str) and value[0].isdigit() else value
-    assert queued == REPORT_SETUP
+    def options(text):
+        queued = {}
+        for key, value in re.findall(r"-S '?(\S+?)=([^'\s]+)", text):
+            value = yaml.safe_load(value)
+            queued[key] = float(value) if isinstance(value, str) and value[0].isdigit() else value
+        return queued
+
+    assert options(re.search(r"REPORT=\((.*?)\)\n", doc, re.S)[1]) == REPORT_SETUP
+    # README's one command: the same setup, post-activation
+    readme = (REPO / "README.md").read_text()
+    command = re.search(r"```bash\n(dvc exp run -S data.source=div2k .*?)```", readme, re.S)[1]
+    assert options(command) == {**REPORT_SETUP, "gan.perceptual.activation": "post"}
 
 
 def test_experiments_of_both_setups_are_not_mixed():
@@ -122,12 +132,73 @@ def test_experiments_of_both_setups_are_not_mixed():
     only_sample = report_tables([sample], "report", defaults)
     assert ("| CNN, 10 RRDB (data.source=sample, data.patch_size=64, "
             "data.patches_per_image=2, and 18 more) | 30.00 |") in only_sample
-    assert ("Missing: CNN, 2 RRDB, CNN, 15 RRDB. Add with `dvc exp run -S data.source=div2k "
-            "-S data.patch_size=128 -S data.patches_per_image=1 -S model.skip=none") in only_sample
+    assert ("Missing: CNN, 2 RRDB, CNN, 15 RRDB. Add with `dvc exp run --queue "
+            "-S data.source=div2k -S data.patch_size=128 -S data.patches_per_image=1 "
+            "-S model.skip=none") in only_sample
     assert "-S gan.perceptual.activation=post -S gan.perceptual.criterion=l2 -S model.rrdb=2`" \
         in only_sample
     assert "-S gan.perceptual.layers=[conv5_3] -S gan.perceptual.layer_weights=[1.0]" \
         in only_sample
+
+
+def test_a_reference_no_experiment_has_is_said_once_at_the_top():
+    """`--reference report` before any of the report's experiments ran: the sample rows are
+    shown, labelled, under one line that says none is of the report's setup and what to do."""
+    from srcore.report import REPORT_SETUP
+
+    from conftest import REPO
+
+    defaults = committed_params(REPO)
+    sample = record("sample", loss="l2")
+    sample["params"] = {**defaults, **sample["params"]}
+    note = "No experiment has the reference configuration's setup yet"
+    text = report_tables([sample], "report", defaults)
+    assert text.count(note) == 1 and text.index(note) < text.index("## Table 1")
+    assert "docs/reproducing-the-report.md" in text.split("## Table 1")[0]
+    assert note not in report_tables([sample], "defaults", defaults)  # differs in cnn.loss only
+    div2k = record("div2k-10", rrdb=10, activation="post")
+    div2k["params"] = {**defaults, **div2k["params"], **REPORT_SETUP}
+    assert note not in report_tables([sample, div2k], "report", defaults)
+    tiny = record("tiny")
+    tiny["params"] = {**defaults, **tiny["params"], "cnn.steps": 20}
+    assert note in report_tables([tiny], "defaults", defaults)
+
+
+def test_running_and_failed_experiments_are_named_not_scored(tmp_path, monkeypatch):
+    """Until a queued experiment succeeds, `dvc exp show` gives it its baseline's metrics (git
+    has the baseline's metrics/ in its commit): a running or failed `gan.loss=triad` made a
+    "GAN, triad" row with the default GAN's scores. It is named as not finished instead."""
+    import json
+
+    import dvc.api
+
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / "metrics").mkdir()
+    baseline = record("main")["evaluate"]
+    (tmp_path / "metrics" / "evaluate_details.json").write_text(json.dumps(baseline))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "x"]):
+        subprocess.run(git + args, cwd=tmp_path, check=True, capture_output=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+    def row(name, state, gan_loss="dual", cnn_loss="l1"):
+        return {"Experiment": name, "rev": head, "State": state, "cnn.psnr_y": 23.0,
+                "model.rrdb": 2, "cnn.loss": cnn_loss, "gan.loss": gan_loss,
+                "gan.perceptual.activation": "pre"}
+
+    rows = [row(None, None), row("tiny-triad", "Running", gan_loss="triad"),
+            row("tiny-l2", "Failed", cnn_loss="l2"), row("later", "Queued", gan_loss="triad")]
+    monkeypatch.setattr(dvc.api, "exp_show", lambda repo: [dict(r) for r in rows])
+    text = report_tables(collect(tmp_path, DEFAULTS))
+    assert "| GAN, triad" not in text and "| CNN, l2" not in text
+    assert "Missing: GAN, triad." in text and "Missing: CNN, l2." in text
+    assert ("Experiments not finished, left out: `tiny-triad` (running), `tiny-l2` (failed), "
+            "`later` (queued) (`dvc queue status`; `dvc queue logs NAME` says why one "
+            "failed).") in text
+    rows[:] = rows[1:]  # no finished experiment at all
+    with pytest.raises(SrcoreError, match=r"dvc repro.*; not finished, left out: `tiny-triad`"):
+        report_tables(collect(tmp_path, DEFAULTS))
 
 
 def test_tables_without_metrics_raise():
@@ -202,11 +273,12 @@ def test_report_from_dvc_experiments(tmp_path):
     assert out.read_text() == text
     assert "| CNN, 2 RRDB | 22.00 | 0.5000 | 0.2500 | 23.00 | 0.6000 |" in text
     assert "| CNN, 10 RRDB | 30.00 |" in text
-    assert "Missing: CNN, 15 RRDB. Add with `dvc exp run -S model.rrdb=15`." in text
+    assert "Missing: CNN, 15 RRDB. Add with `dvc exp run --queue -S model.rrdb=15`, then " \
+        "`dvc queue start`." in text
     assert "| GAN, dual | 20.00 |" in text and "| GAN, triad | 21.00 |" in text
     assert "| bicubic | 17.00 |" in text and "| GAN | 20.00 |" in text
-    assert "`dvc exp run -S cnn.loss=l2`" in text
-    assert "`dvc exp run -S gan.perceptual.activation=post`" in text
+    assert "`dvc exp run --queue -S cnn.loss=l2`" in text
+    assert "`dvc exp run --queue -S gan.perceptual.activation=post`" in text
     assert "not the reference" not in text  # the committed default run is the reference
     assert all("(" not in line for line in text.splitlines() if line.startswith(("| CNN,",
                                                                                  "| GAN,")))
@@ -218,3 +290,21 @@ def test_report_out_that_is_a_folder_is_named_before_reading_experiments(tmp_pat
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--out metrics is a folder; give a file name, e.g. metrics/results.md" \
         in result.stderr, result.stderr
+
+
+def test_the_docs_give_the_div2k_split_the_project_makes():
+    """The report's 700 training images are 698 here: its 700/101/102 of 903 images scaled to
+    DIV2K's 900 (the schedule's steps stay the report's)."""
+    import yaml
+
+    from srcore.data.prepare import split_counts
+
+    from conftest import REPO
+
+    split = yaml.safe_load((REPO / "params.yaml").read_text())["split"]
+    wanted = {k: split[k] for k in ("train", "val", "test")}
+    assert split_counts(800 + 100, wanted, split["min_per_split"]) \
+        == {"train": 698, "val": 101, "test": 101}
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert "698/101/101 for DIV2K's 800 + 100" in readme
+    assert "On DIV2K (700 training" not in readme

@@ -89,3 +89,20 @@ def test_the_installed_package_runs_from_any_folder(dists, tmp_path):
     run(sys.executable, "-m", "srcore", "upscale", "a.png", "-o", "out", "--model", "g.pt")
     assert (anywhere / "out" / "a_x4.png").is_file()
     assert sorted(p for p in site.rglob("*") if "__pycache__" not in p.parts) == before
+
+
+def test_the_tests_refuse_an_installed_copy_of_the_code(tmp_path):
+    """After a non-editable install the tests would test the installed copy, not the edits
+    here: they stop at once and say so."""
+    import shutil
+
+    site = tmp_path / "site"
+    for name in ("srcore", "stages"):
+        shutil.copytree(REPO / name, site / name)
+    out = subprocess.run([sys.executable, "-m", "pytest", "-n", "0", "-p", "no:cacheprovider",
+                          "tests/test_csvlog.py"], cwd=REPO, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(site)}, timeout=300)
+    assert out.returncode == 4
+    assert (f"the tests import srcore from {(site / 'srcore' / '__init__.py').resolve()}, not "
+            f"from this checkout") in out.stdout + out.stderr
+    assert 'pip install -e ".[dev]"' in out.stdout + out.stderr

@@ -34,8 +34,9 @@ def code_outside_checkout() -> str | None:
             "for name in ('srcore', 'stages'):\n"
             "    spec = u.find_spec(name)\n"
             "    print(name, spec.origin if spec else 'nowhere')")
-    found = subprocess.run([sys.executable, "-c", code], cwd=tempfile.gettempdir(),
-                           capture_output=True, text=True, check=True).stdout.splitlines()
+    with tempfile.TemporaryDirectory() as empty:  # as run_cli's folders: nothing to import
+        found = subprocess.run([sys.executable, "-c", code], cwd=empty, capture_output=True,
+                               text=True, check=True).stdout.splitlines()
     for line in found:
         name, origin = line.split(" ", 1)
         if origin == "nowhere" or REPO.resolve() not in Path(origin).resolve().parents:

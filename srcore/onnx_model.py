@@ -16,7 +16,9 @@ import torch
 
 from srcore.errors import SrcoreError
 
-INSTALL = 'pip install -e ".[onnx]"'
+# the onnx extra's packages (pyproject.toml) by name: `pip install -e ".[onnx]"` works only in
+# the project's folder, not where an installed srcore runs
+INSTALL = 'pip install "onnx>=1.15" "onnxruntime>=1.17"'
 CONFIG_KEY = "srcore_config"  # metadata of our exports: the RRDBNet config (for the tile pad)
 
 

@@ -19,6 +19,30 @@ def pytest_configure(config):
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:  # before torch is imported: it reads this once
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+    stale = code_outside_checkout()
+    if stale:
+        pytest.exit(stale, returncode=4)
+
+
+def code_outside_checkout() -> str | None:
+    """The `python -m srcore` that tests start in other folders imports srcore and stages from
+    wherever Python finds them there: after a non-editable `pip install .` that is an installed
+    copy, which edits here do not change. Named, before any test runs."""
+    import tempfile
+
+    code = ("import importlib.util as u\n"
+            "for name in ('srcore', 'stages'):\n"
+            "    spec = u.find_spec(name)\n"
+            "    print(name, spec.origin if spec else 'nowhere')")
+    with tempfile.TemporaryDirectory() as empty:  # as run_cli's folders: nothing to import
+        found = subprocess.run([sys.executable, "-c", code], cwd=empty, capture_output=True,
+                               text=True, check=True).stdout.splitlines()
+    for line in found:
+        name, origin = line.split(" ", 1)
+        if origin == "nowhere" or REPO.resolve() not in Path(origin).resolve().parents:
+            return (f"the tests import {name} from {origin}, not from this checkout ({REPO}): "
+                    f"install it editable, pip install -e \".[dev]\"")
+    return None
 
 
 def run_cli(*args, cwd, env=None, check=True) -> subprocess.CompletedProcess:

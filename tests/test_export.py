@@ -15,6 +15,7 @@ from srcore.errors import SrcoreError
 from srcore.models.checkpoint import save_generator
 from srcore.models.discriminator import Discriminator
 from srcore.models.rrdb import RRDBNet
+from srcore.onnx_model import INSTALL
 from srcore.upscale import run
 
 
@@ -181,7 +182,8 @@ def test_a_missing_onnx_extra_names_the_install_command(tmp_path, ckpt, monkeypa
     monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
     for call in (lambda: export(ckpt, tmp_path / "x.onnx"),
                  lambda: OnnxModel(tmp_path / "x.onnx")):
-        with pytest.raises(SrcoreError, match=re.escape('pip install -e ".[onnx]"')) as caught:
+        with pytest.raises(SrcoreError, match=re.escape(f"onnx extra (onnxruntime is not "
+                                                         f"installed): {INSTALL}")) as caught:
             call()
         assert "onnxruntime is not installed" in str(caught.value)
     assert not (tmp_path / "x.onnx").exists()
@@ -189,6 +191,20 @@ def test_a_missing_onnx_extra_names_the_install_command(tmp_path, ckpt, monkeypa
     cv2.imwrite(str(tmp_path / "a.png"), photo(8, 8))
     with pytest.raises(SrcoreError, match="onnx extra"):
         run([tmp_path / "a.png"], tmp_path / "out", tmp_path / "x.onnx", device="cpu")
+
+
+def test_the_install_command_names_the_onnx_extra_and_works_outside_the_project():
+    """The command in the missing-extra message installs pyproject's onnx extra, and from any
+    folder: an installed srcore has no project folder for `pip install -e ".[onnx]"`."""
+    import json
+    import shlex
+
+    from conftest import REPO
+
+    # the line `onnx = ["onnx>=1.15", ...]` (tomllib is Python 3.11+)
+    line = re.search(r"^onnx = (\[.*\])$", (REPO / "pyproject.toml").read_text(), re.M)
+    extra = json.loads(line.group(1))
+    assert shlex.split(INSTALL) == ["pip", "install", *extra]
 
 
 def test_an_export_that_fails_its_check_leaves_no_file(tmp_path, ckpt, monkeypatch):

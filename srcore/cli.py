@@ -21,6 +21,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="srcore: a reproducible, tracked pipeline for 4x image super-resolution.")
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from srcore import __version__
+
+        print(f"srcore {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version,
+                                          is_eager=True, help="Print the version and exit.")):
+    pass
+
+
 def path_arg(value: str | Path) -> Path:
     """A path argument or option: Path("") would silently be the current folder. (Defaults
     come in as Path.)"""

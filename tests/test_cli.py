@@ -11,6 +11,13 @@ def test_help_lists_one_command_per_stage(tmp_path):
         assert command in out
 
 
+def test_version_is_the_packages(tmp_path):
+    from srcore import __version__
+
+    out = run_cli("--version", cwd=tmp_path)
+    assert out.stdout == f"srcore {__version__}\n"
+
+
 def test_dvc_stages_call_the_cli():
     import yaml
 

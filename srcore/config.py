@@ -344,5 +344,7 @@ def _describe(err: ValidationError) -> str:
             lines.append(f"  {e['msg'].removeprefix('Value error, ')}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] in ("list_type", "tuple_type"):  # -S cnn.lr_halve_at=4375
+                msg += f"; write a list in brackets, quoted for the shell: -S '{key}=[...]'"
             lines.append(f"  {key} = {e.get('input')!r}: {msg}")
     return "\n".join(lines)

@@ -41,6 +41,9 @@ def test_repo_params_are_valid():
     ("train__nproc", 3, "cnn.batch_size=16 and gan.batch_size=16: each is the global batch, "
                         "shared by train.nproc=3 processes"),
     ("train__precision", "fp8", "train.precision = 'fp8'"),
+    ("cnn__lr_halve_at", 4375, "cnn.lr_halve_at = 4375: Input should be a valid list; write a "
+                               "list in brackets, quoted for the shell: -S 'cnn.lr_halve_at=[...]'"),
+    ("gan__betas", 0.5, "gan.betas = 0.5: Input should be a valid tuple; write a list"),
     ("train__num_workers", 5000, "train.num_workers = 5000: use auto or a whole "
                                  "number from 0 to 1024"),
 ])

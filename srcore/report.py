@@ -160,7 +160,7 @@ def _ablation(number, records, ref, defaults, title, key, variants, method, labe
         lines.append(_row(label.format(value) + _note(_off_default(best, ref, key)),
                           best["evaluate"][method]))
     if missing:
-        names = ", ".join(label.format(v) for v in missing)
+        names = "; ".join(label.format(v) for v in missing)  # labels hold commas
         commands = "; ".join(f"`{QUEUE}{_setup(ref, defaults, key)} -S {key}={_cli(v)}`"
                              for v in missing)
         lines += ["", f"Missing: {names}. Add with {commands}, then `dvc queue start`."]

@@ -54,7 +54,7 @@ def test_tables_missing_variants_name_their_command():
     from the params the last one left in params.yaml (l2 after `-S cnn.loss=l2`)."""
     text = report_tables([record("x", rrdb=10, loss="l2")])
     assert "| CNN, 10 RRDB (cnn.loss=l2) | 30.50 |" in text
-    assert "Missing: CNN, 2 RRDB, CNN, 15 RRDB." in text
+    assert "Missing: CNN, 2 RRDB; CNN, 15 RRDB." in text
     assert "`dvc exp run --queue -S model.rrdb=2`; `dvc exp run --queue -S model.rrdb=15`" in text
     assert "`dvc exp run --queue -S cnn.loss=l1`" in text
     assert "`dvc exp run --queue -S gan.loss=triad`" in text
@@ -132,7 +132,7 @@ def test_experiments_of_both_setups_are_not_mixed():
     only_sample = report_tables([sample], "report", defaults)
     assert ("| CNN, 10 RRDB (data.source=sample, data.patch_size=64, "
             "data.patches_per_image=2, and 18 more) | 30.00 |") in only_sample
-    assert ("Missing: CNN, 2 RRDB, CNN, 15 RRDB. Add with `dvc exp run --queue "
+    assert ("Missing: CNN, 2 RRDB; CNN, 15 RRDB. Add with `dvc exp run --queue "
             "-S data.source=div2k -S data.patch_size=128 -S data.patches_per_image=1 "
             "-S model.skip=none") in only_sample
     assert "-S gan.perceptual.activation=post -S gan.perceptual.criterion=l2 -S model.rrdb=2`" \

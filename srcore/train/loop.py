@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from srcore.train.distributed import Dist
 from srcore.train.state import check_finite
 
 StepFn = Callable[[int, tuple], dict[str, torch.Tensor]]
+LOG_FILE_INTERVAL = 30  # seconds between redraws of the progress bar when stderr is no terminal
 
 
 @dataclass
@@ -73,8 +75,11 @@ def run(cadence: Cadence, batches: Iterator, step_fn: StepFn, hooks: Hooks, *, d
     window = {k: (v[0].to(device), v[1]) for k, v in state["window"].items()}
     saved_step = state["step"]
     first = state["step"] + 1
+    # a terminal gets a live bar; a log file (dvc repro, CI, dvc queue logs) the same bar
+    # redrawn about every 30 s: a long run shows that it moves, without a line per step
     bar = tqdm(total=cadence.steps, initial=state["step"], desc=desc, unit="step",
-               disable=not dist.main or None, dynamic_ncols=True)
+               disable=not dist.main, dynamic_ncols=True,
+               mininterval=0.1 if sys.stderr.isatty() else LOG_FILE_INTERVAL)
     stop_early, started, timed_from = False, time.perf_counter(), None
     earlier = state["seconds"]  # of the runs before this one, up to the state's step
     if dist.main:

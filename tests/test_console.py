@@ -28,3 +28,30 @@ def test_registering_a_generator_prints_no_library_warning(monkeypatch, tmp_path
         log_generator(run_mlflow, RRDBNet(1, 8, 8), "srcore-cnn")
     captured = capfd.readouterr()
     assert "WARNING" not in captured.err and "Pickle" not in captured.err, captured.err
+
+
+def test_a_long_loop_in_a_log_file_redraws_its_bar_now_and_then_not_every_tenth_of_a_second(
+        tmp_path, capfd, monkeypatch):
+    """downsample's bar (as download's of a 4 GB zip, decode's and evaluate's) in a log file:
+    each redraw stays there (dvc queue logs shows each as a line), so a minute-long run must
+    not leave hundreds. Here each image takes 0.05 s: 40 of them would redraw ~20 times at
+    tqdm's default 0.1 s."""
+    import time
+
+    import cv2
+
+    import srcore.data.prepare as prepare
+    from images import photo
+
+    sources = []
+    for i in range(40):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), photo(16, 16, seed=i))
+        sources.append((str(i), tmp_path / f"{i}.png"))
+    read = prepare.read_image
+    monkeypatch.setattr(prepare, "read_image", lambda path: (time.sleep(0.05), read(path))[1])
+    monkeypatch.setattr(prepare.os, "cpu_count", lambda: 1)
+    out = tmp_path / "hr"
+    out.mkdir()
+    prepare.downsample_all(sources, out, max_side=16, scale=4)
+    err = capfd.readouterr().err
+    assert "40/40" in err and err.count("\r") < 6, err.count("\r")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -25,12 +24,12 @@ from typing import Callable, Iterator
 import torch
 
 from srcore.errors import Interrupted
+from srcore.io import bar_interval
 from srcore.train import distributed
 from srcore.train.distributed import Dist
 from srcore.train.state import check_finite
 
 StepFn = Callable[[int, tuple], dict[str, torch.Tensor]]
-LOG_FILE_INTERVAL = 30  # seconds between redraws of the progress bar when stderr is no terminal
 
 
 @dataclass
@@ -79,7 +78,7 @@ def run(cadence: Cadence, batches: Iterator, step_fn: StepFn, hooks: Hooks, *, d
     # redrawn about every 30 s: a long run shows that it moves, without a line per step
     bar = tqdm(total=cadence.steps, initial=state["step"], desc=desc, unit="step",
                disable=not dist.main, dynamic_ncols=True,
-               mininterval=0.1 if sys.stderr.isatty() else LOG_FILE_INTERVAL)
+               mininterval=bar_interval())
     stop_early, started, timed_from = False, time.perf_counter(), None
     earlier = state["seconds"]  # of the runs before this one, up to the state's step
     if dist.main:

@@ -78,7 +78,7 @@ def run(cadence: Cadence, batches: Iterator, step_fn: StepFn, hooks: Hooks, *, d
     # redrawn about every 30 s: a long run shows that it moves, without a line per step
     bar = tqdm(total=cadence.steps, initial=state["step"], desc=desc, unit="step",
                disable=not dist.main, dynamic_ncols=True,
-               mininterval=bar_interval())
+               mininterval=bar_interval(), miniters=1)  # 1: by the clock alone
     stop_early, started, timed_from = False, time.perf_counter(), None
     earlier = state["seconds"]  # of the runs before this one, up to the state's step
     if dist.main:

@@ -99,7 +99,7 @@ def run_baselines(params_path: Path) -> None:
     scale, kernel = params.data.scale, params.data.lq_kernel
     with stage_run("evaluate_baselines", params.mlflow.experiment, values) as mlflow:
         rows = evaluate({k: baseline(k, scale) for k in BASELINES}, images, scale, kernel,
-                        params.eval.crop_border, lpips_model)
+                        params.eval.crop_border, lpips_model, desc="evaluate_baselines")
         summary = summarize(rows)
         write_json(BASELINES_JSON, {**summary, "settings": settings})
         write_text(BASELINES_CSV, rows_csv(rows, CSV_COLUMNS))

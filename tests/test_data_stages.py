@@ -219,6 +219,7 @@ def test_evaluate_refuses_baselines_made_for_other_settings(project, weights_dir
     out = run_cli("evaluate-baselines", cwd=project)
     assert out.stdout.splitlines()[-1] == ("evaluate_baselines: -> metrics/evaluate_baselines"
                                            ".json, metrics/evaluate_baselines_per_image.csv")
+    assert "evaluate_baselines: 100%" in out.stderr  # its bar, not evaluate's
     baselines = json.loads((project / "metrics/evaluate_baselines.json").read_text())
     settings = baselines.pop("settings")
     assert len(settings.pop("test_images_sha256")) == 64

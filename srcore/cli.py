@@ -157,7 +157,7 @@ def upscale(
 
     summary = run(inputs, output, model, tile=parse_tile(tile), tile_pad=tile_pad, device=device,
                   precision=precision, overwrite=overwrite, recursive=recursive, ext=ext)
-    typer.echo(summary.line())
+    typer.echo(f"{summary.line()} -> {output}/")  # a terminal's bar names no output file
     if not summary.ok:
         raise typer.Exit(2)
 

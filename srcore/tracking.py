@@ -240,6 +240,9 @@ def log_generator(mlflow, model, registered_name: str) -> None:
     example = np.random.default_rng(0).random((1, 3, 8, 8), dtype=np.float32)
     cpu = copy.deepcopy(model).to("cpu", torch.float32).eval()
     run = mlflow.active_run()
+    # its WARNING that pickle can run code on loading: the format chosen below, which a user
+    # cannot change; errors still show
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
     info = mlflow.pytorch.log_model(
         cpu, name="generator", signature=ModelSignature(inputs=spec, outputs=spec),
         input_example=example, registered_model_name=registered_name,

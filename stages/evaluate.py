@@ -99,13 +99,14 @@ def run_baselines(params_path: Path) -> None:
     scale, kernel = params.data.scale, params.data.lq_kernel
     with stage_run("evaluate_baselines", params.mlflow.experiment, values) as mlflow:
         rows = evaluate({k: baseline(k, scale) for k in BASELINES}, images, scale, kernel,
-                        params.eval.crop_border, lpips_model)
+                        params.eval.crop_border, lpips_model, desc="evaluate_baselines")
         summary = summarize(rows)
         write_json(BASELINES_JSON, {**summary, "settings": settings})
         write_text(BASELINES_CSV, rows_csv(rows, CSV_COLUMNS))
         for method, scores in summary.items():
             mlflow.log_metrics({f"{method}_{k}": v for k, v in scores.items()})
     _print_table(summary, len(images))
+    print(f"evaluate_baselines: -> {BASELINES_JSON}, {BASELINES_CSV}")
 
 
 def run_models(params_path: Path) -> None:
@@ -157,6 +158,8 @@ def run_models(params_path: Path) -> None:
         mlflow.log_artifact(str(FIGURE))
     _print_table(summary, len(images))
     _print_differences(differences)
+    print(f"evaluate: -> {EVALUATE_JSON} (the headline), {DETAILS_JSON}, {EVALUATE_CSV}, "
+          f"{FIGURE}")
 
 
 def _read_rows(csv_text: str) -> list[dict]:

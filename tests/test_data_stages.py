@@ -216,7 +216,10 @@ def test_evaluate_refuses_baselines_made_for_other_settings(project, weights_dir
     write_training_data(project, train=1, val=1, test=2)
     (project / "models").mkdir()
     (project / "models/pretrained").symlink_to(weights_dir)
-    run_cli("evaluate-baselines", cwd=project)
+    out = run_cli("evaluate-baselines", cwd=project)
+    assert out.stdout.splitlines()[-1] == ("evaluate_baselines: -> metrics/evaluate_baselines"
+                                           ".json, metrics/evaluate_baselines_per_image.csv")
+    assert "evaluate_baselines: 100%" in out.stderr  # its bar, not evaluate's
     baselines = json.loads((project / "metrics/evaluate_baselines.json").read_text())
     settings = baselines.pop("settings")
     assert len(settings.pop("test_images_sha256")) == 64

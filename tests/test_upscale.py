@@ -274,6 +274,7 @@ def test_cli_skips_bad_files_and_existing_outputs(tmp_path, ckpt):
     assert result.returncode == 2, result.stderr
     assert "broken.png" in result.stderr
     assert "upscaled 1 image(s), 1 failed" in result.stdout
+    assert result.stdout.rstrip().endswith(" -> out/")  # where, also for a terminal's run
     # not a terminal (a log file): one plain line per finished image instead of a bar
     assert "[2/2] out/good_x4.png (" in result.stderr
     good = tmp_path / "out" / "good_x4.png"

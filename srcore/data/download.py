@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from srcore.checksum import sha256_of
 from srcore.errors import SrcoreError
-from srcore.io import IMAGE_SUFFIXES
+from srcore.io import IMAGE_SUFFIXES, bar_interval
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def _stream(remote: RemoteFile, part: Path, have: int, digest, timeout: float,
         except OSError as err:
             raise _disk_error(part, err, _RESUME_NOTE) from err
         with out, tqdm(total=remote.size, initial=have, unit="B", unit_scale=True,
-                       desc=remote.name) as bar:
+                       desc=remote.name, mininterval=bar_interval()) as bar:
             while True:
                 try:
                     chunk = response.read(chunk_size)

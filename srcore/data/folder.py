@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from srcore.errors import SrcoreError
-from srcore.io import broken_link, file_or_broken_link, hidden, is_image_name, read_image
+from srcore.io import (bar_interval, broken_link, file_or_broken_link, hidden, is_image_name,
+                       read_image)
 
 
 def check_folder(folder: Path | str) -> Path:
@@ -58,7 +59,7 @@ def folder_images(folder: Path) -> list[tuple[str, Path]]:
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # a progress bar: a
         # folder of camera photos takes minutes to decode
         problems += [p for p in tqdm(pool.map(decodes, images), total=len(images),
-                                     desc="decode", unit="img") if p]
+                                     desc="decode", unit="img", mininterval=bar_interval()) if p]
     if problems:
         raise SrcoreError(f"{len(problems)} bad file(s) in data.dir={str(folder)!r}; remove or fix "
                           "them and re-run:\n  " + "\n  ".join(problems))

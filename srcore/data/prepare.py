@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from srcore.errors import SrcoreError
-from srcore.io import read_image, to_rgb8, write_png
+from srcore.io import bar_interval, read_image, to_rgb8, write_png
 
 
 def shrink_and_crop(rgb: np.ndarray, max_side: int, scale: int) -> np.ndarray:
@@ -97,7 +97,7 @@ def downsample_all(sources: list[tuple[str, Path]], dest_dir: Path, max_side: in
     # OpenCV releases the GIL while decoding, resizing and encoding, so threads scale.
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         results = list(tqdm(pool.map(work, sources), total=len(sources), desc="downsample",
-                            unit="img"))
+                            unit="img", mininterval=bar_interval()))
     if failed_writes:  # the first, in the order of the sources
         raise next(failed_writes[name] for name, _ in sources if name in failed_writes)
     problems = [str(r) for r in results if isinstance(r, SrcoreError)]

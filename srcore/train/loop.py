@@ -24,6 +24,7 @@ from typing import Callable, Iterator
 import torch
 
 from srcore.errors import Interrupted
+from srcore.io import bar_interval
 from srcore.train import distributed
 from srcore.train.distributed import Dist
 from srcore.train.state import check_finite
@@ -73,8 +74,11 @@ def run(cadence: Cadence, batches: Iterator, step_fn: StepFn, hooks: Hooks, *, d
     window = {k: (v[0].to(device), v[1]) for k, v in state["window"].items()}
     saved_step = state["step"]
     first = state["step"] + 1
+    # a terminal gets a live bar; a log file (dvc repro, CI, dvc queue logs) the same bar
+    # redrawn about every 30 s: a long run shows that it moves, without a line per step
     bar = tqdm(total=cadence.steps, initial=state["step"], desc=desc, unit="step",
-               disable=not dist.main or None, dynamic_ncols=True)
+               disable=not dist.main, dynamic_ncols=True,
+               mininterval=bar_interval(), miniters=1)  # 1: by the clock alone
     stop_early, started, timed_from = False, time.perf_counter(), None
     earlier = state["seconds"]  # of the runs before this one, up to the state's step
     if dist.main:

@@ -4,7 +4,9 @@ Everything is written next to its final path under a temporary name and renamed 
 a rename within one file system is atomic, so readers see either the old or the new output.
 The temporary name is `.<name>.<pid>.<random>.tmp`: a later write of the same output removes
 those left by a process that no longer runs (SIGKILL, power loss); Ctrl-C and SIGTERM raise
-an exception in the writer, which removes its own.
+an exception in the writer, which removes its own. They are held back for the moment a folder
+is swapped for its new version, and where a stage writes several outputs that belong together
+(`signals_deferred`), so an interrupt leaves all of them old or all new.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import glob
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -57,11 +61,19 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, 0o755)  # mkdtemp makes folders private; outputs are ordinary folders
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            # named as a temporary folder: if an interrupt or a kill cuts its removal short,
+            # the next write of `path` removes the rest
+            old = path.with_name(f"{_tmp_prefix(path)}old.tmp")
+            try:
+                with signals_deferred():  # never between the two renames: no folder at `path`
+                    os.replace(path, old)
+                    try:
+                        os.replace(tmp, path)
+                    except OSError:
+                        os.replace(old, path)  # the old one stays
+                        raise
+            finally:  # also when a signal held back is delivered
+                shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
     except OSError as err:
@@ -72,6 +84,42 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def temporary_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `path`, removed after the block (a download's
+    scratch space). Named as atomic_dir's, so one that a killed process left behind is removed
+    by the next call for the same `path`."""
+    path = Path(path)
+    _make_parent(path)
+    _remove_stale(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back while the block runs (a few quick renames or writes that
+    must not be cut in two), then deliver them: the handler the process had (the CLI's raises
+    Interrupted) runs once the block is done. Python runs signal handlers in the main thread
+    only, so elsewhere there is nothing to hold back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum))
+                for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

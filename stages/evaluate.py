@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from srcore.atomic import write_json, write_text
+from srcore.atomic import signals_deferred, write_json, write_text
 from srcore.errors import SrcoreError
 from srcore.tracking import log_on_pipeline_run, stage_run
 from srcore.csvlog import rows_csv
@@ -101,8 +101,9 @@ def run_baselines(params_path: Path) -> None:
         rows = evaluate({k: baseline(k, scale) for k in BASELINES}, images, scale, kernel,
                         params.eval.crop_border, lpips_model, desc="evaluate_baselines")
         summary = summarize(rows)
-        write_json(BASELINES_JSON, {**summary, "settings": settings})
-        write_text(BASELINES_CSV, rows_csv(rows, CSV_COLUMNS))
+        with signals_deferred():  # both or neither: evaluate reads them together
+            write_json(BASELINES_JSON, {**summary, "settings": settings})
+            write_text(BASELINES_CSV, rows_csv(rows, CSV_COLUMNS))
         for method, scores in summary.items():
             mlflow.log_metrics({f"{method}_{k}": v for k, v in scores.items()})
     _print_table(summary, len(images))
@@ -134,17 +135,19 @@ def run_models(params_path: Path) -> None:
         rows = evaluate(methods, images, scale, kernel, params.eval.crop_border, lpips_model)
         summary = {**baselines, **summarize(rows)}
         differences = paired_differences(_read_rows(baseline_rows) + rows, COMPARED)
-        write_json(DETAILS_JSON, {**summary, "differences": differences})
-        write_json(EVALUATE_JSON, headline(summary, differences))
-        per_image = baseline_rows + rows_csv(rows, CSV_COLUMNS).split("\n", 1)[1]
-        write_text(EVALUATE_CSV, per_image)
         all_methods = {**{k: baseline(k, scale) for k in BASELINES}, **methods}
         with torch.no_grad():
             figure = comparison_figure(images, all_methods, scale, kernel,
                                        params.eval.crop_border, lpips_model)
         from srcore.io import write_png
 
-        write_png(FIGURE, figure)
+        # made first, written together: an interrupt leaves all of them old or all new
+        with signals_deferred():
+            write_json(DETAILS_JSON, {**summary, "differences": differences})
+            write_json(EVALUATE_JSON, headline(summary, differences))
+            per_image = baseline_rows + rows_csv(rows, CSV_COLUMNS).split("\n", 1)[1]
+            write_text(EVALUATE_CSV, per_image)
+            write_png(FIGURE, figure)
         metrics = {f"{method}_{k}": v for method, scores in summary.items()
                    for k, v in scores.items()}
         metrics.update({f"{pair}_{metric}_{end}": d[end] for pair, by_metric in

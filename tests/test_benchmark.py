@@ -82,3 +82,30 @@ def test_benchmark_times_torch_compile_when_asked(tmp_path):
     assert figures[f"cnn_train_{precision}_compiled_speedup_over_eager"] == pytest.approx(
         figures[f"cnn_train_{precision}_step_s"]
         / figures[f"cnn_train_{precision}_compiled_step_s"])
+
+
+def test_ctrl_c_in_the_benchmarks_training_loop_says_stopped_not_a_state_to_resume(tmp_path):
+    """The benchmark times the real train_cnn loop, whose Ctrl-C saves its state and says
+    where: here a temporary file, removed at once, that no command resumes from."""
+    import subprocess
+    import sys
+
+    write_params(tmp_path, **TINY)
+    # the signal comes at the loop's first logged step, from the CLI's own process
+    script = ("import os, signal, sys\n"
+              "import srcore.train.cnn as cnn\n"
+              "real = cnn.train_cnn\n"
+              "def train_cnn(*args, on_log, **kwargs):\n"
+              "    def log(step, row):\n"
+              "        on_log(step, row)\n"
+              "        os.kill(os.getpid(), signal.SIGINT)\n"
+              "    return real(*args, on_log=log, **kwargs)\n"
+              "cnn.train_cnn = train_cnn\n"
+              "sys.argv = ['srcore', 'benchmark', '--device', 'cpu', '--no-compile']\n"
+              "from srcore.cli import main\n"
+              "main()\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 130, out.stderr
+    assert "Traceback" not in out.stderr and "state saved" not in out.stderr, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == "interrupted: stopped"

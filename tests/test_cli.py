@@ -41,3 +41,26 @@ def test_errors_are_one_line_without_traceback(tmp_path):
     assert out.returncode == 2
     assert out.stderr.startswith("error: params.yaml: params file not found")
     assert "Traceback" not in out.stderr
+
+
+def test_a_signal_while_the_cli_is_still_imported_is_one_line_not_a_traceback(tmp_path):
+    """Ctrl-C or SIGTERM in the first fraction of a second of `python -m srcore` (importing
+    typer, before the CLI's handlers are in) printed a KeyboardInterrupt traceback."""
+    import signal
+
+    # the signal comes as srcore.cli imports typer
+    script = ("import os, runpy, signal, sys, time\n"
+              "signum = int(sys.argv[1])\n"
+              "class Signal:\n"
+              "    def find_spec(self, name, path=None, target=None):\n"
+              "        if name == 'typer':\n"
+              "            os.kill(os.getpid(), signum)\n"
+              "            time.sleep(5)\n"
+              "sys.meta_path.insert(0, Signal())\n"
+              "sys.argv[1:] = ['download']\n"
+              "runpy.run_module('srcore', run_name='__main__', alter_sys=True)\n")
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        out = subprocess.run([sys.executable, "-c", script, str(int(signum))], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 128 + signum, out.stderr
+        assert out.stderr == "interrupted: stopped\n"

@@ -255,6 +255,49 @@ def test_evaluate_refuses_baselines_made_for_other_settings(project, weights_dir
     assert not (project / "metrics/evaluate.json").exists()
 
 
+def test_an_interrupted_evaluate_leaves_its_outputs_all_old(project, weights_dir):
+    """Ctrl-C while the comparison figure was drawn (seconds, after the scores) left the new
+    evaluate.json, evaluate_details.json and per-image CSV beside the old figure (or none),
+    and the MLflow run said KILLED: a mix of two runs in metrics/."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from srcore.models.checkpoint import save_generator
+    from srcore.models.rrdb import RRDBNet
+
+    write_training_data(project, train=1, val=1, test=2)
+    (project / "models").mkdir()
+    (project / "models/pretrained").symlink_to(weights_dir)
+    for name in ("cnn", "gan"):
+        torch.manual_seed(0)
+        save_generator(project / f"models/{name}.pt",
+                       RRDBNet(rrdb=1, features=8, growth=8).eval())
+    run_cli("evaluate-baselines", cwd=project)
+    baselines = {p.name: p.read_bytes() for p in (project / "metrics").iterdir()}
+    # the signal comes while the figure is drawn, from the CLI's own handler
+    script = ("import os, signal, sys, time\n"
+              "import stages.evaluate as stage\n"
+              "def figure(*args, **kwargs):\n"
+              "    print('drawing', flush=True)\n"
+              "    os.kill(os.getpid(), signal.SIGINT)\n"
+              "    time.sleep(60)\n"
+              "stage.comparison_figure = figure\n"
+              "sys.argv = ['srcore', 'evaluate']\n"
+              "from srcore.cli import main\n"
+              "main()\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=project, capture_output=True,
+                         text=True, timeout=300)
+    assert "drawing" in out.stdout, out.stderr
+    assert out.returncode == 130 and out.stderr.strip().splitlines()[-1] == "interrupted: stopped"
+    assert "Traceback" not in out.stderr, out.stderr
+    assert {p.name: p.read_bytes() for p in (project / "metrics").iterdir()} == baselines
+    with sqlite3.connect(project / "mlflow.db") as db:
+        status = db.execute("SELECT status FROM runs WHERE name = 'evaluate'").fetchall()
+    assert status == [("KILLED",)]
+
+
 @pytest.mark.parametrize("data_dir", ["data", ".", "data/raw/mine"])
 def test_a_data_dir_overlapping_the_pipelines_own_folders_is_refused(project, data_dir):
     (project / data_dir).mkdir(parents=True, exist_ok=True)

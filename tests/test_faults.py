@@ -18,7 +18,7 @@ from srcore.atomic import atomic_dir, atomic_path, write_json, write_text
 from srcore.errors import SrcoreError
 from srcore.tracking import stage_run
 
-from conftest import run_cli, write_params, write_training_data
+from conftest import run_cli, run_cli_patched, write_params, write_training_data
 
 STEPS = 100  # checkpoints at every 20th step: a run stopped after the first is mid-way
 TINY = {"model__rrdb": 1, "model__features": 8, "model__growth": 8, "cnn__steps": STEPS,
@@ -389,6 +389,23 @@ def test_a_full_disk_at_the_last_image_says_nothing_of_images_not_tried(upscale_
     assert "failed: could not write out/d_x4.png: No space left on device." in result.stderr
     assert "not tried" not in result.stderr + result.stdout, result.stderr
     assert result.stdout.startswith("upscaled 3 image(s), 1 failed, 0 skipped (output exists) in ")
+
+
+def test_ctrl_c_just_after_an_output_is_written_counts_it(upscale_inputs):
+    """The signal right after an output's file is in place (where the timing test above once
+    hit: 4 files, "3 image(s) upscaled"): the file and its count go together."""
+    patch = ("import os, signal, srcore.upscale as u\n"
+             "real = u.write_bytes\n"
+             "def write_bytes(*args):\n"
+             "    real(*args)\n"
+             "    os.kill(os.getpid(), signal.SIGINT)\n"
+             "u.write_bytes = write_bytes\n")
+    out = run_cli_patched(patch, "upscale", "in", "-o", "out", "--model", "cnn.pt", "--device",
+                          "cpu", cwd=upscale_inputs)
+    assert out.returncode == 130, out.stderr
+    assert out.stderr.splitlines()[-1].startswith(
+        "interrupted: 1 image(s) upscaled, 3 not yet (none half-written)."), out.stderr
+    assert sorted(p.name for p in (upscale_inputs / "out").iterdir()) == ["a_x4.png"]
 
 
 def test_ctrl_c_in_an_upscale_batch_says_what_is_done_and_a_rerun_finishes(upscale_inputs):

@@ -177,7 +177,7 @@ def export(
 ) -> None:
     """Export a generator to ONNX (opset 17; any batch, height and width), checked with
     onnxruntime against torch on a small random batch."""
-    from srcore.onnx_export import OPSET, export_all
+    from srcore.onnx_export import OPSET, export as export_onnx
 
     outputs = [(output, "fp32")]
     if fp16:
@@ -187,7 +187,7 @@ def export(
             raise SrcoreError(f"-o {path} is a folder; give a file name ending in .onnx")
         if path.exists() and not overwrite:
             raise SrcoreError(f"{path} exists; pass --overwrite to replace it")
-    for (path, precision), diff in zip(outputs, export_all(model, outputs)):
+    for (path, precision), diff in zip(outputs, export_onnx(model, outputs)):
         typer.echo(f"wrote {path} ({precision}, opset {OPSET}); onnxruntime vs torch: max abs "
                    f"difference {diff:.1e} on a random 2x3x17x23 input")
 

@@ -26,12 +26,7 @@ CHECK_SHAPE = (2, 3, 17, 23)  # batch 2 and sides no power of two divides
 TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}  # max abs difference from torch fp32, on [0, 1]
 
 
-def export(checkpoint: Path, out: Path, precision: str = "fp32") -> float:
-    """Write `out` atomically and return the max abs difference from the torch model."""
-    return export_all(checkpoint, [(out, precision)])[0]
-
-
-def export_all(checkpoint: Path, outputs: list[tuple[Path, str]]) -> list[float]:
+def export(checkpoint: Path, outputs: list[tuple[Path, str]]) -> list[float]:
     """Write each (file, precision) of `outputs` and return each one's max abs difference from
     the torch model. All or none: each is made under a temporary name and checked, and they
     take their names together at the end (an interrupt before then leaves none of them, so the

@@ -180,7 +180,7 @@ def test_a_missing_onnx_extra_names_the_install_command(tmp_path, ckpt, monkeypa
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
-    for call in (lambda: export(ckpt, tmp_path / "x.onnx"),
+    for call in (lambda: export(ckpt, [(tmp_path / "x.onnx", "fp32")]),
                  lambda: OnnxModel(tmp_path / "x.onnx")):
         with pytest.raises(SrcoreError, match=re.escape(f"onnx extra (onnxruntime is not "
                                                          f"installed): {INSTALL}")) as caught:
@@ -213,7 +213,7 @@ def test_an_export_that_fails_its_check_leaves_no_file(tmp_path, ckpt, monkeypat
     monkeypatch.setitem(onnx_export.TOLERANCE, "fp32", -1.0)  # any difference is too much
     with pytest.raises(SrcoreError, match=r"new.onnx: onnxruntime differs from torch by .*; "
                                           "not written"):
-        onnx_export.export(ckpt, tmp_path / "new.onnx")
+        onnx_export.export(ckpt, [(tmp_path / "new.onnx", "fp32")])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cnn.fp16.onnx", "cnn.onnx", "cnn.pt"]
 
 

@@ -29,7 +29,6 @@ def check_data_dir(data) -> None:
 
     if data.source != "dir":
         return
-    _check_copied(Path(data.dir))
     folder = Path(data.dir).resolve()
     for own in (RAW, HR, DOWNLOADS):
         if own.resolve().is_relative_to(folder) or folder.is_relative_to(own.resolve()):
@@ -37,25 +36,3 @@ def check_data_dir(data) -> None:
                               "writes: its images would be read back in as new photos on "
                               "every run; put your photos in a folder of their own (e.g. "
                               "data/photos) and set data.dir to it")
-
-
-def _check_copied(folder: Path) -> None:
-    """A queued (or --temp) experiment runs in a copy of the project that has only the files
-    git tracks (DVC_ROOT names the project): a relative data.dir there is the empty
-    data/photos of the clone, not the user's photos."""
-    from srcore.errors import SrcoreError
-    from srcore.io import is_image_name
-    from srcore.tracking import project_root
-
-    def has_images(path: Path) -> bool:
-        return path.is_dir() and any(is_image_name(p) for p in path.rglob("*"))
-
-    project = project_root()
-    if (folder.is_absolute() or project == Path.cwd().resolve() or has_images(folder)
-            or not has_images(project / folder)):
-        return
-    # `dvc exp run -C data/photos` does not help: DVC 3 cannot copy a folder git has
-    raise SrcoreError(f"data.dir={str(folder)!r} has no images in this experiment's copy of "
-                      f"the project ({Path.cwd()}): a queued or --temp experiment gets only "
-                      "the files git tracks. Give data.dir as an absolute path: "
-                      f"dvc exp run --queue -S data.dir={project / folder} ...")

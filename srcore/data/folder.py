@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Iterator
 
 from srcore.errors import SrcoreError
 from srcore.io import (bar_interval, broken_link, file_or_broken_link, hidden, is_image_name,
@@ -12,12 +13,38 @@ from srcore.io import (bar_interval, broken_link, file_or_broken_link, hidden, i
 
 
 def check_folder(folder: Path | str) -> Path:
-    """data.dir as a path, which must be a folder."""
+    """data.dir as a path, which must be a folder: in a queued experiment's copy of the
+    project, one that holds the images."""
     folder = Path(folder)
     if not folder.is_dir():
         raise SrcoreError(f"data.dir={str(folder)!r} is not a folder; set data.dir to a folder "
                           "of images (e.g. dvc exp run -S data.dir=/path/to/images)")
+    _check_copied(folder)
     return folder
+
+
+def image_files(folder: Path) -> Iterator[Path]:
+    """The image files under `folder`, recursively, hidden ones left out. A symbolic link that
+    leads nowhere is listed too, to be named, not skipped."""
+    return (p for p in folder.rglob("*") if is_image_name(p) and file_or_broken_link(p)
+            and not hidden(p, folder))
+
+
+def _check_copied(folder: Path) -> None:
+    """A queued (or --temp) experiment runs in a copy of the project that has only the files
+    git tracks (DVC_ROOT names the project): a relative data.dir there is the empty
+    data/photos of the clone, not the user's photos."""
+    from srcore.tracking import project_root
+
+    project = project_root()
+    if (folder.is_absolute() or project == Path.cwd().resolve() or any(image_files(folder))
+            or not (project / folder).is_dir() or not any(image_files(project / folder))):
+        return
+    # `dvc exp run -C data/photos` does not help: DVC 3 cannot copy a folder git has
+    raise SrcoreError(f"data.dir={str(folder)!r} has no images in this experiment's copy of "
+                      f"the project ({Path.cwd()}): a queued or --temp experiment gets only "
+                      "the files git tracks. Give data.dir as an absolute path: "
+                      f"dvc exp run --queue -S data.dir={project / folder} ...")
 
 
 def folder_images(folder: Path) -> list[tuple[str, Path]]:
@@ -27,9 +54,7 @@ def folder_images(folder: Path) -> list[tuple[str, Path]]:
     one error, by their path in `folder`.
     """
     folder = check_folder(folder)
-    # a symbolic link that leads nowhere is listed too, to be named below, not skipped
-    files = sorted(p for p in folder.rglob("*") if is_image_name(p) and file_or_broken_link(p)
-                   and not hidden(p, folder))
+    files = sorted(image_files(folder))
     if not files:
         raise SrcoreError(f"data.dir={str(folder)!r} holds no images "
                           f"(looked for .png .jpg .jpeg .bmp .tif .tiff .webp, recursively)")

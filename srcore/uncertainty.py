@@ -30,13 +30,23 @@ def mean_difference(per_image: dict[str, float]) -> dict:
         from scipy.stats import bootstrap  # here: importing scipy.stats takes ~1 s
 
         result = bootstrap((values,), np.mean, confidence_level=0.95, method="percentile",
-                           n_resamples=RESAMPLES, random_state=SEED)
+                           n_resamples=RESAMPLES, **_seeded(bootstrap))
         low, high = result.confidence_interval
         method = "bootstrap 95%"
     return {"mean": float(values.mean()), "low": float(low), "high": float(high),
             "interval": method, "excludes_zero": bool(low > 0 or high < 0),
             "images": len(values),
             "per_image": [{"image": k, "difference": float(v)} for k, v in per_image.items()]}
+
+
+def _seeded(function) -> dict:
+    """The seed argument of a SciPy function: `rng` from SciPy 1.15 on (`random_state` is
+    deprecated there), `random_state` before. Both get the same NumPy Generator, so a SciPy
+    version gives the interval any other gives."""
+    import inspect
+
+    name = "rng" if "rng" in inspect.signature(function).parameters else "random_state"
+    return {name: np.random.default_rng(SEED)}
 
 
 def paired_differences(rows: list[dict], pairs: list[tuple[str, str]],

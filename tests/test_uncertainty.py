@@ -44,3 +44,36 @@ def test_paired_differences_subtract_per_image():
     assert result["cnn_vs_bicubic"]["lpips"]["mean"] == pytest.approx(-0.075)
     with pytest.raises(ValueError, match="gan has no scores for x, y"):
         paired_differences(rows, [("cnn", "gan")])
+
+
+def test_the_bootstrap_seed_goes_to_scipys_rng_and_gives_one_interval_on_any_scipy(monkeypatch):
+    """SciPy 1.15 renamed bootstrap's random_state to rng (random_state is deprecated, and an
+    integer seed gives another stream under rng). The seed is passed as rng where SciPy has it,
+    as random_state before, the same NumPy Generator both ways: one interval on every SciPy."""
+    import warnings
+
+    import numpy as np
+    import scipy.stats
+
+    from srcore.uncertainty import SEED
+
+    gains = {f"img{i}": 1.0 + 0.1 * (i % 3) + 0.01 * i for i in range(12)}
+    values = np.array(list(gains.values()))
+    real = scipy.stats.bootstrap
+    expected = real((values,), np.mean, confidence_level=0.95, method="percentile",
+                    n_resamples=10_000, rng=np.random.default_rng(SEED)).confidence_interval
+
+    def deprecating(*args, random_state=None, rng=None, **kwargs):  # a SciPy that warns
+        if random_state is not None:
+            warnings.warn("random_state is deprecated; use rng", DeprecationWarning)
+        return real(*args, rng=rng, **kwargs)
+
+    def before_1_15(*args, random_state=None, **kwargs):  # SciPy 1.9 to 1.14: no rng
+        return real(*args, rng=random_state, **kwargs)
+
+    for bootstrap in (real, deprecating, before_1_15):
+        monkeypatch.setattr(scipy.stats, "bootstrap", bootstrap)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            result = mean_difference(gains)
+        assert (result["low"], result["high"]) == tuple(expected), bootstrap.__name__

@@ -13,7 +13,7 @@ import torch
 
 from srcore.data.dataset import to_tensor
 from srcore.data.kernels import downscale, upscale
-from srcore.io import bar_interval
+from srcore.io import progress_bar
 from srcore.metrics import image_metrics, to_uint8
 
 METRICS = ("psnr", "ssim", "psnr_y", "ssim_y", "lpips")
@@ -39,11 +39,8 @@ def evaluate(methods: dict[str, Callable[[np.ndarray], np.ndarray]],
              images: dict[str, np.ndarray], scale: int, kernel: str, crop_border: int,
              lpips_model, desc: str = "evaluate") -> list[dict]:
     """One row {method, image, psnr, ssim, psnr_y, ssim_y, lpips} per method and image."""
-    from tqdm import tqdm
-
     rows = []
-    for name, gt in tqdm(images.items(), desc=desc, unit="img",
-                           mininterval=bar_interval()):
+    for name, gt in progress_bar(images.items(), desc=desc, unit="img"):
         lq = make_lq(gt, scale, kernel)
         for method, sr_of in methods.items():
             with torch.no_grad():

@@ -27,6 +27,32 @@ def bar_interval() -> float:
 
     return 0.1 if sys.stderr.isatty() else 30
 
+
+def progress_bar(iterable=None, **kwargs):
+    """A tqdm bar redrawn every bar_interval() s. In a log file it never draws the count it
+    last drew again: tqdm's close redraws the finished bar, which the last step had drawn
+    already when bar_interval() had passed since the draw before (the 100% line twice)."""
+    return _log_file_bar()(iterable, mininterval=bar_interval(), **kwargs)
+
+
+@functools.cache
+def _log_file_bar():
+    import sys
+
+    from tqdm import tqdm
+
+    class Bar(tqdm):
+        _drawn = None  # the count of the last draw
+
+        def display(self, msg=None, pos=None):
+            if msg is None and not sys.stderr.isatty():
+                if self.n == self._drawn:
+                    return True
+                self._drawn = self.n
+            return super().display(msg, pos)
+
+    return Bar
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 # 200 megapixels: far above any photo we train on (DIV2K <= 4.2 MP), far below what
 # would exhaust memory; a header claiming more is treated as a decompression bomb.

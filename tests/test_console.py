@@ -1,5 +1,7 @@
 """What users see on the console: progress in a terminal and in log files (dvc repro, CI,
 dvc queue logs), without floods or library noise."""
+import pytest
+
 from srcore.train.cnn import train_cnn
 from test_train_cnn import setup
 
@@ -55,3 +57,33 @@ def test_a_long_loop_in_a_log_file_redraws_its_bar_now_and_then_not_every_tenth_
     prepare.downsample_all(sources, out, max_side=16, scale=4)
     err = capfd.readouterr().err
     assert "40/40" in err and err.count("\r") < 6, err.count("\r")
+
+
+@pytest.mark.parametrize("loop", ["training", "downsample"])
+def test_a_finished_bar_is_in_a_log_file_once(tmp_path, capfd, monkeypatch, loop):
+    """tqdm's close redraws the finished bar; when the last step came bar_interval() after the
+    draw before (any long run in a log file), that step had drawn it already: two 100% lines.
+    An interval of 0 s makes every step such a step."""
+    import cv2
+
+    import srcore.data.prepare as prepare
+    import srcore.io
+    from images import photo
+
+    monkeypatch.setattr(srcore.io, "bar_interval", lambda: 0)
+    if loop == "training":
+        model, data, val, cnn, train, kw = setup(tmp_path, steps=4, cnn__val_every=4,
+                                                 train__checkpoint_every=4)
+        train_cnn(model, data, val, cnn, train, **kw)
+        total = 4
+    else:
+        sources = []
+        for i in range(3):
+            cv2.imwrite(str(tmp_path / f"{i}.png"), photo(16, 16, seed=i))
+            sources.append((str(i), tmp_path / f"{i}.png"))
+        (tmp_path / "hr").mkdir()
+        prepare.downsample_all(sources, tmp_path / "hr", max_side=16, scale=4)
+        total = 3
+    err = capfd.readouterr().err
+    assert err.count(f"{total}/{total}") == 1, err
+    assert err.count(f"1/{total}") == 1, err  # each count once: tqdm.write redrew it too

@@ -16,11 +16,9 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import urlparse
 from urllib.request import Request, urlopen
 
-from tqdm import tqdm
-
 from srcore.checksum import sha256_of
 from srcore.errors import SrcoreError
-from srcore.io import IMAGE_SUFFIXES, bar_interval
+from srcore.io import IMAGE_SUFFIXES, progress_bar
 
 
 @dataclass(frozen=True)
@@ -108,8 +106,8 @@ def _stream(remote: RemoteFile, part: Path, have: int, digest, timeout: float,
             out = open(part, "ab" if have else "wb")
         except OSError as err:
             raise _disk_error(part, err, _RESUME_NOTE) from err
-        with out, tqdm(total=remote.size, initial=have, unit="B", unit_scale=True,
-                       desc=remote.name, mininterval=bar_interval()) as bar:
+        with out, progress_bar(total=remote.size, initial=have, unit="B",
+                               unit_scale=True, desc=remote.name) as bar:
             while True:
                 try:
                     chunk = response.read(chunk_size)

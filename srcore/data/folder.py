@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Iterator
 
 from srcore.errors import SrcoreError
-from srcore.io import (bar_interval, broken_link, file_or_broken_link, hidden, is_image_name,
+from srcore.io import (broken_link, file_or_broken_link, hidden, is_image_name, progress_bar,
                        read_image)
 
 
@@ -79,12 +79,10 @@ def folder_images(folder: Path) -> list[tuple[str, Path]]:
             return str(err)
 
     # OpenCV releases the GIL while decoding, so threads scale
-    from tqdm import tqdm
-
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # a progress bar: a
         # folder of camera photos takes minutes to decode
-        problems += [p for p in tqdm(pool.map(decodes, images), total=len(images),
-                                     desc="decode", unit="img", mininterval=bar_interval()) if p]
+        problems += [p for p in progress_bar(pool.map(decodes, images), total=len(images),
+                                             desc="decode", unit="img") if p]
     if problems:
         raise SrcoreError(f"{len(problems)} bad file(s) in data.dir={str(folder)!r}; remove or fix "
                           "them and re-run:\n  " + "\n  ".join(problems))

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from srcore.errors import SrcoreError
-from srcore.io import bar_interval, read_image, to_rgb8, write_png
+from srcore.io import progress_bar, read_image, to_rgb8, write_png
 
 
 def shrink_and_crop(rgb: np.ndarray, max_side: int, scale: int) -> np.ndarray:
@@ -72,8 +72,6 @@ def downsample_all(sources: list[tuple[str, Path]], dest_dir: Path, max_side: in
     """
     import threading
 
-    from tqdm import tqdm
-
     from srcore.atomic import write_error
 
     stop = threading.Event()
@@ -96,8 +94,8 @@ def downsample_all(sources: list[tuple[str, Path]], dest_dir: Path, max_side: in
 
     # OpenCV releases the GIL while decoding, resizing and encoding, so threads scale.
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        results = list(tqdm(pool.map(work, sources), total=len(sources), desc="downsample",
-                            unit="img", mininterval=bar_interval()))
+        results = list(progress_bar(pool.map(work, sources), total=len(sources),
+                                    desc="downsample", unit="img"))
     if failed_writes:  # the first, in the order of the sources
         raise next(failed_writes[name] for name, _ in sources if name in failed_writes)
     problems = [str(r) for r in results if isinstance(r, SrcoreError)]

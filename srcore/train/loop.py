@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 import torch
 
 from srcore.errors import Interrupted
-from srcore.io import bar_interval
+from srcore.io import progress_bar
 from srcore.train import distributed
 from srcore.train.distributed import Dist
 from srcore.train.state import check_finite
@@ -65,8 +65,6 @@ def run(cadence: Cadence, batches: Iterator, step_fn: StepFn, hooks: Hooks, *, d
     for a state that already finished. Returns {"steps_run", "stopped_early", "steps_per_s",
     "wall_time_s"}: the rate measured after the first step, the time of the whole training
     (a resumed one's earlier runs up to its checkpoint too)."""
-    from tqdm import tqdm
-
     state = hooks.state
     if state["stopped_early"] or state["step"] >= cadence.steps:
         return {"steps_run": state["step"], "stopped_early": state["stopped_early"],
@@ -76,9 +74,9 @@ def run(cadence: Cadence, batches: Iterator, step_fn: StepFn, hooks: Hooks, *, d
     first = state["step"] + 1
     # a terminal gets a live bar; a log file (dvc repro, CI, dvc queue logs) the same bar
     # redrawn about every 30 s: a long run shows that it moves, without a line per step
-    bar = tqdm(total=cadence.steps, initial=state["step"], desc=desc, unit="step",
-               disable=not dist.main, dynamic_ncols=True,
-               mininterval=bar_interval(), miniters=1)  # 1: by the clock alone
+    bar = progress_bar(total=cadence.steps, initial=state["step"], desc=desc, unit="step",
+                       disable=not dist.main, dynamic_ncols=True,
+                       miniters=1)  # 1: by the clock alone
     stop_early, started, timed_from = False, time.perf_counter(), None
     earlier = state["seconds"]  # of the runs before this one, up to the state's step
     if dist.main:

@@ -1,4 +1,4 @@
-"""`python -m srcore`, as every DVC stage runs it."""
+"""`python -m srcore`, as every DVC stage runs it, and the installed `srcore` command (run)."""
 
 import signal
 import sys
@@ -12,9 +12,16 @@ def _stop(signum, frame):
     sys.exit(128 + signum)
 
 
-for _signum in (signal.SIGINT, signal.SIGTERM):
-    signal.signal(_signum, _stop)
+def run() -> None:
+    """Put in the early handler, then import and run the CLI. The console script calls this
+    rather than srcore.cli.main, which would import typer first, with no handler yet."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stop)
 
-from srcore.cli import main  # noqa: E402
+    from srcore.cli import main
 
-main()
+    main()
+
+
+if __name__ == "__main__":
+    run()

@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO, run_cli
 
 
@@ -43,10 +45,26 @@ def test_errors_are_one_line_without_traceback(tmp_path):
     assert "Traceback" not in out.stderr
 
 
-def test_a_signal_while_the_cli_is_still_imported_is_one_line_not_a_traceback(tmp_path):
-    """Ctrl-C or SIGTERM in the first fraction of a second of `python -m srcore` (importing
-    typer, before the CLI's handlers are in) printed a KeyboardInterrupt traceback."""
+def _console_script() -> str:
+    """What pip's `srcore` script runs: pyproject's [project.scripts] target, called."""
+    import re
+
+    module, function = re.search(r'^srcore = "([\w.]+):(\w+)"$',
+                                 (REPO / "pyproject.toml").read_text(), re.M).groups()
+    return f"from {module} import {function}\nsys.exit({function}())\n"
+
+
+@pytest.mark.parametrize("launch", [
+    "runpy.run_module('srcore', run_name='__main__', alter_sys=True)\n",  # python -m srcore
+    "console script"])
+def test_a_signal_while_the_cli_is_still_imported_is_one_line_not_a_traceback(tmp_path, launch):
+    """Ctrl-C or SIGTERM in the first fraction of a second of `python -m srcore` or of the
+    installed `srcore` command (importing typer, before the CLI's handlers are in) printed a
+    KeyboardInterrupt traceback."""
     import signal
+
+    if launch == "console script":
+        launch = _console_script()
 
     # the signal comes as srcore.cli imports typer
     script = ("import os, runpy, signal, sys, time\n"
@@ -57,8 +75,7 @@ def test_a_signal_while_the_cli_is_still_imported_is_one_line_not_a_traceback(tm
               "            os.kill(os.getpid(), signum)\n"
               "            time.sleep(5)\n"
               "sys.meta_path.insert(0, Signal())\n"
-              "sys.argv[1:] = ['download']\n"
-              "runpy.run_module('srcore', run_name='__main__', alter_sys=True)\n")
+              "sys.argv[1:] = ['download']\n" + launch)
     for signum in (signal.SIGINT, signal.SIGTERM):
         out = subprocess.run([sys.executable, "-c", script, str(int(signum))], cwd=tmp_path,
                              capture_output=True, text=True, timeout=60)

@@ -48,7 +48,7 @@ def test_the_wheel_holds_the_code_and_the_srcore_command(dists):
                             if n.endswith(".dist-info/entry_points.txt"))
     assert tracked("srcore", "stages") <= names
     assert not [n for n in names if not n.startswith(("srcore/", "stages/", "srcore-"))]
-    assert "[console_scripts]\nsrcore = srcore.cli:main" in entry_points
+    assert "[console_scripts]\nsrcore = srcore.__main__:run" in entry_points
 
 
 def test_the_sdist_holds_no_tests_that_cannot_run(dists):

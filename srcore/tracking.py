@@ -212,7 +212,9 @@ def stage_run(stage: str, experiment: str, params: dict[str, Any], enabled: bool
     if run_id is not None:
         print(f"{stage}: continuing MLflow run {run_id}")
         tags = {}  # the run keeps the parent and tags it was created with
-    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=stage, tags=tags):
+    # named after its pipeline too: the compare view and its charts label runs by name alone
+    name = f"{stage} ({pipeline})"
+    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=name, tags=tags):
         mlflow.log_params(flatten(params))
         try:
             yield mlflow

@@ -7,7 +7,9 @@ artifact location. MLFLOW_TRACKING_URI overrides all of it.
 Each stage is a child run of one parent run per pipeline execution, as MLflow's docs lay out
 pipelines: the parent is named after the DVC experiment (DVC_EXP_NAME), or for a plain
 `dvc repro` after the commit and a short hash of params.yaml, and it holds every param and, as
-`changed.*` tags, those that differ from the committed params.yaml.
+`changed.*` tags, those that differ from the committed params.yaml. A plain `dvc repro` joins
+the newest parent of the same commit and params, so the `dvc repro` that resumes an interrupted
+`dvc exp run` puts its stages under that experiment's parent.
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ def _read_params(text: str | None) -> dict[str, Any]:
     return flatten(loaded) if isinstance(loaded, dict) else {}
 
 
+PLAIN_REPRO = "workspace (dvc repro)"  # the dvc_experiment tag of a run outside `dvc exp run`
+
+
 def pipeline_identity(root: Path) -> dict[str, Any]:
     """What names and tags this pipeline execution's parent run: see the module docstring."""
     path = root / "params.yaml"
@@ -83,17 +88,26 @@ def pipeline_identity(root: Path) -> dict[str, Any]:
                if committed and (k not in committed or committed[k] != v)}
     return {"name": name, "key": f"{name} {commit} {digest}", "params": params,
             "changed": changed, "commit": commit, "params_hash": digest,
-            "experiment": experiment or "workspace (dvc repro)"}
+            "experiment": experiment or PLAIN_REPRO}
 
 
-def _parent_run(client, experiment_id: str, identity: dict[str, Any]) -> str:
-    """The run id of this execution's parent run, created on its first stage."""
+def _parent_run(client, experiment_id: str, identity: dict[str, Any]) -> tuple[str, str, str]:
+    """(run id, name, dvc_experiment tag) of this execution's parent run, created on its first
+    stage. A plain `dvc repro` joins the newest parent of the same commit and params, named or
+    not: after an interrupted `dvc exp run` it is what finishes that experiment (README), so its
+    stages belong under the experiment's parent rather than a second one."""
     from mlflow.entities import Param
 
-    found = client.search_runs([experiment_id], f"tags.pipeline_key = '{identity['key']}'",
-                               max_results=1)
+    if identity["experiment"] == PLAIN_REPRO:
+        query = f"tags.pipeline_key LIKE '% {identity['commit']} {identity['params_hash']}'"
+    else:
+        query = f"tags.pipeline_key = '{identity['key']}'"
+    found = client.search_runs([experiment_id], query, max_results=1,
+                               order_by=["attributes.start_time DESC"])
     if found:
-        return found[0].info.run_id
+        run = found[0]
+        return (run.info.run_id, run.info.run_name,
+                run.data.tags.get("dvc_experiment", identity["experiment"]))
     changed = identity["changed"]
     tags = {"pipeline_key": identity["key"], "dvc_experiment": identity["experiment"],
             "git_commit": identity["commit"], "params_hash": identity["params_hash"],
@@ -107,7 +121,7 @@ def _parent_run(client, experiment_id: str, identity: dict[str, Any]) -> str:
     for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
         client.log_batch(run.info.run_id, params=params[start:start + 100])
     client.set_terminated(run.info.run_id)
-    return run.info.run_id
+    return run.info.run_id, identity["name"], identity["experiment"]
 
 
 def _run_exists(client, run_id: str, experiment_id: str) -> bool:
@@ -181,7 +195,8 @@ def stage_run(stage: str, experiment: str, params: dict[str, Any], enabled: bool
     try:
         with _store_lock(uri):
             experiment_id = _experiment_id(mlflow, experiment, own_store)
-            parent = _parent_run(mlflow.MlflowClient(), experiment_id, identity)
+            parent, pipeline, dvc_experiment = _parent_run(mlflow.MlflowClient(),
+                                                           experiment_id, identity)
     except Exception as err:  # MLflow raises many types for a bad store; all mean the same here
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]  # not its SQL
         way = (f"move {project_root() / 'mlflow.db'} aside (the next run starts a new store)"
@@ -189,15 +204,17 @@ def stage_run(stage: str, experiment: str, params: dict[str, Any], enabled: bool
                "sqlite:///<project>/mlflow.db)")
         raise SrcoreError(f"MLflow tracking store {uri!r} is not usable ({reason}): {way}"
                           ) from None
-    tags = {"stage": stage, "pipeline": identity["name"], "mlflow.parentRunId": parent,
-            "dvc_experiment": identity["experiment"], "git_commit": identity["commit"],
+    tags = {"stage": stage, "pipeline": pipeline, "mlflow.parentRunId": parent,
+            "dvc_experiment": dvc_experiment, "git_commit": identity["commit"],
             "params_hash": identity["params_hash"]}
     if run_id is not None and not _run_exists(mlflow.MlflowClient(), run_id, experiment_id):
         run_id = None
     if run_id is not None:
         print(f"{stage}: continuing MLflow run {run_id}")
         tags = {}  # the run keeps the parent and tags it was created with
-    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=stage, tags=tags):
+    # named after its pipeline too: the compare view and its charts label runs by name alone
+    name = f"{stage} ({pipeline})"
+    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=name, tags=tags):
         mlflow.log_params(flatten(params))
         try:
             yield mlflow

@@ -70,9 +70,10 @@ def test_stages_are_child_runs_of_one_parent_per_pipeline_execution(monkeypatch,
     children = [(name, t, p) for name, t, p, _ in runs if "mlflow.parentRunId" in t]
     ours = [(name, p) for name, t, p in children if t["pipeline"] == "lucky-exp"
             and t["dvc_experiment"] == "lucky-exp"]
-    assert sorted(ours) == [("split", {"split.train": "7"}), ("train_cnn", {"cnn.loss": "l2"})]
+    assert sorted(ours) == [("split (lucky-exp)", {"split.train": "7"}),
+                            ("train_cnn (lucky-exp)", {"cnn.loss": "l2"})]
     assert [(name, t["pipeline"]) for name, t, _ in children if t["pipeline"] != "lucky-exp"] \
-        == [("split", plain)]
+        == [(f"split ({plain})", plain)]
     with sqlite3.connect(tmp_path / "mlflow.db") as db:
         parent_ids = {t["mlflow.parentRunId"] for _, t, _ in children}
         names = {db.execute("select name from runs where run_uuid = ?", (i,)).fetchone()[0]
@@ -249,4 +250,48 @@ def test_experiments_started_together_on_a_new_store_all_record(tmp_path):
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(outputs)
     assert sorted(name for name, *_ in _runs(tmp_path / "mlflow.db")) == \
-        ["download"] * 3 + ["exp-0", "exp-1", "exp-2"]
+        [f"download (exp-{i})" for i in range(3)] + ["exp-0", "exp-1", "exp-2"]
+
+
+def test_the_repro_that_resumes_an_experiment_stays_under_its_parent(monkeypatch, tmp_path):
+    """README: an interrupted `dvc exp run` is finished by `dvc repro` (no DVC_EXP_NAME), same
+    commit and params: its stages join the experiment's parent, named and tagged as it is,
+    rather than splitting the pipeline over two parents; a later experiment of the same params
+    still gets its own."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_EXP_BASELINE_REV", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("seed: 42\ncnn:\n  loss: l1\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "params.yaml")
+    _git(tmp_path, "commit", "-qm", "baseline")
+    (tmp_path / "params.yaml").write_text("seed: 42\ncnn:\n  loss: l2\n")
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    with stage_run("split", "demo", {}):  # an earlier plain run of these params
+        pass
+    monkeypatch.setenv("DVC_EXP_NAME", "l2-exp")
+    with stage_run("train_cnn", "demo", {}):
+        pass
+    monkeypatch.delenv("DVC_EXP_NAME")  # the user's `dvc repro` after Ctrl-C
+    with stage_run("train_gan", "demo", {}):
+        pass
+    monkeypatch.setenv("DVC_EXP_NAME", "l2-again")
+    with stage_run("evaluate", "demo", {}):
+        pass
+
+    runs = _runs(tmp_path / "mlflow.db")
+    parents = {t["pipeline_key"].split()[0] for _, t, _, _ in runs if "pipeline_key" in t}
+    assert len(parents) == 3 and "l2-exp" in parents and "l2-again" in parents
+    stages = {t["stage"]: (t["pipeline"], t["dvc_experiment"]) for _, t, _, _ in runs
+              if "stage" in t}
+    plain = stages["split"][0]
+    assert stages == {"split": (plain, "workspace (dvc repro)"),
+                      "train_cnn": ("l2-exp", "l2-exp"), "train_gan": ("l2-exp", "l2-exp"),
+                      "evaluate": ("l2-again", "l2-again")}
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        parent_of = dict(db.execute("select r.name, p.name from runs r join tags t on "
+                                    "t.run_uuid = r.run_uuid and t.key = 'mlflow.parentRunId' "
+                                    "join runs p on p.run_uuid = t.value").fetchall())
+    assert parent_of == {f"split ({plain})": plain, "train_cnn (l2-exp)": "l2-exp",
+                         "train_gan (l2-exp)": "l2-exp", "evaluate (l2-again)": "l2-again"}

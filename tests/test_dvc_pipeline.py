@@ -302,8 +302,11 @@ def test_mlflow_ui_shows_every_stage_run(repo):
                 "filter": f"tags.mlflow.parentRunId = '{parent['info']['run_id']}'"})["runs"]
             return sorted(run["info"]["run_name"] for run in found)
 
-        assert children(triad) == ["evaluate", "train_gan"]
-        assert "train_cnn" in children(l2[0]) and "split" not in children(l2[0])
+        # named after stage and pipeline: the compare view tells two experiments' runs apart
+        assert children(triad) == ["evaluate (triad)", "train_gan (triad)"]
+        l2_name = l2[0]["info"]["run_name"]
+        assert f"train_cnn ({l2_name})" in children(l2[0])
+        assert f"split ({l2_name})" not in children(l2[0])
         plain = [tags for name, (run, tags) in parents.items() if name not in ("triad",)
                  and tags["dvc_experiment"] == "workspace (dvc repro)"]
         assert any(tags["changed_params"] == "none" for tags in plain)

@@ -330,19 +330,28 @@ LPIPS_FILES = ("alexnet.pt", "lpips_alex_lin.pt")
 def lpips_weights(project_weights: Path) -> Path:
     """The folder of LPIPS weights for a command run from any folder: the project's (the
     pretrained stage's output) where it has them, else the user cache's, prepared there on
-    first use by the pretrained stage's own route (its messages go to stderr)."""
+    first use by the pretrained stage's own route (its messages go to stderr). Commands started
+    together (a script scoring many pairs at once) prepare them once: the others wait for the
+    lock `<cache>/.pretrained.lock`, then find them, instead of each converting the archive and
+    swapping its folder in while another reads the files."""
     import contextlib
 
     from srcore.atomic import atomic_dir
+    from srcore.runlock import one_at_a_time
 
-    if all((Path(project_weights) / name).is_file() for name in LPIPS_FILES):
+    def complete(folder: Path) -> bool:
+        return all((folder / name).is_file() for name in LPIPS_FILES)
+
+    if complete(Path(project_weights)):
         return Path(project_weights)
     cached = user_cache() / "pretrained"
-    if not all((cached / name).is_file() for name in LPIPS_FILES):
-        print(f"LPIPS weights: none in {project_weights}; preparing them once in {cached}",
-              file=sys.stderr, flush=True)
-        with contextlib.redirect_stdout(sys.stderr), atomic_dir(cached) as out:
-            prepare_pretrained(out, user_cache())
+    if not complete(cached):
+        with one_at_a_time(user_cache() / ".pretrained.lock"):
+            if not complete(cached):  # not made while this one waited
+                print(f"LPIPS weights: none in {project_weights}; preparing them once in "
+                      f"{cached}", file=sys.stderr, flush=True)
+                with contextlib.redirect_stdout(sys.stderr), atomic_dir(cached) as out:
+                    prepare_pretrained(out, user_cache())
     return cached
 
 

@@ -210,3 +210,41 @@ def test_a_corrupt_weights_file_is_named_in_one_short_message(weights_dir, tmp_p
     assert out.stderr.count("\n") == 1 and "weights_only" not in out.stderr
     assert f"{weights / 'alexnet.pt'}: not a" in out.stderr and "cut short" in out.stderr
     assert "(to make it again: delete it and run `dvc repro pretrained`" in out.stderr
+
+
+def test_commands_run_side_by_side_prepare_the_cached_lpips_weights_once(tmp_path, monkeypatch):
+    """Two `compare`s started together outside a project (a script scoring many pairs at
+    once) both find no weights in the user cache: one prepares them, the other waits and uses
+    them, instead of both converting the archive and racing to rename their folders onto the
+    same path. Threads stand in for the processes: flock locks also exclude each other's
+    open files within one process."""
+    import threading
+    import time
+
+    monkeypatch.setenv("SRCORE_CACHE_DIR", str(tmp_path / "cache"))
+    calls = []
+
+    def slow_prepare(out_dir, cache):
+        calls.append(out_dir)
+        time.sleep(0.5)  # the real one converts a 64 MB archive: seconds
+        for name in pretrained.LPIPS_FILES:
+            (Path(out_dir) / name).write_bytes(b"weights")
+
+    monkeypatch.setattr(pretrained, "prepare_pretrained", slow_prepare)
+    found, errors = [], []
+
+    def command():
+        try:
+            found.append(pretrained.lpips_weights(tmp_path / "no-project"))
+        except Exception as err:  # noqa: BLE001 - collected and shown below
+            errors.append(err)
+
+    threads = [threading.Thread(target=command) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(calls) == 1
+    assert found == [tmp_path / "cache" / "pretrained"] * 2
+    assert sorted(p.name for p in found[0].iterdir()) == sorted(pretrained.LPIPS_FILES)

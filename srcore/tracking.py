@@ -9,7 +9,8 @@ pipelines: the parent is named after the DVC experiment (DVC_EXP_NAME), or for a
 `dvc repro` after the commit and a short hash of params.yaml, and it holds every param and, as
 `changed.*` tags, those that differ from the committed params.yaml. A plain `dvc repro` joins
 the newest parent of the same commit and params, so the `dvc repro` that resumes an interrupted
-`dvc exp run` puts its stages under that experiment's parent.
+`dvc exp run` puts its stages under that experiment's parent. The parent's status follows its
+stages: RUNNING while one runs, then the status that stage ended with (FINISHED, FAILED, KILLED).
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def pipeline_identity(root: Path) -> dict[str, Any]:
 
 def _parent_run(client, experiment_id: str, identity: dict[str, Any]) -> tuple[str, str, str]:
     """(run id, name, dvc_experiment tag) of this execution's parent run, created on its first
-    stage. A plain `dvc repro` joins the newest parent of the same commit and params, named or
+    stage, and RUNNING from now on (stage_run ends it as its stage ends). A plain `dvc repro` joins the newest parent of the same commit and params, named or
     not: after an interrupted `dvc exp run` it is what finishes that experiment (README), so its
     stages belong under the experiment's parent rather than a second one."""
     from mlflow.entities import Param
@@ -106,6 +107,7 @@ def _parent_run(client, experiment_id: str, identity: dict[str, Any]) -> tuple[s
                                order_by=["attributes.start_time DESC"])
     if found:
         run = found[0]
+        client.update_run(run.info.run_id, status="RUNNING")  # a resumed or later stage
         return (run.info.run_id, run.info.run_name,
                 run.data.tags.get("dvc_experiment", identity["experiment"]))
     changed = identity["changed"]
@@ -120,8 +122,19 @@ def _parent_run(client, experiment_id: str, identity: dict[str, Any]) -> tuple[s
     params = [Param(k, str(v)) for k, v in identity["params"].items()]
     for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
         client.log_batch(run.info.run_id, params=params[start:start + 100])
-    client.set_terminated(run.info.run_id)
     return run.info.run_id, identity["name"], identity["experiment"]
+
+
+def _end_parent(client, run_id: str, status: str) -> None:
+    """Give the parent run the status its stage ended with, and the end time of now, so its
+    duration spans the stages run so far. A plain `dvc repro` and an experiment of the same
+    commit and params can share a parent and run at once: the stage that ends last sets it.
+    A failure here (the parent deleted in the UI meanwhile) must not hide the stage's own end."""
+    try:
+        client.set_terminated(run_id, status)
+    except Exception as err:  # MLflow raises MlflowException and the store's own types
+        logging.getLogger(__name__).warning("could not mark pipeline run %s %s: %s", run_id,
+                                            status, err)
 
 
 def _run_exists(client, run_id: str, experiment_id: str) -> bool:
@@ -207,20 +220,27 @@ def stage_run(stage: str, experiment: str, params: dict[str, Any], enabled: bool
     tags = {"stage": stage, "pipeline": pipeline, "mlflow.parentRunId": parent,
             "dvc_experiment": dvc_experiment, "git_commit": identity["commit"],
             "params_hash": identity["params_hash"]}
-    if run_id is not None and not _run_exists(mlflow.MlflowClient(), run_id, experiment_id):
-        run_id = None
-    if run_id is not None:
-        print(f"{stage}: continuing MLflow run {run_id}")
-        tags = {}  # the run keeps the parent and tags it was created with
-    # named after its pipeline too: the compare view and its charts label runs by name alone
-    name = f"{stage} ({pipeline})"
-    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=name, tags=tags):
-        mlflow.log_params(flatten(params))
-        try:
-            yield mlflow
-        except Interrupted:
-            mlflow.end_run("KILLED")  # stopped by the user or a scheduler, not failed
-            raise
+    status = "FAILED"  # the parent's, as MLflow ends the stage's run on any other exception
+    try:
+        if run_id is not None and not _run_exists(mlflow.MlflowClient(), run_id, experiment_id):
+            run_id = None
+        if run_id is not None:
+            print(f"{stage}: continuing MLflow run {run_id}")
+            tags = {}  # the run keeps the parent and tags it was created with
+        # named after its pipeline too: the compare view and its charts label runs by name alone
+        name = f"{stage} ({pipeline})"
+        with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=name,
+                              tags=tags):
+            mlflow.log_params(flatten(params))
+            try:
+                yield mlflow
+            except Interrupted:
+                status = "KILLED"
+                mlflow.end_run("KILLED")  # stopped by the user or a scheduler, not failed
+                raise
+        status = "FINISHED"
+    finally:
+        _end_parent(mlflow.MlflowClient(), parent, status)
 
 
 def log_on_pipeline_run(mlflow, metrics: dict[str, float]) -> None:

@@ -134,9 +134,21 @@ def test_ctrl_c_and_sigterm_save_the_state_and_the_next_run_resumes(training_pro
 
     assert load_checkpoint(training_project / "models/cnn_last.pt")["step"] == saved
     assert list(stage_runs(training_project, "train_cnn")["status"]) == ["KILLED"]
+    assert pipeline_status(training_project) == "KILLED"  # the run list shows it stopped
     out = run_cli("train-cnn", cwd=training_project)
     assert f"resuming from models/cnn_last.pt after step {saved}" in out.stdout
     assert list(stage_runs(training_project, "train_cnn")["status"]) == ["FINISHED"]
+    assert pipeline_status(training_project) == "FINISHED"
+
+
+def pipeline_status(folder):
+    """The status of the one pipeline run (the stages' parent) in the project's own store."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["srcore"], filter_string="tags.pipeline_key != ''")
+    assert len(runs) == 1
+    return runs["status"][0]
 
 
 def stage_runs(folder, stage):

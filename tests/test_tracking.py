@@ -295,3 +295,51 @@ def test_the_repro_that_resumes_an_experiment_stays_under_its_parent(monkeypatch
                                     "join runs p on p.run_uuid = t.value").fetchall())
     assert parent_of == {f"split ({plain})": plain, "train_cnn (l2-exp)": "l2-exp",
                          "train_gan (l2-exp)": "l2-exp", "evaluate (l2-again)": "l2-again"}
+
+
+def test_the_pipeline_run_shows_whether_its_stage_runs_failed_was_killed_or_finished(
+        monkeypatch, tmp_path):
+    """The parent run is RUNNING while one of its stages runs, then takes the status that stage
+    ended with, and its end time: the run list tells a running, failed, interrupted and finished
+    pipeline apart, and a resumed one goes back to RUNNING, then FINISHED."""
+    import signal
+    import time
+
+    from srcore.errors import Interrupted
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.setenv("DVC_EXP_NAME", "exp")
+    monkeypatch.chdir(tmp_path)
+
+    def parent():
+        with sqlite3.connect(tmp_path / "mlflow.db") as db:
+            return db.execute("select status, start_time, end_time from runs "
+                              "where name = 'exp'").fetchone()
+
+    def stage(name):
+        with sqlite3.connect(tmp_path / "mlflow.db") as db:
+            return db.execute("select run_uuid, status from runs where name = ?",
+                              (f"{name} (exp)",)).fetchone()
+
+    with stage_run("split", "demo", {}):
+        assert parent()[0] == "RUNNING"
+    status, started, first_end = parent()
+    assert status == "FINISHED" and first_end >= started
+    time.sleep(0.01)
+    with pytest.raises(RuntimeError):
+        with stage_run("train_cnn", "demo", {}):
+            assert parent()[0] == "RUNNING"  # a second stage starting
+            raise RuntimeError("out of memory")
+    assert parent()[0] == "FAILED" == stage("train_cnn")[1]
+    run_id = stage("train_cnn")[0]
+    with pytest.raises(Interrupted):
+        with stage_run("train_cnn", "demo", {}, run_id=run_id):  # resumed, then Ctrl-C
+            assert parent()[0] == "RUNNING"
+            raise Interrupted(signal.SIGINT)
+    assert parent()[0] == "KILLED" == stage("train_cnn")[1]
+    with stage_run("train_cnn", "demo", {}, run_id=run_id):
+        assert parent()[0] == "RUNNING"
+    status, start, end = parent()
+    assert status == "FINISHED" == stage("train_cnn")[1]
+    assert start == started and end > first_end  # its duration spans every stage run so far

@@ -94,9 +94,10 @@ def pipeline_identity(root: Path) -> dict[str, Any]:
 
 def _parent_run(client, experiment_id: str, identity: dict[str, Any]) -> tuple[str, str, str]:
     """(run id, name, dvc_experiment tag) of this execution's parent run, created on its first
-    stage, and RUNNING from now on (stage_run ends it as its stage ends). A plain `dvc repro` joins the newest parent of the same commit and params, named or
-    not: after an interrupted `dvc exp run` it is what finishes that experiment (README), so its
-    stages belong under the experiment's parent rather than a second one."""
+    stage, and RUNNING from now on (stage_run ends it as its stage ends). A plain `dvc repro`
+    joins the newest parent of the same commit and params, named or not: after an interrupted
+    `dvc exp run` it is what finishes that experiment (README), so its stages belong under the
+    experiment's parent rather than a second one."""
     from mlflow.entities import Param
 
     if identity["experiment"] == PLAIN_REPRO:

@@ -25,6 +25,20 @@ def _git(root, *args):
                    cwd=root, check=True, capture_output=True)
 
 
+def _project(monkeypatch, root, committed: str, workspace: str):
+    """A git project at `root` (the DVC root, the store's home) whose committed params.yaml is
+    `committed` and whose workspace copy is `workspace`, as before a `dvc exp run -S`."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_EXP_BASELINE_REV", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(root))
+    monkeypatch.chdir(root)
+    (root / "params.yaml").write_text(committed)
+    _git(root, "init", "-q")
+    _git(root, "add", "params.yaml")
+    _git(root, "commit", "-qm", "baseline")
+    (root / "params.yaml").write_text(workspace)
+
+
 def _runs(db_path):
     """[(run name, tags, params, status)] of a store."""
     with sqlite3.connect(db_path) as db:
@@ -37,15 +51,8 @@ def _runs(db_path):
 def test_stages_are_child_runs_of_one_parent_per_pipeline_execution(monkeypatch, tmp_path):
     """Two stages of one `dvc exp run` share a parent named after the experiment, which holds
     every param and tags the changed ones; a plain run of other params gets a parent of its own."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("DVC_EXP_BASELINE_REV", raising=False)
-    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text("seed: 42\ncnn:\n  loss: l1\n  lr: 0.001\n")
-    _git(tmp_path, "init", "-q")
-    _git(tmp_path, "add", "params.yaml")
-    _git(tmp_path, "commit", "-qm", "baseline")
-    (tmp_path / "params.yaml").write_text("seed: 42\ncnn:\n  loss: l2\n  lr: 0.001\n")
+    _project(monkeypatch, tmp_path, "seed: 42\ncnn:\n  loss: l1\n  lr: 0.001\n",
+             "seed: 42\ncnn:\n  loss: l2\n  lr: 0.001\n")
     monkeypatch.setenv("DVC_EXP_NAME", "lucky-exp")
     with stage_run("split", "demo", {"split": {"train": 7}}) as mlflow:
         mlflow.log_metric("images", 11)
@@ -258,15 +265,8 @@ def test_the_repro_that_resumes_an_experiment_stays_under_its_parent(monkeypatch
     commit and params: its stages join the experiment's parent, named and tagged as it is,
     rather than splitting the pipeline over two parents; a later experiment of the same params
     still gets its own."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("DVC_EXP_BASELINE_REV", raising=False)
-    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text("seed: 42\ncnn:\n  loss: l1\n")
-    _git(tmp_path, "init", "-q")
-    _git(tmp_path, "add", "params.yaml")
-    _git(tmp_path, "commit", "-qm", "baseline")
-    (tmp_path / "params.yaml").write_text("seed: 42\ncnn:\n  loss: l2\n")
+    _project(monkeypatch, tmp_path, "seed: 42\ncnn:\n  loss: l1\n",
+             "seed: 42\ncnn:\n  loss: l2\n")
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)
     with stage_run("split", "demo", {}):  # an earlier plain run of these params
         pass

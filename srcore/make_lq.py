@@ -21,7 +21,7 @@ def run(inputs: list[Path], outdir: Path, kernel: str = "bicubic",
     Everything is checked before anything is written."""
     from srcore.data.kernels import KERNELS
     from srcore.evaluate import make_lq
-    from srcore.io import read_image, to_rgb8, write_png
+    from srcore.io import displayed_size, read_image, to_rgb8, write_png
 
     if kernel not in KERNELS:
         raise SrcoreError(f"--kernel {kernel}: use one of {', '.join(KERNELS)} "
@@ -30,23 +30,21 @@ def run(inputs: list[Path], outdir: Path, kernel: str = "bicubic",
     if outdir.exists() and not outdir.is_dir():
         raise SrcoreError(f"-o {outdir} is a file; give a folder")
     jobs = []
-    for src in map(Path, inputs):
-        if not src.is_file():
-            raise SrcoreError(f"{src}: no such image file")
+    for src in map(Path, inputs):  # headers only: a folder of photos is not held in memory
+        width, height = displayed_size(src)  # a clear error for a missing or broken file
         dst = outdir / f"{src.stem}.png"
         if dst.resolve() == src.resolve() or (dst.exists() and not overwrite):
             raise SrcoreError(f"{dst} exists; pass --overwrite to replace it, or choose "
                               "another -o")
-        if dst in (d for _, d, _ in jobs):
+        if dst in (d for _, d in jobs):
             raise SrcoreError(f"two inputs would both be written to {dst}; rename one")
-        gt = to_rgb8(*read_image(src))[0]  # scored as 8-bit RGB, as evaluate's GT is
-        height, width = gt.shape[:2]
         if height % SCALE or width % SCALE:
             raise SrcoreError(f"{src} is {width}x{height}: its sides must divide by {SCALE}, or "
                               f"the {SCALE}x result will not match it in size; crop it to "
                               f"{width // SCALE * SCALE}x{height // SCALE * SCALE} first")
-        jobs.append((src, dst, gt))
+        jobs.append((src, dst))
     outdir.mkdir(parents=True, exist_ok=True)
-    for _, dst, gt in jobs:
+    for src, dst in jobs:
+        gt = to_rgb8(*read_image(src))[0]  # scored as 8-bit RGB, as evaluate's GT is
         write_png(dst, make_lq(gt, SCALE, kernel))
-    return [dst for _, dst, _ in jobs]
+    return [dst for _, dst in jobs]

@@ -208,6 +208,25 @@ def evaluate(params: Path = PARAMS) -> None:
     stage.run_models(params)
 
 
+@app.command("make-lq")
+def make_lq(
+    inputs: list[Path] = typer.Argument(..., parser=path_arg, show_default=False,
+                                        help="Ground-truth images (sides divisible by 4)."),
+    output: Path = typer.Option(..., "-o", "--output", parser=path_arg, metavar="<path>",
+                                show_default=False,
+                                help="Output folder (created if missing): <stem>.png each."),
+    kernel: str = typer.Option("bicubic", "--kernel",
+                               help="bicubic (antialiased), area, bilinear or nearest: "
+                                    "params.yaml's data.lq_kernel."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+) -> None:
+    """The 4x smaller 8-bit input of each image, made exactly as `evaluate` makes it."""
+    from srcore.make_lq import run
+
+    for path in run(inputs, output, kernel, overwrite):
+        typer.echo(path)
+
+
 @app.command()
 def compare(
     reference: Path = typer.Argument(..., parser=path_arg, help="ground-truth image"),

@@ -1,9 +1,10 @@
 """Make low-quality (LQ) inputs from ground-truth (GT) images, and the classic upsampling
 baselines.
 
-"bicubic" is antialiased bicubic (torch, antialias=True): it matches PIL's BICUBIC resize, the
-usual stand-in for MATLAB's imresize. "area" is a box average over each 4x4 block: what the
-author's code really did (PIL's constant BICUBIC=3 means INTER_AREA to OpenCV).
+"bicubic" is antialiased bicubic (torch, antialias=True): PIL's BICUBIC resize to within one 8-bit
+level (on about a tenth of the pixels), the usual stand-in for MATLAB's imresize. "area" is a box
+average over each 4x4 block: what the author's code really did (PIL's constant BICUBIC=3 means
+INTER_AREA to OpenCV).
 """
 
 from __future__ import annotations

@@ -1,0 +1,50 @@
+"""The `make-lq` command: a ground-truth image's low-quality (LQ) input, made as `evaluate`
+makes it, so that a user can reproduce an evaluate row by hand with `upscale` and `compare`.
+
+PIL's or OpenCV's resize is not the same: PIL's BICUBIC differs from the antialiased torch
+kernel by one 8-bit level on about a tenth of the pixels, enough to move LPIPS in its fourth
+decimal.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from srcore.errors import SrcoreError
+
+SCALE = 4  # the generator's factor: evaluate's LQ is GT / 4
+
+
+def run(inputs: list[Path], outdir: Path, kernel: str = "bicubic",
+        overwrite: bool = False) -> list[Path]:
+    """Write OUTDIR/<stem>.png, the 8-bit RGB LQ of each input; return the paths written.
+    Everything is checked before anything is written."""
+    from srcore.data.kernels import KERNELS
+    from srcore.evaluate import make_lq
+    from srcore.io import displayed_size, read_image, to_rgb8, write_png
+
+    if kernel not in KERNELS:
+        raise SrcoreError(f"--kernel {kernel}: use one of {', '.join(KERNELS)} "
+                          "(params.yaml's data.lq_kernel)")
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise SrcoreError(f"-o {outdir} is a file; give a folder")
+    jobs = []
+    for src in map(Path, inputs):  # headers only: a folder of photos is not held in memory
+        width, height = displayed_size(src)  # a clear error for a missing or broken file
+        dst = outdir / f"{src.stem}.png"
+        if dst.resolve() == src.resolve() or (dst.exists() and not overwrite):
+            raise SrcoreError(f"{dst} exists; pass --overwrite to replace it, or choose "
+                              "another -o")
+        if dst in (d for _, d in jobs):
+            raise SrcoreError(f"two inputs would both be written to {dst}; rename one")
+        if height % SCALE or width % SCALE:
+            raise SrcoreError(f"{src} is {width}x{height}: its sides must divide by {SCALE}, or "
+                              f"the {SCALE}x result will not match it in size; crop it to "
+                              f"{width // SCALE * SCALE}x{height // SCALE * SCALE} first")
+        jobs.append((src, dst))
+    outdir.mkdir(parents=True, exist_ok=True)
+    for src, dst in jobs:
+        gt = to_rgb8(*read_image(src))[0]  # scored as 8-bit RGB, as evaluate's GT is
+        write_png(dst, make_lq(gt, SCALE, kernel))
+    return [dst for _, dst in jobs]

@@ -1,0 +1,63 @@
+"""`make-lq`, `upscale` and `compare` by hand give evaluate's per-image row exactly: the user's
+route to checking a reported number."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from srcore.evaluate import evaluate, make_lq, model_upscaler
+from srcore.io import read_rgb8, write_png
+from srcore.models.checkpoint import save_generator
+from srcore.models.rrdb import RRDBNet
+from srcore.pretrained import load_lpips
+
+from conftest import run_cli
+from images import photo
+
+
+def trained_looking(seed=0):
+    """A tiny RRDBNet whose weights move its output well away from its bicubic skip, so that
+    a different LQ or rounding shows in the scores."""
+    torch.manual_seed(seed)
+    model = RRDBNet(rrdb=1, features=8, growth=8).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(4)
+    return model
+
+
+@pytest.mark.parametrize("kernel", ["bicubic", "area"])
+def test_by_hand_reproduces_evaluate_row(kernel, weights_dir, tmp_path):
+    gt = photo(96, 128, seed=3)
+    write_png(tmp_path / "gt.png", gt)
+    model = trained_looking()
+    save_generator(tmp_path / "g.pt", model)
+    row = evaluate({"g": model_upscaler(model, "cpu", "fp32")}, {"gt": gt}, 4, kernel, 4,
+                   load_lpips(weights_dir))[0]
+
+    run_cli("make-lq", tmp_path / "gt.png", "-o", tmp_path / "lq", "--kernel", kernel,
+            cwd=tmp_path)
+    lq = read_rgb8(tmp_path / "lq" / "gt.png")
+    assert np.array_equal(lq, make_lq(gt, 4, kernel))
+    run_cli("upscale", tmp_path / "lq" / "gt.png", "-o", tmp_path / "sr", "--model",
+            tmp_path / "g.pt", "--precision", "fp32", "--device", "cpu", cwd=tmp_path)
+    scores = json.loads(run_cli("compare", tmp_path / "gt.png", tmp_path / "sr" / "gt_x4.png",
+                                "--json", "--weights", weights_dir, cwd=tmp_path).stdout)
+    assert row["psnr_y"] < 40  # the model does change the image
+    assert scores == pytest.approx({k: row[k] for k in scores}, abs=1e-9)
+
+
+def test_make_lq_refuses_sides_not_divisible_by_4_and_existing_outputs(tmp_path):
+    write_png(tmp_path / "odd.png", photo(42, 56))
+    result = run_cli("make-lq", tmp_path / "odd.png", "-o", tmp_path / "lq", cwd=tmp_path,
+                     check=False)
+    assert result.returncode != 0 and "56x42" in result.stderr and "56x40" in result.stderr
+    write_png(tmp_path / "a.png", photo(40, 56))
+    run_cli("make-lq", tmp_path / "a.png", "-o", tmp_path / "lq", cwd=tmp_path)
+    again = run_cli("make-lq", tmp_path / "a.png", "-o", tmp_path / "lq", cwd=tmp_path,
+                    check=False)
+    assert again.returncode != 0 and "--overwrite" in again.stderr
+    run_cli("make-lq", tmp_path / "a.png", "-o", tmp_path / "lq", "--overwrite", cwd=tmp_path)
+    assert read_rgb8(tmp_path / "lq" / "a.png").shape == (10, 14, 3)

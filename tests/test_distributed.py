@@ -57,7 +57,7 @@ def test_two_processes_match_one_process_and_each_other(tmp_path, weights_dir, p
     # only the main process logs (MLflow, metrics, plots hang on this hook)
     assert rows(tmp_path / "two" / "rank1.json") == []
     two_rows, one_rows = rows(tmp_path / "two" / "rank0.json"), rows(tmp_path / "one" / "rank0.json")
-    assert [r["step"] for r in two_rows] == [r["step"] for r in one_rows]
+    assert [r["step"] for r in two_rows] == [r["step"] for r in one_rows] and one_rows
     loss = "train_loss" if phase == "cnn" else "d_loss"
     for a, b in zip(one_rows, two_rows):  # means gathered over both processes
         assert a[loss] == pytest.approx(b[loss], rel=1e-4)

@@ -93,7 +93,8 @@ TINY = {"model__rrdb": 1, "model__features": 8, "model__growth": 8, "cnn__steps"
         "cnn__val_every": 1, "cnn__lr_halve_at": [1], "cnn__patience": 1,
         "cnn__early_stop_warmup": 1, "data__patch_size": 32, "data__patches_per_image": 4,
         "cnn__batch_size": 4, "train__nproc": 2, "train__log_every": 1,
-        "train__checkpoint_every": 1}
+        "train__checkpoint_every": 1,
+        "train__device": "cpu"}  # auto takes a GPU where there is one: 2 processes need 2
 
 
 def test_train_cnn_with_nproc_2_launches_torchrun_and_records_once(project):

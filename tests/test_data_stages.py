@@ -287,7 +287,8 @@ def test_an_interrupted_evaluate_leaves_its_outputs_all_old(project, weights_dir
     assert "Traceback" not in out.stderr, out.stderr
     assert {p.name: p.read_bytes() for p in (project / "metrics").iterdir()} == baselines
     with sqlite3.connect(project / "mlflow.db") as db:
-        status = db.execute("SELECT status FROM runs WHERE name = 'evaluate'").fetchall()
+        status = db.execute("SELECT r.status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                            "WHERE t.key = 'stage' AND t.value = 'evaluate'").fetchall()
     assert status == [("KILLED",)]
 
 

@@ -24,7 +24,10 @@ TINY = {"model__rrdb": 1, "model__features": 8, "model__growth": 8, "cnn__steps"
         "cnn__early_stop_warmup": 1, "data__patches_per_image": 2, "data__patch_size": 32,
         "disc__pretrain_steps": 1, "disc__widths": [8, 16, 16, 16], "disc__hidden": [16, 8],
         "gan__rounds": 1, "gan__g_steps": 1, "gan__d_steps": 1, "gan__val_every": 1,
-        "train__log_every": 1, "train__checkpoint_every": 1}
+        "train__log_every": 1, "train__checkpoint_every": 1,
+        # the CPU on any machine: torchrun's 2 processes (one GPU each on CUDA) and the
+        # 1-process comparison must not depend on whether this machine has a GPU
+        "train__device": "cpu"}
 
 
 def git(root, *args):

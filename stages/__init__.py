@@ -1,2 +1,3 @@
-"""The pipeline layer: one module per DVC stage. Each reads its params, calls the srcore
-library, writes its outputs and metrics, and records an MLflow run."""
+"""The pipeline layer: one module per DVC stage (evaluate.py runs both evaluate stages), and the
+pieces they share. Each stage reads its params, calls the srcore library and writes its outputs;
+all but check_params record an MLflow run."""

@@ -17,6 +17,7 @@ import yaml
 
 from srcore.config import Params, load_params
 from srcore.errors import SrcoreError
+from srcore.tracking import flatten
 
 CODE_ROOT = Path(__file__).resolve().parents[1]  # where dvc.yaml sits beside stages/ and srcore/
 UNDECLARED = ("mlflow",)  # where runs are recorded, not what they compute: read by every stage
@@ -37,16 +38,6 @@ def declaration(stage: str) -> dict:
     if stage not in stages:
         raise SrcoreError(f"stage {stage!r} is not in {dvc_yaml()}")
     return stages[stage]
-
-
-def flat(node, prefix: str = "") -> dict:
-    """{'data': {'scale': 4}} -> {'data.scale': 4}."""
-    if not isinstance(node, dict):
-        return {prefix.rstrip("."): node}
-    out = {}
-    for key, value in node.items():
-        out.update(flat(value, f"{prefix}{key}."))
-    return out
 
 
 def _covers(declared: list[str], key: str) -> bool:
@@ -81,7 +72,7 @@ def stage_params(params_path: Path, stage: str) -> tuple[DeclaredParams, dict]:
 
 def declared_view(params: Params, stage: str) -> tuple[DeclaredParams, dict]:
     declared = [str(p) for p in declaration(stage).get("params", [])]
-    values = {k: v for k, v in flat(params.model_dump()).items() if _covers(declared, k)}
+    values = {k: v for k, v in flatten(params.model_dump()).items() if _covers(declared, k)}
     return DeclaredParams(params, stage, declared), values
 
 

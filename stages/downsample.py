@@ -7,9 +7,9 @@ from collections import Counter
 from pathlib import Path
 
 from srcore.atomic import atomic_dir
-from srcore.errors import SrcoreError
 from srcore.tracking import stage_run
 from stages.declared import stage_params
+from stages.inputs import read_manifest
 from stages.paths import HR, MANIFEST, RAW
 
 
@@ -45,14 +45,3 @@ def run(params_path: Path) -> None:
           f"(longer side <= {data.hr_max_side}, sides divisible by {data.scale})")
     if conversions:
         print("  converted to 8-bit RGB: " + ", ".join(f"{n} {c}" for c, n in conversions.items()))
-
-
-def read_manifest(folder: Path) -> dict:
-    path = folder / MANIFEST
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SrcoreError(f"{path} not found: run the earlier stages first (dvc repro)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise SrcoreError(f"{path} is corrupt ({err}); re-run the stage that makes it "
-                          "(dvc repro --force)") from None

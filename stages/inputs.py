@@ -1,4 +1,4 @@
-"""Inputs a stage checks before expensive work: that they exist, and the split."""
+"""Inputs a stage checks before expensive work: that they exist, the manifests and the split."""
 
 from __future__ import annotations
 
@@ -6,13 +6,25 @@ import json
 from pathlib import Path
 
 from srcore.errors import SrcoreError
-from stages.paths import HR, SPLIT
+from stages.paths import HR, MANIFEST, SPLIT
 
 
 def require(path: Path, stage: str) -> None:
     """Before expensive work (and before launching training processes): an input is there."""
     if not Path(path).exists():
         raise SrcoreError(f"{path} not found: run the {stage} stage first (dvc repro {stage})")
+
+
+def read_manifest(folder: Path) -> dict:
+    """The manifest.json of data/raw or data/hr, written by the stage that makes the folder."""
+    path = folder / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SrcoreError(f"{path} not found: run the earlier stages first (dvc repro)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SrcoreError(f"{path} is corrupt ({err}); re-run the stage that makes it "
+                          "(dvc repro --force)") from None
 
 
 def read_split(path: Path = SPLIT) -> dict:

@@ -7,7 +7,7 @@ from pathlib import Path
 from srcore.atomic import write_json
 from srcore.tracking import stage_run
 from stages.declared import stage_params
-from stages.downsample import read_manifest
+from stages.inputs import read_manifest
 from stages.paths import HR, SPLIT
 
 

@@ -11,7 +11,8 @@ import yaml
 from srcore.cli import app
 from srcore.config import load_params
 from srcore.errors import SrcoreError
-from stages.declared import declared_view, flat, run_key
+from srcore.tracking import flatten
+from stages.declared import declared_view, run_key
 
 from conftest import REPO, write_params
 
@@ -58,7 +59,7 @@ def test_deps_list_exactly_the_modules_the_stage_runs(stage):
 
 def leaf_keys(stage: str) -> list[str]:
     declared = DVC[stage].get("params", [])
-    keys = flat(load_params(REPO / "params.yaml").model_dump())
+    keys = flatten(load_params(REPO / "params.yaml").model_dump())
     return [k for k in keys if any(k == d or k.startswith(d + ".") for d in declared)]
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Iterator
 
 from srcore.errors import SrcoreError
-from srcore.io import (broken_link, file_or_broken_link, hidden, is_image_name, progress_bar,
-                       read_image)
+from srcore.io import (IMAGE_SUFFIXES, broken_link, file_or_broken_link, hidden, is_image_name,
+                       progress_bar, read_image)
 
 
 def check_folder(folder: Path | str) -> Path:
@@ -57,7 +57,7 @@ def folder_images(folder: Path) -> list[tuple[str, Path]]:
     files = sorted(image_files(folder))
     if not files:
         raise SrcoreError(f"data.dir={str(folder)!r} holds no images "
-                          f"(looked for .png .jpg .jpeg .bmp .tif .tiff .webp, recursively)")
+                          f"(looked for {' '.join(IMAGE_SUFFIXES)}, recursively)")
     problems, images, seen = [], [], {}
     for path in files:
         if not path.exists():

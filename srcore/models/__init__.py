@@ -1,1 +1,1 @@
-"""Networks: the RRDB generator and its checkpoints."""
+"""Networks: the RRDB generator and its checkpoints, and the discriminator."""

@@ -19,13 +19,14 @@ def mean_difference(per_image: dict[str, float]) -> dict:
     """{"mean", "low", "high", "interval", "excludes_zero", "images", "per_image"}.
 
     `per_image` maps image name -> score of method A minus score of method B. `interval` says
-    how low/high were found: "bootstrap 95%" or "min-max (fewer than 5 images)".
+    how low/high were found: "bootstrap 95%" or "min-max (fewer than MIN_BOOTSTRAP images)".
     """
     values = np.asarray(list(per_image.values()), dtype=np.float64)
     if len(values) == 0:
         raise ValueError("no images to compare")
     if len(values) < MIN_BOOTSTRAP:
-        low, high, method = values.min(), values.max(), "min-max (fewer than 5 images)"
+        low, high = values.min(), values.max()
+        method = f"min-max (fewer than {MIN_BOOTSTRAP} images)"
     else:
         from scipy.stats import bootstrap  # here: importing scipy.stats takes ~1 s
 

@@ -1,6 +1,6 @@
 """Run a training command in train.nproc processes through torchrun (`--standalone`: one
-machine). Under torchrun already (WORLD_SIZE set, e.g. a multi-node launch by hand) the command
-runs as it is, as one of the processes.
+machine). Whether to launch at all (not when under torchrun already) is the caller's choice:
+stages/common.run_or_launch.
 """
 
 from __future__ import annotations

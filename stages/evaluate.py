@@ -114,6 +114,7 @@ def run_models(params_path: Path) -> None:
     import torch
 
     from srcore.evaluate import BASELINES, baseline, evaluate, model_upscaler, summarize
+    from srcore.io import write_png
     from srcore.models.checkpoint import load_generator
     from srcore.pretrained import load_lpips
     from srcore.train.runtime import pick_device, pick_precision
@@ -139,8 +140,6 @@ def run_models(params_path: Path) -> None:
         with torch.no_grad():
             figure = comparison_figure(images, all_methods, scale, kernel,
                                        params.eval.crop_border, lpips_model)
-        from srcore.io import write_png
-
         # made first, written together: an interrupt leaves all of them old or all new
         with signals_deferred():
             write_json(DETAILS_JSON, {**summary, "differences": differences})

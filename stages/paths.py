@@ -20,7 +20,6 @@ GAN_DISC = Path("models/gan_disc.pt")
 GAN_LAST = Path("models/gan_last.pt")
 
 
-
 def check_data_dir(data) -> None:
     """data.dir must not be, hold or lie in the pipeline's own image folders: it would read
     the pipeline's outputs back in as new photos, a few more each run, the same photo under

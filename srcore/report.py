@@ -9,10 +9,10 @@ not headline metrics); `tables` picks a record per table row.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 from srcore.errors import SrcoreError
+from srcore.tracking import committed_file, flatten
 
 METHODS = ("nearest", "bilinear", "bicubic", "cnn", "gan")
 SCORES = ("psnr", "ssim", "lpips", "psnr_y", "ssim_y")  # the column order of the tables
@@ -49,12 +49,9 @@ def committed_params(repo: Path) -> dict:
     RUNTIME: what its experiments are measured against."""
     import yaml
 
-    from srcore.tracking import flatten
-
-    shown = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=repo, capture_output=True,
-                           text=True)
+    shown = committed_file(repo, "HEAD", "params.yaml")
     path = Path(repo) / "params.yaml"
-    text = shown.stdout if shown.returncode == 0 else \
+    text = shown if shown is not None else \
         path.read_text(encoding="utf-8") if path.is_file() else ""
     try:
         params = yaml.safe_load(text)
@@ -231,9 +228,7 @@ def _details(repo: Path, rev: str | None) -> dict:
         path = repo / DETAILS
         text = path.read_text() if path.is_file() else None
     else:
-        out = subprocess.run(["git", "show", f"{rev}:{DETAILS}"], cwd=repo, capture_output=True,
-                             text=True)
-        text = out.stdout if out.returncode == 0 else None
+        text = committed_file(repo, rev, DETAILS)
     try:
         details = json.loads(text) if text else {}
     except json.JSONDecodeError:

@@ -62,6 +62,12 @@ def git_commit(root: Path) -> str:
     return (_git(root, "rev-parse", rev) or "unknown").strip()
 
 
+def committed_file(root: Path, rev: str, path: str) -> str | None:
+    """The file at `path` as commit `rev` has it; None where git has none (no repository,
+    commit or file)."""
+    return _git(root, "show", f"{rev}:{path}")
+
+
 def _read_params(text: str | None) -> dict[str, Any]:
     import yaml
 
@@ -80,7 +86,7 @@ def pipeline_identity(root: Path) -> dict[str, Any]:
     path = root / "params.yaml"
     params = _read_params(path.read_text() if path.is_file() else None)
     commit = git_commit(root)
-    committed = _read_params(_git(root, "show", f"{commit}:params.yaml"))
+    committed = _read_params(committed_file(root, commit, "params.yaml"))
     digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()
                             ).hexdigest()[:6]
     experiment = os.environ.get("DVC_EXP_NAME")

@@ -11,8 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from srcore.errors import SrcoreError
-
-SCALE = 4  # the generator's factor: evaluate's LQ is GT / 4
+from srcore.sizes import SCALE  # evaluate's LQ is GT / SCALE
 
 
 def run(inputs: list[Path], outdir: Path, kernel: str = "bicubic",

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from srcore.errors import SrcoreError
+from srcore.sizes import SCALE
 
 # the onnx extra's packages (pyproject.toml) by name: `pip install -e ".[onnx]"` works only in
 # the project's folder, not where an installed srcore runs
@@ -70,7 +71,7 @@ class OnnxModel:
         if tuple(probe.shape) != (1, 3, 32, 32):
             raise SrcoreError(f"{path}: turns an 8x8 RGB input into {tuple(probe.shape)}, not a "
                               "4x RGB image (1, 3, 32, 32); upscale takes 4x RGB models only")
-        self.scale = 4
+        self.scale = SCALE
 
     def to(self, device) -> "OnnxModel":
         return self

@@ -24,8 +24,8 @@ import numpy as np
 from srcore.atomic import signals_deferred, write_bytes
 from srcore.errors import Interrupted, SrcoreError
 from srcore.io import IMAGE_SUFFIXES, file_or_broken_link, hidden, is_image_name
+from srcore.sizes import SCALE
 
-SCALE = 4
 SUFFIX = f"_x{SCALE}"
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from srcore.sizes import SCALE
+
 SKIPS = ("bicubic", "none")
 
 
@@ -64,7 +66,7 @@ class RRDBNet(nn.Module):
     learns only the missing detail; skip="none" is the report's (and ESRGAN's) network.
     """
 
-    scale = 4
+    scale = SCALE
 
     def __init__(self, rrdb: int = 2, features: int = 64, growth: int = 32,
                  skip: str = "bicubic"):

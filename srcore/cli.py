@@ -14,6 +14,7 @@ from pathlib import Path
 import typer
 
 from srcore.errors import Interrupted, SrcoreError
+from srcore.sizes import DEFAULT_TILE_PAD
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="srcore: a reproducible, tracked pipeline for 4x image super-resolution.")
@@ -135,7 +136,7 @@ def upscale(
                                   "image if it fits in free memory, else the largest tile "
                                   "that does (tiles batched); on a CPU, or for an .onnx "
                                   "model, 256."),
-    tile_pad: int = typer.Option(16, "--tile-pad", min=0,
+    tile_pad: int = typer.Option(DEFAULT_TILE_PAD, "--tile-pad", min=0,
                                  help="Input pixels of context around each tile."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     precision: str = typer.Option("auto", "--precision",

@@ -47,10 +47,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from srcore.sizes import DEFAULT_TILE_PAD
 from srcore.train.runtime import autocast, inference_layout
 
 DEFAULT_TILE = 256
-DEFAULT_TILE_PAD = 16
 MIN_TILE = 32  # LR pixels: --tile's minimum (smaller tiles are mostly context); auto's unit
 MEMORY_SHARE = 0.8  # of free GPU memory that auto plans to use: the probe misses fragmentation
 MAX_TILES_PER_BATCH = 16  # keeps a GPU busy with small tiles; more only holds more memory

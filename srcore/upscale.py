@@ -24,7 +24,7 @@ import numpy as np
 from srcore.atomic import signals_deferred, write_bytes
 from srcore.errors import Interrupted, SrcoreError
 from srcore.io import IMAGE_SUFFIXES, file_or_broken_link, hidden, is_image_name
-from srcore.sizes import SCALE
+from srcore.sizes import DEFAULT_TILE_PAD, SCALE
 
 SUFFIX = f"_x{SCALE}"
 DEVICES = ("auto", "cpu", "cuda")
@@ -253,7 +253,7 @@ def parse_tile(value: str) -> int | None:
 
 
 def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = None,
-        tile_pad: int = 16, device: str = "auto", precision: str = "auto",
+        tile_pad: int = DEFAULT_TILE_PAD, device: str = "auto", precision: str = "auto",
         overwrite: bool = False, recursive: bool = False, ext: str | None = None) -> Summary:
     """Upscale every input image into outdir; per-file problems are counted, not raised.
 

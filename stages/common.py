@@ -85,10 +85,12 @@ def resume_hint() -> str:
             "exp run` would first restore this file from dvc.lock and train from the start)")
 
 
-def run_training(params_path: Path, stage: str, check_inputs: Callable[[], None], train) -> None:
+def run_training(params_path: Path, stage: str, check_inputs: Callable[[], None], train,
+                 to_lower: str) -> None:
     """What every training stage does: check params and inputs, then call
     `train(params, values, split, dist, device)` as this process, which under torchrun is one
-    of several (srcore/train/distributed.py). `values` are the declared params (stages/declared.py)."""
+    of several (srcore/train/distributed.py). `values` are the declared params (stages/declared.py).
+    `to_lower`: the stage's own params that an out-of-memory error tells the user to lower."""
     from srcore.train import distributed
     from srcore.train.runtime import (check_compile, configure, describe_setup,
                                       out_of_memory, pick_device)
@@ -106,9 +108,7 @@ def run_training(params_path: Path, stage: str, check_inputs: Callable[[], None]
     except (MemoryError, RuntimeError) as err:  # torch's out-of-memory errors are RuntimeErrors
         if not out_of_memory(err):
             raise
-        batch = "cnn.batch_size" if stage == "train_cnn" else "gan.batch_size"
-        raise SrcoreError(f"{stage}: out of memory on {device}: lower {batch} or "
-                          "data.patch_size (or model.features / model.rrdb)") from None
+        raise SrcoreError(f"{stage}: out of memory on {device}: lower {to_lower}") from None
     finally:
         distributed.teardown()
 

@@ -22,7 +22,8 @@ def check_inputs() -> None:
 
 
 def run(params_path: Path) -> None:
-    run_training(params_path, STAGE, check_inputs, _train)
+    run_training(params_path, STAGE, check_inputs, _train,
+                 "gan.batch_size or data.patch_size (or disc.widths)")
 
 
 def _train(params, values, split, dist, device) -> None:

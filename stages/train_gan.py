@@ -30,7 +30,7 @@ def check_inputs() -> None:
 
 
 def run(params_path: Path) -> None:
-    run_training(params_path, STAGE, check_inputs, _train)
+    run_training(params_path, STAGE, check_inputs, _train, "gan.batch_size or data.patch_size")
 
 
 def describe(gan) -> str:

@@ -1,4 +1,5 @@
-"""Evaluate upscaling methods on whole test images: per-image metrics and their means.
+"""Evaluate upscaling methods on whole test images: per-image metrics and their means, and the
+report's comparison figure of them.
 
 LR inputs are made from the HR images with the training kernel and stored as 8-bit, exactly as
 a user's LR file would be; models run through the same tiled inference as `upscale`.
@@ -13,6 +14,7 @@ import torch
 
 from srcore.data.dataset import to_tensor
 from srcore.data.kernels import downscale, upscale
+from srcore.figures import labelled_row
 from srcore.io import progress_bar
 from srcore.metrics import image_metrics, to_uint8
 
@@ -56,3 +58,31 @@ def summarize(rows: list[dict]) -> dict[str, dict[str, float]]:
     methods = dict.fromkeys(r["method"] for r in rows)
     return {m: {k: float(np.mean([r[k] for r in rows if r["method"] == m])) for k in METRICS}
             for m in methods}
+
+
+def comparison_figure(images: dict, methods: dict, scale: int, kernel: str, crop_border: int,
+                      lpips_model, crop: int = 160, zoom: int = 4, rows: int = 3):
+    """The report's figure 6: the same crop of ground truth and each method, for a few images,
+    with each crop's PSNR-Y and LPIPS under it; below, the crop's centre enlarged `zoom` times
+    (nearest neighbour), where the CNN's smoothness and the GAN's texture can be told apart."""
+    lines = []
+    for name, gt in list(images.items())[:rows]:
+        size = min(crop, *gt.shape[:2]) // scale * scale
+        top = (gt.shape[0] - size) // 2 // scale * scale
+        left = (gt.shape[1] - size) // 2 // scale * scale
+        lq = make_lq(gt, scale, kernel)
+        window = (slice(top, top + size), slice(left, left + size))
+        panels = [gt[window]] + [sr_of(lq)[window] for sr_of in methods.values()]
+        captions = [""]
+        for panel in panels[1:]:
+            scores = image_metrics(panels[0], panel, crop_border, lpips_model)
+            captions.append(f"{scores['psnr_y']:.2f} dB, LPIPS {scores['lpips']:.3f}")
+        detail = size // zoom // 2
+        middle = slice(size // 2 - detail, size // 2 + detail)
+        zoomed = [np.repeat(np.repeat(p[middle, middle], zoom, 0), zoom, 1) for p in panels]
+        lines.append(labelled_row(panels, [f"{name} (GT)"[:20]] + list(methods), captions=captions))
+        lines.append(labelled_row(zoomed, [f"centre x{zoom}"] + [""] * len(methods)))
+    width = max(line.shape[1] for line in lines)
+    padded = [np.pad(line, ((0, 6), (0, width - line.shape[1]), (0, 0)), constant_values=255)
+              for line in lines]
+    return np.concatenate(padded)

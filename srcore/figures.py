@@ -1,4 +1,4 @@
-"""Side-by-side image panels with labels (training grids, comparison figures)."""
+"""Side-by-side image panels with labels, and the training stages' sample grid."""
 
 from __future__ import annotations
 
@@ -31,3 +31,20 @@ def center_crop(img: np.ndarray, size: int) -> np.ndarray:
     size = min(size, height, width)
     top, left = (height - size) // 2, (width - size) // 2
     return img[top : top + size, left : left + size]
+
+
+def sample_grid(model, val_image, scale: int, device):
+    """LQ (nearest, enlarged) | bicubic | SR | GT, on a centre crop of a val image."""
+    import torch
+
+    from srcore.data.kernels import upscale
+    from srcore.metrics import to_uint8
+
+    was_training = model.training
+    with torch.no_grad():
+        model.eval()
+        sr = to_uint8(model(val_image.lq.to(device)).float().cpu())
+        model.train(was_training)
+    panels = [to_uint8(upscale(val_image.lq, scale, "nearest")),
+              to_uint8(upscale(val_image.lq, scale, "bicubic")), sr, val_image.gt]
+    return labelled_row([center_crop(p, 128) for p in panels], ["LQ", "bicubic", "SR", "GT"])

@@ -1,4 +1,4 @@
-"""Pieces the training stages share: the split, the training data, launching, CSV logs, grids."""
+"""Pieces the training stages share: the split, the training data, launching, CSV logs."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from srcore.errors import Interrupted, SrcoreError
+from srcore.figures import sample_grid
 from stages.declared import DeclaredParams, stage_params
 from stages.inputs import check_metric_sizes, read_split
 from stages.paths import HR, MODELS
@@ -196,21 +197,3 @@ def log_summary(mlflow, metrics: dict) -> None:
     from the per-step series of the same names (val_psnr_y, ...)."""
     mlflow.log_metrics({f"summary/{k}": float(v) for k, v in metrics.items()
                         if isinstance(v, (int, float))})
-
-
-def sample_grid(model, val_image, scale: int, device):
-    """LQ (nearest, enlarged) | bicubic | SR | GT, on a centre crop of a val image."""
-    import torch
-
-    from srcore.data.kernels import upscale
-    from srcore.figures import center_crop, labelled_row
-    from srcore.metrics import to_uint8
-
-    was_training = model.training
-    with torch.no_grad():
-        model.eval()
-        sr = to_uint8(model(val_image.lq.to(device)).float().cpu())
-        model.train(was_training)
-    panels = [to_uint8(upscale(val_image.lq, scale, "nearest")),
-              to_uint8(upscale(val_image.lq, scale, "bicubic")), sr, val_image.gt]
-    return labelled_row([center_crop(p, 128) for p in panels], ["LQ", "bicubic", "SR", "GT"])

@@ -113,7 +113,8 @@ def run_baselines(params_path: Path) -> None:
 def run_models(params_path: Path) -> None:
     import torch
 
-    from srcore.evaluate import BASELINES, baseline, evaluate, model_upscaler, summarize
+    from srcore.evaluate import (BASELINES, baseline, comparison_figure, evaluate,
+                                 model_upscaler, summarize)
     from srcore.io import write_png
     from srcore.models.checkpoint import load_generator
     from srcore.pretrained import load_lpips
@@ -171,40 +172,6 @@ def _read_rows(csv_text: str) -> list[dict]:
 
     return [{k: v if k in ("method", "image") else float(v) for k, v in row.items()}
             for row in csv.DictReader(io.StringIO(csv_text))]
-
-
-def comparison_figure(images: dict, methods: dict, scale: int, kernel: str, crop_border: int,
-                      lpips_model, crop: int = 160, zoom: int = 4, rows: int = 3):
-    """The report's figure 6: the same crop of ground truth and each method, for a few images,
-    with each crop's PSNR-Y and LPIPS under it; below, the crop's centre enlarged `zoom` times
-    (nearest neighbour), where the CNN's smoothness and the GAN's texture can be told apart."""
-    import numpy as np
-
-    from srcore.evaluate import make_lq
-    from srcore.figures import labelled_row
-    from srcore.metrics import image_metrics
-
-    lines = []
-    for name, gt in list(images.items())[:rows]:
-        size = min(crop, *gt.shape[:2]) // scale * scale
-        top = (gt.shape[0] - size) // 2 // scale * scale
-        left = (gt.shape[1] - size) // 2 // scale * scale
-        lq = make_lq(gt, scale, kernel)
-        window = (slice(top, top + size), slice(left, left + size))
-        panels = [gt[window]] + [sr_of(lq)[window] for sr_of in methods.values()]
-        captions = [""]
-        for panel in panels[1:]:
-            scores = image_metrics(panels[0], panel, crop_border, lpips_model)
-            captions.append(f"{scores['psnr_y']:.2f} dB, LPIPS {scores['lpips']:.3f}")
-        detail = size // zoom // 2
-        middle = slice(size // 2 - detail, size // 2 + detail)
-        zoomed = [np.repeat(np.repeat(p[middle, middle], zoom, 0), zoom, 1) for p in panels]
-        lines.append(labelled_row(panels, [f"{name} (GT)"[:20]] + list(methods), captions=captions))
-        lines.append(labelled_row(zoomed, [f"centre x{zoom}"] + [""] * len(methods)))
-    width = max(line.shape[1] for line in lines)
-    padded = [np.pad(line, ((0, 6), (0, width - line.shape[1]), (0, 0)), constant_values=255)
-              for line in lines]
-    return np.concatenate(padded)
 
 
 def _print_table(summary: dict, count: int) -> None:

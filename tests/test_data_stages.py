@@ -275,12 +275,12 @@ def test_an_interrupted_evaluate_leaves_its_outputs_all_old(project, weights_dir
     baselines = {p.name: p.read_bytes() for p in (project / "metrics").iterdir()}
     # the signal comes while the figure is drawn, from the CLI's own handler
     patch = ("import os, signal, time\n"
-             "import stages.evaluate as stage\n"
+             "import srcore.evaluate\n"
              "def figure(*args, **kwargs):\n"
              "    print('drawing', flush=True)\n"
              "    os.kill(os.getpid(), signal.SIGINT)\n"
              "    time.sleep(60)\n"
-             "stage.comparison_figure = figure\n")
+             "srcore.evaluate.comparison_figure = figure\n")
     out = run_cli_patched(patch, "evaluate", cwd=project)
     assert "drawing" in out.stdout, out.stderr
     assert out.returncode == 130 and out.stderr.strip().splitlines()[-1] == "interrupted: stopped"

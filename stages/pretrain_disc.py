@@ -30,9 +30,9 @@ def _train(params, values, split, dist, device) -> None:
     import torch
 
     from srcore.models.checkpoint import load_generator
-    from srcore.models.discriminator import Discriminator
+    from srcore.models.discriminator import Discriminator, save_discriminator
     from srcore.plots import write_curves
-    from srcore.train.gan import pretrain_disc, save_discriminator
+    from srcore.train.gan import pretrain_disc
     from srcore.train.runtime import pick_precision
 
     disc_params = params.disc

@@ -51,9 +51,10 @@ def describe(gan) -> str:
 def _train(params, values, split, dist, device) -> None:
     from srcore.losses import PerceptualLoss
     from srcore.models.checkpoint import load_generator, save_generator
+    from srcore.models.discriminator import load_discriminator, save_discriminator
     from srcore.plots import write_curves
     from srcore.pretrained import load_features, load_lpips
-    from srcore.train.gan import load_discriminator, save_discriminator, train_gan
+    from srcore.train.gan import train_gan
     from srcore.train.runtime import pick_precision
     from srcore.train.validate import validate
 

@@ -134,7 +134,7 @@ def expect_refusal(result, *texts):
 def test_export_refuses_what_is_not_an_rrdbnet_generator(tmp_path, name, content, message):
     path = tmp_path / name
     if content == "disc":  # our pipeline's discriminator, saved as pretrain-disc saves it
-        from srcore.train.gan import save_discriminator
+        from srcore.models.discriminator import save_discriminator
 
         save_discriminator(path, Discriminator(widths=(8, 8), hidden=(8, 8)))
     elif content == "srvgg":  # Real-ESRGAN's other architecture (realesr-general-x4v3)

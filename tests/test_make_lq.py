@@ -61,3 +61,15 @@ def test_make_lq_refuses_sides_not_divisible_by_4_and_existing_outputs(tmp_path)
     assert again.returncode != 0 and "--overwrite" in again.stderr
     run_cli("make-lq", tmp_path / "a.png", "-o", tmp_path / "lq", "--overwrite", cwd=tmp_path)
     assert read_rgb8(tmp_path / "lq" / "a.png").shape == (10, 14, 3)
+
+
+def test_make_lq_does_not_suggest_overwrite_for_an_input_it_would_replace(tmp_path):
+    """An input PNG whose LQ would take its own name (-o its folder) is refused even with
+    --overwrite, and the message says to choose another -o, not to pass --overwrite."""
+    write_png(tmp_path / "a.png", photo(40, 56))
+    for extra in ((), ("--overwrite",)):
+        out = run_cli("make-lq", tmp_path / "a.png", "-o", tmp_path, *extra, cwd=tmp_path,
+                      check=False)
+        assert out.returncode != 0 and "choose another -o" in out.stderr, out.stderr
+        assert "pass --overwrite" not in out.stderr, out.stderr
+    assert read_rgb8(tmp_path / "a.png").shape == (40, 56, 3)

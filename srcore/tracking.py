@@ -106,12 +106,12 @@ def _parent_run(client, experiment_id: str, identity: dict[str, Any]) -> tuple[s
     experiment's parent rather than a second one."""
     from mlflow.entities import Param
 
-    if identity["experiment"] == PLAIN_REPRO:
-        query = f"tags.pipeline_key LIKE '% {identity['commit']} {identity['params_hash']}'"
-    else:
-        query = f"tags.pipeline_key = '{identity['key']}'"
-    found = client.search_runs([experiment_id], query, max_results=1,
-                               order_by=["attributes.start_time DESC"])
+    # the filter names only the commit and the hash (hex): MLflow's filter strings have no
+    # escape for a quote, which git and so DVC allow in an experiment's name (bob's-try)
+    same = f"tags.pipeline_key LIKE '% {identity['commit']} {identity['params_hash']}'"
+    found = client.search_runs([experiment_id], same, order_by=["attributes.start_time DESC"])
+    if identity["experiment"] != PLAIN_REPRO:  # an experiment joins only its own parent
+        found = [run for run in found if run.data.tags.get("pipeline_key") == identity["key"]]
     if found:
         run = found[0]
         client.update_run(run.info.run_id, status="RUNNING")  # a resumed or later stage

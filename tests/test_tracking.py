@@ -343,3 +343,24 @@ def test_the_pipeline_run_shows_whether_its_stage_runs_failed_was_killed_or_fini
     status, start, end = parent()
     assert status == "FINISHED" == stage("train_cnn")[1]
     assert start == started and end > first_end  # its duration spans every stage run so far
+
+
+@pytest.mark.parametrize("name", ["bob's-try", 'say-"hi"', "50%_off"])
+def test_an_experiment_name_with_quotes_or_wildcards_records_under_one_parent(monkeypatch,
+                                                                               tmp_path, name):
+    """git, and so `dvc exp run -n`, allow quotes in a name, which MLflow's filter strings
+    cannot escape: the parent was looked up by a filter holding the name, and every stage
+    failed with 'tracking store is not usable: move mlflow.db aside'."""
+    _project(monkeypatch, tmp_path, "seed: 42\n", "seed: 42\n")
+    monkeypatch.setenv("DVC_EXP_NAME", "50%_of")  # another experiment of the same params
+    with stage_run("split", "demo", {}):
+        pass
+    monkeypatch.setenv("DVC_EXP_NAME", name)
+    for stage in ("train_cnn", "train_gan"):
+        with stage_run(stage, "demo", {}):
+            pass
+    runs = _runs(tmp_path / "mlflow.db")
+    parents = sorted(n for n, t, _, _ in runs if "pipeline_key" in t)
+    assert parents == sorted(["50%_of", name])
+    stages = {t["stage"]: t["pipeline"] for _, t, _, _ in runs if "stage" in t}
+    assert stages == {"split": "50%_of", "train_cnn": name, "train_gan": name}

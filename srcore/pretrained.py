@@ -346,10 +346,11 @@ def lpips_weights(project_weights: Path) -> Path:
         return Path(project_weights)
     cached = user_cache() / "pretrained"
     if not complete(cached):
+        # said before the lock, so that a command waiting for another one's download says why
+        print(f"LPIPS weights: none in {project_weights}; preparing them once in {cached}",
+              file=sys.stderr, flush=True)
         with one_at_a_time(user_cache() / ".pretrained.lock"):
             if not complete(cached):  # not made while this one waited
-                print(f"LPIPS weights: none in {project_weights}; preparing them once in "
-                      f"{cached}", file=sys.stderr, flush=True)
                 with contextlib.redirect_stdout(sys.stderr), atomic_dir(cached) as out:
                     prepare_pretrained(out, user_cache())
     return cached

@@ -144,12 +144,17 @@ def _end_parent(client, run_id: str, status: str) -> None:
                                             status, err)
 
 
-def _run_exists(client, run_id: str, experiment_id: str) -> bool:
+def _active_run(client, run_id: str | None, experiment_id: str):
+    """The run `run_id` if the store still has it, active, in this experiment; else None."""
+    if run_id is None:
+        return None
     try:
-        info = client.get_run(run_id).info
-        return info.experiment_id == experiment_id and info.lifecycle_stage == "active"
+        run = client.get_run(run_id)
     except Exception:  # MLflow raises MlflowException for an unknown id; any failure: a new run
-        return False
+        return None
+    info = run.info
+    return run if info.experiment_id == experiment_id and info.lifecycle_stage == "active" \
+        else None
 
 
 def _experiment_id(mlflow, experiment: str, own_store: bool) -> str:
@@ -214,9 +219,19 @@ def stage_run(stage: str, experiment: str, params: dict[str, Any], enabled: bool
     identity = pipeline_identity(Path.cwd())
     try:
         with _store_lock(uri):
+            client = mlflow.MlflowClient()
             experiment_id = _experiment_id(mlflow, experiment, own_store)
-            parent, pipeline, dvc_experiment = _parent_run(mlflow.MlflowClient(),
-                                                           experiment_id, identity)
+            resumed = _active_run(client, run_id, experiment_id)
+            # a resumed run stays under the parent it was made under, which its status follows
+            # (a newer parent of the same commit and params may exist by now)
+            kept = _active_run(client, resumed.data.tags.get("mlflow.parentRunId"),
+                               experiment_id) if resumed else None
+            if kept:
+                client.update_run(kept.info.run_id, status="RUNNING")
+                parent, pipeline, dvc_experiment = (kept.info.run_id, kept.info.run_name,
+                                                    kept.data.tags.get("dvc_experiment"))
+            else:
+                parent, pipeline, dvc_experiment = _parent_run(client, experiment_id, identity)
     except Exception as err:  # MLflow raises many types for a bad store; all mean the same here
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]  # not its SQL
         way = (f"move {project_root() / 'mlflow.db'} aside (the next run starts a new store)"
@@ -228,16 +243,16 @@ def stage_run(stage: str, experiment: str, params: dict[str, Any], enabled: bool
             "dvc_experiment": dvc_experiment, "git_commit": identity["commit"],
             "params_hash": identity["params_hash"]}
     status = "FAILED"  # the parent's, as MLflow ends the stage's run on any other exception
+    # named after its pipeline too: the compare view and its charts label runs by name alone
+    name = f"{stage} ({pipeline})"
+    if resumed:
+        print(f"{stage}: continuing MLflow run {run_id}")
+        name = resumed.info.run_name
+        if kept:
+            tags = {}  # it keeps the parent and tags it was made with; else it moves to `parent`
     try:
-        if run_id is not None and not _run_exists(mlflow.MlflowClient(), run_id, experiment_id):
-            run_id = None
-        if run_id is not None:
-            print(f"{stage}: continuing MLflow run {run_id}")
-            tags = {}  # the run keeps the parent and tags it was created with
-        # named after its pipeline too: the compare view and its charts label runs by name alone
-        name = f"{stage} ({pipeline})"
-        with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=name,
-                              tags=tags):
+        with mlflow.start_run(run_id=run_id if resumed else None, experiment_id=experiment_id,
+                              run_name=name, tags=tags):
             mlflow.log_params(flatten(params))
             try:
                 yield mlflow

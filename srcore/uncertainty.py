@@ -19,7 +19,7 @@ def mean_difference(per_image: dict[str, float]) -> dict:
     """{"mean", "low", "high", "interval", "excludes_zero", "images", "per_image"}.
 
     `per_image` maps image name -> score of method A minus score of method B. `interval` says
-    how low/high were found: "bootstrap 95%" or "min-max (fewer than MIN_BOOTSTRAP images)".
+    how low/high were found: "bootstrap 95%" or "min-max (fewer than 5 images)" (MIN_BOOTSTRAP).
     """
     values = np.asarray(list(per_image.values()), dtype=np.float64)
     if len(values) == 0:

@@ -364,3 +364,29 @@ def test_an_experiment_name_with_quotes_or_wildcards_records_under_one_parent(mo
     assert parents == sorted(["50%_of", name])
     stages = {t["stage"]: t["pipeline"] for _, t, _, _ in runs if "stage" in t}
     assert stages == {"split": "50%_of", "train_cnn": name, "train_gan": name}
+
+
+def test_a_resumed_stage_run_reports_to_the_parent_it_was_made_under(monkeypatch, tmp_path):
+    """A training resumed by a plain `dvc repro` continues its run, and its end status goes to
+    that run's own parent, not to a newer parent of the same commit and params (an experiment
+    run in between), which keeps its own status."""
+    from srcore.errors import Interrupted
+
+    _project(monkeypatch, tmp_path, "seed: 42\n", "seed: 42\n")
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    with stage_run("train_cnn", "demo", {}) as mlflow:
+        first = mlflow.active_run().info.run_id
+    monkeypatch.setenv("DVC_EXP_NAME", "later")
+    with stage_run("split", "demo", {}):
+        pass
+    monkeypatch.delenv("DVC_EXP_NAME")
+    with pytest.raises(Interrupted):
+        with stage_run("train_cnn", "demo", {}, run_id=first) as mlflow:
+            assert mlflow.active_run().info.run_id == first
+            raise Interrupted("stopped")
+
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        status = dict(db.execute("select name, status from runs").fetchall())
+    plain = next(name for name in status if name.startswith("train_cnn (")).split("(")[1][:-1]
+    assert status == {plain: "KILLED", f"train_cnn ({plain})": "KILLED",
+                      "later": "FINISHED", "split (later)": "FINISHED"}

@@ -113,10 +113,7 @@ def _parent_run(client, experiment_id: str, identity: dict[str, Any]) -> tuple[s
     if identity["experiment"] != PLAIN_REPRO:  # an experiment joins only its own parent
         found = [run for run in found if run.data.tags.get("pipeline_key") == identity["key"]]
     if found:
-        run = found[0]
-        client.update_run(run.info.run_id, status="RUNNING")  # a resumed or later stage
-        return (run.info.run_id, run.info.run_name,
-                run.data.tags.get("dvc_experiment", identity["experiment"]))
+        return _reopened(client, found[0], identity)
     changed = identity["changed"]
     tags = {"pipeline_key": identity["key"], "dvc_experiment": identity["experiment"],
             "git_commit": identity["commit"], "params_hash": identity["params_hash"],
@@ -130,6 +127,14 @@ def _parent_run(client, experiment_id: str, identity: dict[str, Any]) -> tuple[s
     for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
         client.log_batch(run.info.run_id, params=params[start:start + 100])
     return run.info.run_id, identity["name"], identity["experiment"]
+
+
+def _reopened(client, run, identity: dict[str, Any]) -> tuple[str, str, str]:
+    """An existing parent run, RUNNING again for a later or resumed stage: (run id, name,
+    dvc_experiment tag)."""
+    client.update_run(run.info.run_id, status="RUNNING")
+    return (run.info.run_id, run.info.run_name,
+            run.data.tags.get("dvc_experiment", identity["experiment"]))
 
 
 def _end_parent(client, run_id: str, status: str) -> None:
@@ -226,12 +231,9 @@ def stage_run(stage: str, experiment: str, params: dict[str, Any], enabled: bool
             # (a newer parent of the same commit and params may exist by now)
             kept = _active_run(client, resumed.data.tags.get("mlflow.parentRunId"),
                                experiment_id) if resumed else None
-            if kept:
-                client.update_run(kept.info.run_id, status="RUNNING")
-                parent, pipeline, dvc_experiment = (kept.info.run_id, kept.info.run_name,
-                                                    kept.data.tags.get("dvc_experiment"))
-            else:
-                parent, pipeline, dvc_experiment = _parent_run(client, experiment_id, identity)
+            parent, pipeline, dvc_experiment = (
+                _reopened(client, kept, identity) if kept
+                else _parent_run(client, experiment_id, identity))
     except Exception as err:  # MLflow raises many types for a bad store; all mean the same here
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]  # not its SQL
         way = (f"move {project_root() / 'mlflow.db'} aside (the next run starts a new store)"

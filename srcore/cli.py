@@ -339,12 +339,13 @@ def benchmark(
     import json
 
     from srcore.benchmark import run, table
+    from srcore.choices import DEVICES
     from srcore.config import load_params
     from srcore.train.runtime import pick_device
 
     config = load_params(params)
-    if device not in (None, "auto", "cpu", "cuda"):
-        raise SrcoreError(f"--device {device}: use auto, cpu or cuda")
+    if device not in (None, *DEVICES):
+        raise SrcoreError(f"--device {device}: use one of {', '.join(DEVICES)}")
     dev = pick_device(device, "--device") if device else pick_device(config.train.device)
     results = run(config, dev, lambda step: print(f"measuring: {step}", file=sys.stderr,
                                                   flush=True), compile_too)

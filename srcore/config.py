@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
                       ValidationError, model_validator)
 
+from srcore.choices import DEVICES, PRECISIONS
 from srcore.errors import SrcoreError
 
 
@@ -91,8 +92,8 @@ def _auto_or_switch(value):
 
 
 class TrainParams(_Section):
-    device: Literal["auto", "cpu", "cuda"]
-    precision: Literal["auto", "fp32", "bf16", "fp16"]
+    device: Literal[DEVICES]
+    precision: Literal[PRECISIONS]
     num_workers: Annotated[Any, AfterValidator(_auto_or_count)]
     channels_last: Annotated[Any, AfterValidator(_auto_or_switch)]
     compile: bool

@@ -22,13 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from srcore.atomic import signals_deferred, write_bytes
+from srcore.choices import DEVICES, PRECISIONS
 from srcore.errors import Interrupted, SrcoreError
 from srcore.io import IMAGE_SUFFIXES, file_or_broken_link, hidden, is_image_name
 from srcore.sizes import DEFAULT_TILE_PAD, SCALE
 
 SUFFIX = f"_x{SCALE}"
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SIXTEEN_BIT_FORMATS = {".png", ".tif", ".tiff"}
 NO_ALPHA_FORMATS = {".jpg", ".jpeg"}
 MANY_TILES = 2000  # warn above this many tiles in one image

@@ -94,6 +94,10 @@ def psnr_ssim(ref: np.ndarray, test: np.ndarray, crop_border: int) -> dict[str, 
     """{psnr, ssim} on RGB over the whole image, {psnr_y, ssim_y} on cropped Y."""
     if ref.shape != test.shape:
         raise ValueError(f"image sizes differ: {ref.shape} vs {test.shape}")
+    if ref.dtype != np.uint8 or test.dtype != np.uint8:  # data range 255 is assumed below:
+        # floats in [0, 1] would score ~48 dB too high on RGB and an SSIM near 1
+        raise ValueError(f"expected uint8 images, not {ref.dtype} and {test.dtype} "
+                         "(srcore.metrics.to_uint8 rounds a float tensor in [0, 1])")
     if crop_border < 0:
         raise ValueError(f"crop_border must be >= 0, not {crop_border}")
     check_size(ref.shape, crop_border, lpips=False)

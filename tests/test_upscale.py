@@ -637,3 +637,19 @@ def test_a_colour_profile_is_kept_in_png_and_jpeg_and_its_loss_noted_elsewhere(t
     run_cli("upscale", plain, "-o", tmp_path / "out2", "--model", ckpt, "--device", "cpu",
             cwd=tmp_path)
     assert np.array_equal(read(tmp_path / "out" / "a_x4.png"), read(tmp_path / "out2" / "a_x4.png"))
+
+
+def test_the_readme_python_snippet_gives_the_commands_pixels(tmp_path, monkeypatch):
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### In Python", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "models").mkdir()
+    save_generator(tmp_path / "models" / "gan.pt", tiny())
+    cv2.imwrite(str(tmp_path / "photo.jpg"), photo(300, 280)[:, :, ::-1])  # over one 256 tile
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(snippet, namespace)
+    run_cli("upscale", "photo.jpg", "-o", "out", "--model", "models/gan.pt", "--device", "cpu",
+            "--precision", "fp32", "--ext", "png", cwd=tmp_path)  # PNG: no lossy re-encoding
+    assert namespace["sr"].shape == (1200, 1120, 3) and namespace["sr"].dtype == np.uint8
+    assert np.array_equal(namespace["sr"], read(tmp_path / "out" / "photo_x4.png")[:, :, ::-1])

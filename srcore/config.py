@@ -7,6 +7,7 @@ No key has a default here: params.yaml is the one place where values live.
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -302,11 +303,17 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise SrcoreError(f"{path}: invalid params:\n" + _describe(err)) from None
 
 
-def _refuse_duplicate_keys(node, path: Path, key: str = "") -> None:
+def _refuse_duplicate_keys(node, path: Path, key: str = "", seen: set | None = None) -> None:
     """PyYAML has no option to refuse a key given twice (it keeps the last), so the parsed
-    nodes are walked for them before they are turned into dicts."""
+    nodes are walked for them before they are turned into dicts. A node that aliases refer
+    to (*name) is walked once: nine levels of aliases ten wide in 1 KB (a "billion laughs")
+    stand for 10^9 nodes."""
     import yaml
 
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         lines: dict[str, int] = {}
         for key_node, value in node.value:
@@ -316,10 +323,10 @@ def _refuse_duplicate_keys(node, path: Path, key: str = "") -> None:
                 raise SrcoreError(f"{path}: {name} defined twice (lines {lines[name]} and "
                                   f"{line}); keep one")
             lines[name] = line
-            _refuse_duplicate_keys(value, path, f"{name}.")
+            _refuse_duplicate_keys(value, path, f"{name}.", seen)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _refuse_duplicate_keys(item, path, f"{key}{i}.")
+            _refuse_duplicate_keys(item, path, f"{key}{i}.", seen)
 
 
 _STEPS = "(training counts optimizer steps, not epochs: see README)"
@@ -328,6 +335,10 @@ RENAMED = {"data.lr_kernel": "data.lq_kernel", "cnn.epochs": f"cnn.steps {_STEPS
            "gan.epochs_per_round": f"gan.g_steps and gan.d_steps {_STEPS}",
            "gan.perceptual.layer": "gan.perceptual.layers, a list, with one weight per layer "
                                    "in gan.perceptual.layer_weights"}
+
+
+_SHORT = reprlib.Repr()  # a few items of each list or dict: whole strings up to 200 characters
+_SHORT.maxstring = _SHORT.maxother = 200
 
 
 def _describe(err: ValidationError) -> str:
@@ -347,5 +358,6 @@ def _describe(err: ValidationError) -> str:
             msg = e["msg"].removeprefix("Value error, ")
             if e["type"] in ("list_type", "tuple_type"):  # -S cnn.lr_halve_at=4375
                 msg += f"; write a list in brackets, quoted for the shell: -S '{key}=[...]'"
-            lines.append(f"  {key} = {e.get('input')!r}: {msg}")
+            # shortened: a value made of YAML aliases may stand for 10^9 items
+            lines.append(f"  {key} = {_SHORT.repr(e.get('input'))}: {msg}")
     return "\n".join(lines)

@@ -59,6 +59,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # 
 # would exhaust memory; a header claiming more is treated as a decompression bomb.
 MAX_PIXELS = 200_000_000
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# a file larger than this is not read: twice uncompressed 16-bit RGBA, plus 64 MiB of metadata
+# (EXIF, colour profile, camera previews)
+MAX_BYTES_PER_PIXEL = 16
+MAX_EXTRA_BYTES = 64 * 2 ** 20
 
 
 def _cv2():
@@ -165,6 +169,13 @@ def read_image(path: Path) -> tuple[np.ndarray, str]:
     cv2 = _cv2()
     path = Path(path)
     width, height, mode, orientation, image_format = _header(path)
+    # the whole file is read into memory to be decoded: one padded far beyond what its pixels
+    # need (16-bit RGBA, uncompressed, is 8 bytes a pixel), to many GB, is refused unread
+    size = path.stat().st_size
+    if size > MAX_BYTES_PER_PIXEL * width * height + MAX_EXTRA_BYTES:
+        raise SrcoreError(f"{path}: {size:,} bytes, far more than a {width}x{height} image "
+                          "needs (padded, damaged, or holding extra data such as layers); "
+                          "re-save it as a plain PNG")
     data = np.fromfile(path, dtype=np.uint8)  # works for any file name, unlike cv2.imread
     truncated = f"{path}: image data is corrupt or truncated; remove or replace it"
     # libpng prints "libpng error: ..." itself on a cut-short PNG, past OpenCV's log level;

@@ -20,7 +20,7 @@ def run(inputs: list[Path], outdir: Path, kernel: str = "bicubic",
     Everything is checked before anything is written."""
     from srcore.data.kernels import KERNELS
     from srcore.evaluate import make_lq
-    from srcore.io import displayed_size, read_rgb8, write_png
+    from srcore.io import read_rgb8, write_png
 
     if kernel not in KERNELS:
         raise SrcoreError(f"--kernel {kernel}: use one of {', '.join(KERNELS)} "
@@ -29,8 +29,10 @@ def run(inputs: list[Path], outdir: Path, kernel: str = "bicubic",
     if outdir.exists() and not outdir.is_dir():
         raise SrcoreError(f"-o {outdir} is a file; give a folder")
     jobs = []
-    for src in map(Path, inputs):  # headers only: a folder of photos is not held in memory
-        width, height = displayed_size(src)  # a clear error for a missing or broken file
+    for src in map(Path, inputs):
+        # decoded and dropped, one at a time (a folder of photos is not held in memory): a file
+        # cut short after its header stops the command here, before any output is written
+        height, width = read_rgb8(src).shape[:2]  # a clear error for a missing or broken file
         dst = outdir / f"{src.stem}.png"
         if dst.resolve() == src.resolve():  # --overwrite would not help: choose another -o
             raise SrcoreError(f"{src}: its LQ would replace it ({dst}); choose another -o")

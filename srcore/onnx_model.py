@@ -66,7 +66,7 @@ class OnnxModel:
         self.path, self.input = path, inputs[0].name
         self.dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
         meta = self.session.get_modelmeta().custom_metadata_map
-        self.config = json.loads(meta[CONFIG_KEY]) if CONFIG_KEY in meta else {}
+        self.config = _config(meta[CONFIG_KEY], path) if CONFIG_KEY in meta else {}
         probe = self(torch.zeros(1, 3, 8, 8))  # fails here, before any image, if it cannot run
         if tuple(probe.shape) != (1, 3, 32, 32):
             raise SrcoreError(f"{path}: turns an 8x8 RGB input into {tuple(probe.shape)}, not a "
@@ -87,3 +87,20 @@ class OnnxModel:
             raise SrcoreError(f"{self.path}: onnxruntime failed on a {tuple(x.shape)} input: "
                               f"{str(err).strip()[:300]}") from None
         return torch.from_numpy(np.asarray(out, dtype=np.float32))
+
+
+def _config(text: str, path: Path) -> dict:
+    """The generator settings `srcore export` writes into the file's metadata; they set only
+    the receptive radius and the memory estimate, so a damaged or crafted value (not JSON, a
+    width of 10^12) is named and ignored, as for an .onnx file from elsewhere."""
+    from pydantic import ValidationError
+
+    from srcore.config import ModelParams
+
+    try:
+        return ModelParams.model_validate(json.loads(text)).model_dump()
+    except (ValueError, ValidationError):  # JSONDecodeError is a ValueError
+        print(f"note: {path}: its {CONFIG_KEY} metadata is not valid ({text[:80]!r}); ignored: "
+              "the tile padding and memory use are not checked against the model's layout",
+              file=sys.stderr)
+        return {}

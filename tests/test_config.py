@@ -223,3 +223,26 @@ def test_check_params_stage_refuses_a_bad_value_and_keeps_its_output(project):
     result = run_cli("check-params", cwd=project, check=False)
     assert result.returncode == 2 and "cnn.lr" in result.stderr and "Traceback" not in result.stderr
     assert out.read_bytes() == first
+
+
+@pytest.mark.parametrize("where", ["unknown key", "wrong type"])
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path, where):
+    """Nine levels of aliases ten wide stand for 10^9 strings in a file of 1 KB: walking or
+    printing them expanded would hang (and fill memory); the key is named at once."""
+    import time
+
+    lines = ['l0: &l0 ["x","x","x","x","x","x","x","x","x","x"]']
+    lines += [f"l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    text = (REPO / "params.yaml").read_text(encoding="utf-8")
+    if where == "unknown key":
+        text += "\nbomb:\n" + "".join(f"  {line}\n" for line in lines)
+    else:
+        text = text.replace("seed: 42", "seed: &l9 [" + ",".join(["*l8"] * 10) + "]")
+        text = "defs:\n" + "".join(f"  {line}\n" for line in lines) + text
+    path = tmp_path / "params.yaml"
+    path.write_text(text, encoding="utf-8")
+    start = time.monotonic()
+    with pytest.raises(SrcoreError, match="bomb: unknown key" if where == "unknown key"
+                       else r"seed = \[\[\[.*\.\.\.\]: Input should be a valid integer"):
+        load_params(path)
+    assert time.monotonic() - start < 10

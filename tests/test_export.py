@@ -254,3 +254,26 @@ def test_an_interrupted_fp16_export_writes_neither_file_so_the_same_command_runs
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cnn.pt"]
     run_cli("export", "cnn.pt", "-o", "cnn.onnx", "--fp16", cwd=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cnn.fp16.onnx", "cnn.onnx", "cnn.pt"]
+
+
+@pytest.mark.parametrize("value", ["{not json", '{"rrdb": "x", "features": 8}',
+                                   '{"rrdb": 1, "features": 1000000000000}', "[1, 2]"])
+def test_a_bad_config_in_an_onnx_files_metadata_is_ignored_with_a_note(tmp_path, ckpt, value,
+                                                                        capsys):
+    """The srcore_config metadata sets only the receptive radius and the memory estimate: a
+    damaged or crafted one (which crashed with a traceback, or made any image 'out of
+    memory') is named and ignored, as for an .onnx file from elsewhere."""
+    import onnx
+
+    from srcore.onnx_model import CONFIG_KEY, OnnxModel
+
+    proto = onnx.load(str(tmp_path / "cnn.onnx"))
+    for prop in proto.metadata_props:
+        if prop.key == CONFIG_KEY:
+            prop.value = value
+    onnx.save(proto, str(tmp_path / "odd.onnx"))
+    assert OnnxModel(tmp_path / "odd.onnx").config == {}
+    assert f"odd.onnx: its {CONFIG_KEY} metadata is not valid" in capsys.readouterr().err
+    cv2.imwrite(str(tmp_path / "a.png"), photo(8, 8))
+    summary = run([tmp_path / "a.png"], tmp_path / "out", tmp_path / "odd.onnx", device="cpu")
+    assert summary.ok and (tmp_path / "out" / "a_x4.png").is_file()

@@ -67,6 +67,18 @@ def test_decompression_bomb_refused_from_the_header(tmp_path):
         probe(path)
 
 
+def test_a_file_far_larger_than_its_pixels_is_refused_unread(tmp_path):
+    # a 20x16 PNG padded (sparsely: no disk used) to 65 MiB: the whole file would be read into
+    # memory before decoding; padded to many GB, that exhausts memory
+    path = tmp_path / "padded.png"
+    write_png(path, photo(16, 20))
+    with open(path, "r+b") as f:
+        f.truncate(65 * 2 ** 20)
+    with pytest.raises(SrcoreError, match=r"padded.png: 68,157,440 bytes, far more than a "
+                                          r"20x16 image needs.*re-save it"):
+        read_image(path)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(SrcoreError, match="file not found"):
         read_image(tmp_path / "nope.png")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from srcore.errors import SrcoreError
 from srcore.evaluate import evaluate, make_lq, model_upscaler
 from srcore.io import read_rgb8, write_png
 from srcore.models.checkpoint import save_generator
@@ -73,3 +74,16 @@ def test_make_lq_does_not_suggest_overwrite_for_an_input_it_would_replace(tmp_pa
         assert out.returncode != 0 and "choose another -o" in out.stderr, out.stderr
         assert "pass --overwrite" not in out.stderr, out.stderr
     assert read_rgb8(tmp_path / "a.png").shape == (40, 56, 3)
+
+
+def test_make_lq_writes_nothing_when_a_later_input_is_cut_short(tmp_path):
+    """A truncated image has a readable header: it must still stop the command before the
+    first output is written, or a re-run without it is refused (output exists)."""
+    from srcore.make_lq import run
+
+    write_png(tmp_path / "a.png", photo(40, 56))
+    data = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "b.png").write_bytes(data[:len(data) // 2])
+    with pytest.raises(SrcoreError, match="b.png: image data is corrupt or truncated"):
+        run([tmp_path / "a.png", tmp_path / "b.png"], tmp_path / "lq")
+    assert not (tmp_path / "lq").exists() or not any((tmp_path / "lq").iterdir())

@@ -124,3 +124,40 @@ def test_checkpoints_cannot_run_code(tmp_path):
         load_generator(path)
     import os
     assert not os.path.exists("/tmp/srcore-evil-marker")
+
+
+def _tiny_state():
+    return RRDBNet(rrdb=1, features=8, growth=8).state_dict()
+
+
+@pytest.mark.parametrize("case", ["block index", "wide stride-0 tensor", "our config"])
+def test_a_small_file_cannot_make_a_huge_model(tmp_path, case):
+    # a file of ~100 KB that would make RRDBNet build millions of blocks (minutes, then the
+    # OOM killer) or allocate tens of GB: refused before any model is built
+    state = _tiny_state()
+    if case == "block index":
+        state["body.9999999.rdb1.conv1.weight"] = state["body.0.rdb1.conv1.weight"]
+        obj = state
+    elif case == "wide stride-0 tensor":  # a 1-element storage viewed as 30000x3x3x3
+        state["conv_first.weight"] = torch.zeros(1).expand(30000, 3, 3, 3)
+        obj = state
+    else:
+        obj = {"format": "srcore-generator", "state_dict": state,
+               "model": {"rrdb": 10 ** 7, "features": 8, "growth": 8, "skip": "none"}}
+    torch.save(obj, tmp_path / "big.pt")
+    with pytest.raises(SrcoreError, match=r"big.pt: .*(damaged|crafted)"):
+        load_generator(tmp_path / "big.pt")
+
+
+@pytest.mark.parametrize("obj", [
+    {"format": "srcore-generator"},
+    {"format": "srcore-generator", "model": "x", "state_dict": {}},
+    {"format": "srcore-generator", "state_dict": [1],
+     "model": {"rrdb": 1, "features": 8, "growth": 8, "skip": "none"}},
+    {"format": "srcore-generator", "state_dict": {},
+     "model": {"rrdb": 1, "features": 8, "growth": 8, "skip": "none", "extra": 1}},
+])
+def test_a_damaged_srcore_checkpoint_is_a_clear_error(tmp_path, obj):
+    torch.save(obj, tmp_path / "bad.pt")
+    with pytest.raises(SrcoreError, match=r"bad.pt: .*damaged"):
+        load_generator(tmp_path / "bad.pt")

@@ -62,9 +62,10 @@ def load_checkpoint(path: Path) -> dict:
 
 def load_generator(path: Path) -> tuple[RRDBNet, dict]:
     """(model in eval mode, the checkpoint dict) for our files and BasicSR/Real-ESRGAN ones."""
+    path = Path(path)
     ckpt = load_checkpoint(path)
     if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
-        config, state = ckpt["model"], ckpt["state_dict"]
+        config, state = ckpt.get("model"), ckpt.get("state_dict")
     elif isinstance(ckpt, dict) and isinstance(ckpt.get("format"), str):  # disc.pt, *_last.pt
         raise SrcoreError(f"{path}: a {ckpt['format']} file, not a generator; use a generator "
                           "checkpoint (models/cnn.pt or models/gan.pt) or a BasicSR / "
@@ -76,6 +77,7 @@ def load_generator(path: Path) -> tuple[RRDBNet, dict]:
                 state = ckpt[key]
                 break
         config = infer_config(state, path)
+    config = _checked_size(path, config, state)
     # a diverged or damaged file would upscale to black images without any error
     bad = [k for k, v in state.items()
            if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()]
@@ -86,6 +88,35 @@ def load_generator(path: Path) -> tuple[RRDBNet, dict]:
     model = RRDBNet(**config)
     load_weights(model, state, path)
     return model.eval(), ckpt if isinstance(ckpt, dict) else {}
+
+
+def _checked_size(path: Path, config, state) -> dict:
+    """The model settings, refused unless valid and the file holds the weights they need:
+    a file of a few KB must not make us build millions of blocks or allocate many GB (a block
+    index of 9999999, or a tensor viewed with stride 0 as 30000x3x3x3, e.g.)."""
+    from pydantic import ValidationError
+
+    from srcore.config import ModelParams
+
+    damaged = (f"{path}: damaged or crafted file, {{}}; use another checkpoint (a srcore "
+               "cnn.pt/gan.pt or a BasicSR / Real-ESRGAN RRDBNet x4 file)")
+    if not isinstance(state, dict):
+        raise SrcoreError(damaged.format("its weights are not a state dict"))
+    try:
+        config = ModelParams.model_validate(config).model_dump()
+    except ValidationError as err:
+        where = ".".join(map(str, err.errors()[0]["loc"])) or "model"
+        raise SrcoreError(damaged.format(f"bad model settings ({where}: "
+                                         f"{err.errors()[0]['msg']})")) from None
+    # every tensor, and every weight of the model, is stored in full: fp16 at the least
+    size = path.stat().st_size
+    held = sum(v.numel() * v.element_size() for v in state.values() if torch.is_tensor(v))
+    with torch.device("meta"):  # shapes only: nothing allocated
+        needed = 2 * sum(p.numel() for p in RRDBNet(**config).parameters())
+    if max(held, needed) > size:
+        raise SrcoreError(damaged.format(f"{max(held, needed):,} bytes of weights declared in "
+                                         f"{size:,} bytes"))
+    return config
 
 
 def load_weights(module: torch.nn.Module, state: dict, path: Path) -> None:

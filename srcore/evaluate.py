@@ -20,6 +20,7 @@ from srcore.metrics import image_metrics, to_uint8
 
 METRICS = ("psnr", "ssim", "psnr_y", "ssim_y", "lpips")
 BASELINES = ("nearest", "bilinear", "bicubic")
+FIGURE_IMAGES = 3  # the comparison figure shows the first three test images
 
 
 def make_lq(gt: np.ndarray, scale: int, kernel: str) -> np.ndarray:
@@ -40,16 +41,22 @@ def model_upscaler(model, device, precision: str):
 
 def evaluate(methods: dict[str, Callable[[np.ndarray], np.ndarray]],
              images: dict[str, np.ndarray], scale: int, kernel: str, crop_border: int,
-             lpips_model, desc: str = "evaluate") -> list[dict]:
-    """One row {method, image, psnr, ssim, psnr_y, ssim_y, lpips} per method and image."""
+             lpips_model, desc: str = "evaluate", outputs: dict | None = None) -> list[dict]:
+    """One row {method, image, psnr, ssim, psnr_y, ssim_y, lpips} per method and image.
+
+    `outputs`, if given, gets the SR images of the first FIGURE_IMAGES images as
+    outputs[image][method], for comparison_figure: a large model on a CPU takes minutes to
+    upscale them again."""
     rows = []
-    for name, gt in progress_bar(images.items(), desc=desc, unit="img"):
+    for i, (name, gt) in enumerate(progress_bar(images.items(), desc=desc, unit="img")):
         lq = make_lq(gt, scale, kernel)
         for method, sr_of in methods.items():
             with torch.no_grad():
                 sr = sr_of(lq)
             rows.append({"method": method, "image": name,
                          **image_metrics(gt, sr, crop_border, lpips_model)})
+            if outputs is not None and i < FIGURE_IMAGES:
+                outputs.setdefault(name, {})[method] = sr
     return rows
 
 
@@ -61,18 +68,22 @@ def summarize(rows: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def comparison_figure(images: dict, methods: dict, scale: int, kernel: str, crop_border: int,
-                      lpips_model, crop: int = 160, zoom: int = 4, rows: int = 3):
-    """The report's figure 6: the same crop of ground truth and each method, for a few images,
-    with each crop's PSNR-Y and LPIPS under it; below, the crop's centre enlarged `zoom` times
-    (nearest neighbour), where the CNN's smoothness and the GAN's texture can be told apart."""
+                      lpips_model, outputs: dict | None = None, crop: int = 160, zoom: int = 4):
+    """The report's figure 6: the same crop of ground truth and each method, for the first
+    FIGURE_IMAGES images, with each crop's PSNR-Y and LPIPS under it; below, the crop's centre
+    enlarged `zoom` times (nearest neighbour), where the CNN's smoothness and the GAN's texture
+    can be told apart. A method's SR image found in `outputs` (evaluate's) is not made again."""
+    outputs = outputs or {}
     lines = []
-    for name, gt in list(images.items())[:rows]:
+    for name, gt in list(images.items())[:FIGURE_IMAGES]:
         size = min(crop, *gt.shape[:2]) // scale * scale
         top = (gt.shape[0] - size) // 2 // scale * scale
         left = (gt.shape[1] - size) // 2 // scale * scale
         lq = make_lq(gt, scale, kernel)
         window = (slice(top, top + size), slice(left, left + size))
-        panels = [gt[window]] + [sr_of(lq)[window] for sr_of in methods.values()]
+        made = outputs.get(name, {})
+        panels = [gt[window]] + [(made[m] if m in made else sr_of(lq))[window]
+                                 for m, sr_of in methods.items()]
         captions = [""]
         for panel in panels[1:]:
             scores = image_metrics(panels[0], panel, crop_border, lpips_model)

@@ -134,13 +134,15 @@ def run_models(params_path: Path) -> None:
     scale, kernel = params.data.scale, params.data.lq_kernel
     with stage_run("evaluate", params.mlflow.experiment, values) as mlflow:
         methods = {name: model_upscaler(m, device, precision) for name, m in models.items()}
-        rows = evaluate(methods, images, scale, kernel, params.eval.crop_border, lpips_model)
+        outputs: dict = {}  # the models' SR images of the figure's photos, made once
+        rows = evaluate(methods, images, scale, kernel, params.eval.crop_border, lpips_model,
+                        outputs=outputs)
         summary = {**baselines, **summarize(rows)}
         differences = paired_differences(_read_rows(baseline_rows) + rows, COMPARED)
         all_methods = {**{k: baseline(k, scale) for k in BASELINES}, **methods}
         with torch.no_grad():
             figure = comparison_figure(images, all_methods, scale, kernel,
-                                       params.eval.crop_border, lpips_model)
+                                       params.eval.crop_border, lpips_model, outputs)
         # made first, written together: an interrupt leaves all of them old or all new
         with signals_deferred():
             write_json(DETAILS_JSON, {**summary, "differences": differences})

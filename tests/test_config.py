@@ -229,7 +229,7 @@ def test_check_params_stage_refuses_a_bad_value_and_keeps_its_output(project):
 def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path, where):
     """Nine levels of aliases ten wide stand for 10^9 strings in a file of 1 KB: walking or
     printing them expanded would hang (and fill memory); the key is named at once."""
-    import time
+    import signal
 
     lines = ['l0: &l0 ["x","x","x","x","x","x","x","x","x","x"]']
     lines += [f"l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, 9)]
@@ -241,8 +241,15 @@ def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path, where):
         text = "defs:\n" + "".join(f"  {line}\n" for line in lines) + text
     path = tmp_path / "params.yaml"
     path.write_text(text, encoding="utf-8")
-    start = time.monotonic()
-    with pytest.raises(SrcoreError, match="bomb: unknown key" if where == "unknown key"
-                       else r"seed = \[\[\[.*\.\.\.\]: Input should be a valid integer"):
-        load_params(path)
-    assert time.monotonic() - start < 10
+    def hung(signum, frame):  # a guard against a hang (as before the fix), not a speed test
+        raise TimeoutError("load_params still walking the aliases after 120 s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(120)
+    try:
+        with pytest.raises(SrcoreError, match="bomb: unknown key" if where == "unknown key"
+                           else r"seed = \[\[\[.*\.\.\.\]: Input should be a valid integer"):
+            load_params(path)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -110,8 +110,7 @@ def run_training(params_path: Path, stage: str, check_inputs: Callable[[], None]
         if not out_of_memory(err):
             raise
         raise SrcoreError(f"{stage}: out of memory on {device}: lower {to_lower}") from None
-    finally:
-        distributed.teardown()
+    distributed.teardown()  # not in a `finally`: see teardown
 
 
 @contextlib.contextmanager

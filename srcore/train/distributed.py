@@ -50,11 +50,23 @@ def setup(device: torch.device) -> tuple[Dist, torch.device]:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not torch_dist.is_initialized():
+        # Import global_mean's all_reduce before the group exists: its `group=group.WORLD`
+        # default is evaluated at import, and imported later it would hold the live group, so
+        # teardown's destroy_process_group could not free it and gloo's worker threads would
+        # outlive it into interpreter exit. There a worker freeing a collective issued in
+        # backward (whose saved thread state holds a Python object) must take the GIL and, on
+        # Python 3.13, aborted the process ("terminate called without an active exception",
+        # about 1 run in 4). Freed by teardown, the group joins its threads before exit.
+        import torch.distributed.nn.functional  # noqa: F401
         torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Dist(rank, world, local_rank), device
 
 
 def teardown() -> None:
+    """Free the process group, joining its worker threads, once training has ended on every
+    process. Only then: after a failure a worker may wait in a collective that a failed peer
+    never joins, and destroy_process_group would wait with it (until gloo's 30-minute timeout);
+    a failing process just exits, and torchrun stops the others."""
     if torch_dist.is_initialized():
         torch_dist.destroy_process_group()
 

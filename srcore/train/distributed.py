@@ -10,6 +10,7 @@ the 1-process run up to float rounding.
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 
@@ -57,7 +58,7 @@ def setup(device: torch.device) -> tuple[Dist, torch.device]:
         # backward (whose saved thread state holds a Python object) must take the GIL and, on
         # Python 3.13, aborted the process ("terminate called without an active exception",
         # about 1 run in 4). Freed by teardown, the group joins its threads before exit.
-        import torch.distributed.nn.functional  # noqa: F401
+        importlib.import_module("torch.distributed.nn.functional")
         torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Dist(rank, world, local_rank), device
 

@@ -10,6 +10,7 @@ import errno
 import functools
 import io
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,6 @@ def bar_interval() -> float:
     a log file (dvc repro, CI, dvc queue logs), where every redraw stays, about every 30 s.
     Give miniters=1 too where the rate varies (training): without it, tqdm's adaptive count of
     iterations between redraws redrew a training bar every 12 to 18 s."""
-    import sys
-
     return 0.1 if sys.stderr.isatty() else 30
 
 
@@ -37,8 +36,6 @@ def progress_bar(iterable=None, **kwargs):
 
 @functools.cache
 def _log_file_bar():
-    import sys
-
     from tqdm import tqdm
 
     class Bar(tqdm):

@@ -28,26 +28,26 @@ def run(inputs: list[Path], outdir: Path, kernel: str = "bicubic",
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
         raise SrcoreError(f"-o {outdir} is a file; give a folder")
-    jobs = []
+    jobs = []  # (output, its LQ): 1/16 of each photo's pixels is held until all are checked
     for src in map(Path, inputs):
-        # decoded and dropped, one at a time (a folder of photos is not held in memory): a file
-        # cut short after its header stops the command here, before any output is written
-        height, width = read_rgb8(src).shape[:2]  # a clear error for a missing or broken file
+        # decoded here, so that a file cut short after its header stops the command before any
+        # output is written; scored as 8-bit RGB, as evaluate's GT is
+        gt = read_rgb8(src)  # a clear error for a missing or broken file
+        height, width = gt.shape[:2]
         dst = outdir / f"{src.stem}.png"
         if dst.resolve() == src.resolve():  # --overwrite would not help: choose another -o
             raise SrcoreError(f"{src}: its LQ would replace it ({dst}); choose another -o")
         if dst.exists() and not overwrite:
             raise SrcoreError(f"{dst} exists; pass --overwrite to replace it, or choose "
                               "another -o")
-        if dst in (d for _, d in jobs):
+        if dst in (d for d, _ in jobs):
             raise SrcoreError(f"two inputs would both be written to {dst}; rename one")
         if height % SCALE or width % SCALE:
             raise SrcoreError(f"{src} is {width}x{height}: its sides must divide by {SCALE}, or "
                               f"the {SCALE}x result will not match it in size; crop it to "
                               f"{width // SCALE * SCALE}x{height // SCALE * SCALE} first")
-        jobs.append((src, dst))
+        jobs.append((dst, make_lq(gt, SCALE, kernel)))
     outdir.mkdir(parents=True, exist_ok=True)
-    for src, dst in jobs:
-        gt = read_rgb8(src)  # scored as 8-bit RGB, as evaluate's GT is
-        write_png(dst, make_lq(gt, SCALE, kernel))
-    return [dst for _, dst in jobs]
+    for dst, lq in jobs:
+        write_png(dst, lq)
+    return [dst for dst, _ in jobs]

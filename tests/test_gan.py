@@ -55,6 +55,9 @@ def test_vgg_layer_names():
     assert vgg_layer_index(features, "conv5_3", "post") == 29
     with pytest.raises(ValueError):
         vgg_layer_index(features, "conv5_4", "post")  # VGG19 only
+    vgg19 = torchvision.models.vgg19().features  # BasicSR's NAMES: conv5_4 at 34, relu5_4 at 35
+    assert vgg_layer_index(vgg19, "conv5_4", "pre") == 34
+    assert vgg_layer_index(vgg19, "conv5_4", "post") == 35
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +137,26 @@ def test_adversarial_losses():
     assert discriminator_loss(low, high, False) > 4
     assert discriminator_loss(high, low, True) < discriminator_loss(low, high, True)
     assert generator_adversarial(low, high, True) > generator_adversarial(high, low, True)
+
+
+def test_relativistic_losses_are_esrgans_with_gradients_through_both_means():
+    """ESRGAN's RaGAN (its BasicSR esrgan_model.py): G's loss also pulls D(real) - mean D(fake)
+    down through mean D(fake); D's loss trains both branches, each through the other's mean."""
+    bce = F.binary_cross_entropy_with_logits
+    torch.manual_seed(0)
+    real, fake = torch.randn(6, requires_grad=True), torch.randn(6, requires_grad=True)
+    zeros, ones = torch.zeros(6), torch.ones(6)
+    pairs = [
+        (generator_adversarial(fake, real.detach(), True),
+         (bce(real.detach() - fake.mean(), zeros) + bce(fake - real.detach().mean(), ones)) / 2),
+        (discriminator_loss(real, fake, True),
+         (bce(real - fake.mean(), ones) + bce(fake - real.mean(), zeros)) / 2)]
+    for ours, reference in pairs:
+        assert torch.allclose(ours, reference)
+        assert all(torch.allclose(a, b) for a, b in zip(
+            torch.autograd.grad(ours, (real, fake), allow_unused=True, materialize_grads=True),
+            torch.autograd.grad(reference, (real, fake), allow_unused=True,
+                                materialize_grads=True)))
 
 
 def test_d_stats_of_a_relativistic_discriminator_are_relative():

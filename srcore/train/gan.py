@@ -87,6 +87,8 @@ def generator_step(nets: GanNets, lq: torch.Tensor, gt: torch.Tensor, gan: GanPa
     disc.requires_grad_(False)  # G's loss must leave no gradients in D
     with autocast(precision, device):
         sr = nets.generator(lq).float()
+        # D judges the image as it will be saved and scored, clamped to [0, 1] (BasicSR feeds
+        # D the raw output); the pixel and perceptual losses see the unclamped output
         fake = sr.clamp(0, 1)
         if gan.relativistic:
             real_logits, fake_logits = _disc_logits(disc, gt, fake)

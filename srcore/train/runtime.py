@@ -2,7 +2,8 @@
 
 Precisions: fp32; bf16 (autocast, CPU and CUDA); fp16 (autocast with gradient scaling, CUDA);
 auto (CUDA: fp32 on TF32 tensor cores; CPU: bf16 where it runs natively, else fp32). Only the
-forward passes run in the low precision: losses, metrics and optimizer state stay fp32.
+forward passes run in the low precision (the perceptual loss's VGG features too): losses,
+metrics and optimizer state stay fp32.
 
 How a training step runs on the device (docs/performance.md has the measurements behind each
 choice): on CUDA, channels_last weights and batches, cuDNN's autotuner for the fixed crop

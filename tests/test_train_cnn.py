@@ -154,6 +154,29 @@ def test_the_state_is_written_at_the_checkpoint_cadence(tmp_path, monkeypatch):
     assert saves == [4, 8, 9]
 
 
+def test_a_stop_request_under_torchrun_waits_for_the_main_process_to_save(tmp_path, monkeypatch):
+    """A signal to one process stops all at the next logging step. A process that exited
+    before the main one had saved would make torchrun signal the main one again, mid-save
+    (seen with 2 CPU processes: the state of the step before was kept): each waits for it."""
+    from srcore.train import distributed, loop
+    from srcore.train.distributed import Dist
+
+    events = []
+    monkeypatch.setattr(distributed, "sum_over_ranks", lambda values, dist: values)
+    monkeypatch.setattr(distributed, "any_rank", lambda flag, dist, device: True)
+    monkeypatch.setattr(distributed, "barrier", lambda dist: events.append("barrier"))
+    batches = iter(lambda: None, 0)
+    for rank in (0, 1):
+        events.clear()
+        hooks = loop.Hooks(loop.new_state(None), save=lambda: events.append("save"))
+        with pytest.raises(Interrupted, match="state saved at step 1"):
+            loop.run(loop.Cadence(steps=4, log_every=1, checkpoint_every=4), batches,
+                     lambda step, batch: {"loss": torch.tensor(1.0)}, hooks, desc="t",
+                     last_path=tmp_path / "last.pt", remedy="", device=CPU,
+                     dist=Dist(rank=rank, world=2))
+        assert events == (["save", "barrier"] if rank == 0 else ["barrier"])
+
+
 def test_state_of_another_configuration_is_not_resumed(tmp_path):
     model, data, val, cnn, train, kw = setup(tmp_path)
     train_cnn(model, data, val, cnn, train, **kw)

@@ -128,6 +128,9 @@ def run(cadence: Cadence, batches: Iterator, step_fn: StepFn, hooks: Hooks, *, d
                 if step == first:
                     timed_from = time.perf_counter()
                 if signalled:
+                    # the others wait for the main process's save: one that exited first
+                    # would make torchrun signal the main process again, mid-save
+                    distributed.barrier(dist)
                     raise Interrupted(requested.signum, f"state saved at step {step} in "
                                       f"{last_path}", resumable=True)
                 if stop_early:

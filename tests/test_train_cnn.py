@@ -177,6 +177,26 @@ def test_a_stop_request_under_torchrun_waits_for_the_main_process_to_save(tmp_pa
         assert events == (["save", "barrier"] if rank == 0 else ["barrier"])
 
 
+def test_the_saved_log_window_is_the_mean_of_the_processes_windows(tmp_path, monkeypatch):
+    """Every process resumes from the one saved state: a log window cut by a checkpoint is saved
+    as the mean over processes of their running sums, so that summed again over the processes
+    after the resume it gives what an uninterrupted run logs (not the main process's sum twice)."""
+    from srcore.train import distributed, loop
+    from srcore.train.distributed import Dist
+
+    # the other process's losses are 3 times this one's: the sums over both are 4 times
+    monkeypatch.setattr(distributed, "sum_over_ranks", lambda values, dist: values * 4)
+    monkeypatch.setattr(distributed, "any_rank", lambda flag, dist, device: flag)
+    saved = []
+    hooks = loop.Hooks(loop.new_state(None),
+                       save=lambda: saved.append(dict(hooks.state["window"])))
+    loop.run(loop.Cadence(steps=3, log_every=4, checkpoint_every=2), iter(lambda: None, 0),
+             lambda step, batch: {"loss": torch.tensor(float(step))}, hooks, desc="t",
+             last_path=tmp_path / "last.pt", remedy="", device=CPU, dist=Dist(rank=0, world=2))
+    total, count = saved[0]["loss"]  # at step 2: 1 + 2 here, 3 + 6 on the other process
+    assert count == 2 and total.item() == (1 + 2) * 4 / 2
+
+
 def test_state_of_another_configuration_is_not_resumed(tmp_path):
     model, data, val, cnn, train, kw = setup(tmp_path)
     train_cnn(model, data, val, cnn, train, **kw)

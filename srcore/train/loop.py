@@ -82,15 +82,15 @@ def run(cadence: Cadence, batches: Iterator, step_fn: StepFn, hooks: Hooks, *, d
     if dist.main:
         hooks.on_start(state["step"])
 
-    def flush(step: int, log: bool) -> None:
-        """Read the window's means on the host; check them; log them if asked to."""
+    def flush(step: int, log: bool) -> dict[str, float]:
+        """Read the window's means on the host; check them; log them if asked to. Returns the
+        window's totals summed over the processes."""
         if not window:
-            return
+            return {}
         keys = sorted(window)
         totals = torch.stack([window[k][0] for k in keys])
-        totals = distributed.sum_over_ranks(totals, dist).tolist()
-        counts = [window[k][1] * dist.world for k in keys]
-        means = {k: t / c for k, t, c in zip(keys, totals, counts)}
+        totals = dict(zip(keys, distributed.sum_over_ranks(totals, dist).tolist()))
+        means = {k: totals[k] / (window[k][1] * dist.world) for k in keys}
         low = step - max(window[k][1] for k in keys) + 1
         steps = f"step {step}" if low == step else f"steps {low}-{step}"
         check_finite(means, steps, last_path, saved_step, remedy)
@@ -99,13 +99,17 @@ def run(cadence: Cadence, batches: Iterator, step_fn: StepFn, hooks: Hooks, *, d
             if dist.main:
                 hooks.on_log(step, means)
                 bar.set_postfix_str(hooks.postfix(means), refresh=False)
+        return totals
 
     def checkpoint(step: int) -> None:
         nonlocal saved_step
-        flush(step, log=False)  # never save weights that a NaN has already reached
+        totals = flush(step, log=False)  # never save weights that a NaN has already reached
         state["step"], state["stopped_early"] = step, stop_early
         state["seconds"] = earlier + time.perf_counter() - started
-        state["window"] = {k: (v[0].detach().cpu().clone(), v[1]) for k, v in window.items()}
+        # the main process saves, and every process resumes with, the mean over processes of
+        # each running sum: their sum is then the same again (one process: its own sums)
+        state["window"] = {k: (torch.tensor(totals[k] / dist.world, dtype=torch.float32), n)
+                           for k, (_, n) in window.items()}
         if dist.main:
             hooks.save()
         saved_step = step

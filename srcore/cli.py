@@ -7,6 +7,7 @@ that `--help` answers at once.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -365,6 +366,8 @@ def main() -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as stop:
-        # a training loop saves its state first and says where (srcore/train/loop.py)
-        print(f"interrupted: {stop.message or 'stopped'}", file=sys.stderr)
+        # a training loop saves its state first and says where (srcore/train/loop.py); of
+        # several training processes (torchrun's RANK), which all stop together, the main says it
+        if os.environ.get("RANK", "0") == "0":
+            print(f"interrupted: {stop.message or 'stopped'}", file=sys.stderr)
         sys.exit(128 + stop.signum)

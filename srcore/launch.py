@@ -10,12 +10,25 @@ import signal
 import subprocess
 import sys
 
-from srcore.errors import SrcoreError
+from srcore.errors import Interrupted, SrcoreError
 
 
 def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+    """torchrun, through this module's `_torchrun` (below)."""
+    return [sys.executable, "-m", "srcore.launch", "--standalone",
             f"--nproc-per-node={nproc}", "-m", "srcore", *argv]
+
+
+def _torchrun() -> None:
+    """torchrun's own command line, ended by a stop signal without its traceback: it passes the
+    signal on to the training processes, which save their state and say where."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.run import main
+
+    try:
+        main()
+    except SignalException as stop:
+        sys.exit(128 + stop.sigval)
 
 
 def check_devices(nproc: int, device_name: str) -> None:
@@ -36,14 +49,23 @@ def run_under_torchrun(nproc: int, argv: list[str]) -> int:
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     print(f"launching {nproc} training processes: torchrun --standalone "
           f"--nproc-per-node={nproc} -m srcore {' '.join(argv)}", file=sys.stderr, flush=True)
-    process = subprocess.Popen(torchrun_command(nproc, argv), env=env)
+    # in a session of its own, torchrun gets one stop signal, from here: a second one (the
+    # terminal's Ctrl-C reaching both) would end it mid-shutdown, before its workers had saved
+    process = subprocess.Popen(torchrun_command(nproc, argv), env=env, start_new_session=True)
     try:
         return process.wait()
-    except BaseException:
-        # Ctrl-C reached the processes too (same terminal); give them time to save and stop
+    except BaseException as err:
+        # torchrun passes it on to the training processes: give them time to save and stop
         process.send_signal(signal.SIGINT)
         try:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
+        if isinstance(err, Interrupted):
+            raise Interrupted(err.signum, "the training processes stopped",
+                              resumable=True) from None
         raise
+
+
+if __name__ == "__main__":
+    _torchrun()

@@ -67,7 +67,7 @@ def run_or_launch(stage_module, command: str, params_path: Path) -> None:
                 raise SrcoreError(f"{command}: a training process failed (exit code {code}); "
                                   "its error is above")
     except Interrupted as stop:
-        if stop.resumable:
+        if stop.resumable and not launched_by_torchrun():  # under torchrun the launcher says it
             stop.message += f"; {resume_hint()}"
         raise
 

@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -111,6 +113,31 @@ def test_train_cnn_with_nproc_2_launches_torchrun_and_records_once(project):
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     runs = mlflow.search_runs(experiment_names=["srcore"], filter_string="tags.stage = 'train_cnn'")
     assert list(runs["status"]) == ["FINISHED"] and list(runs["params.processes"]) == ["2"]
+
+
+def test_sigterm_to_the_launcher_stops_every_process_after_the_save(project):
+    """A scheduler's SIGTERM (or Ctrl-C) reaches the launching `python -m srcore`: torchrun
+    passes it on, the processes save and stop, and the user reads two lines (where it saved,
+    how to resume), exit code 143, no torchrun traceback."""
+    from srcore.models.checkpoint import load_checkpoint
+
+    write_training_data(project, train=2)
+    write_params(project, **{**TINY, "cnn__steps": 5000, "cnn__val_every": 5000,
+                             "cnn__patience": 5000, "cnn__early_stop_warmup": 4000})
+    process = subprocess.Popen([sys.executable, "-m", "srcore", "train-cnn"], cwd=project,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not (project / "models/cnn_last.pt").exists():
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    assert stderr.count("interrupted: state saved at step") == 1  # the main process only
+    assert stderr.count("interrupted: the training processes stopped; run the same command "
+                        "(or dvc repro) to resume") == 1
+    saved = int(stderr.split("saved at step ")[1].split()[0])
+    assert 0 < saved < 5000 and load_checkpoint(project / "models/cnn_last.pt")["step"] == saved
 
 
 def test_missing_inputs_stop_before_any_process_is_launched(project):

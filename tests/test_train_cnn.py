@@ -197,6 +197,19 @@ def test_the_saved_log_window_is_the_mean_of_the_processes_windows(tmp_path, mon
     assert count == 2 and total.item() == (1 + 2) * 4 / 2
 
 
+def test_the_same_signal_again_stops_at_once_another_one_is_the_same_request():
+    """A scheduler's SIGTERM to every process reaches torchrun too, which passes on a SIGINT to
+    the training processes: that must not cut short the save the SIGTERM asked for."""
+    from srcore.train.loop import _stop_requests
+
+    with _stop_requests(quiet=True) as requested:
+        signal.raise_signal(signal.SIGTERM)
+        assert requested.is_set() and requested.signum == signal.SIGTERM
+        signal.raise_signal(signal.SIGINT)  # ignored: the stop is already asked for
+        with pytest.raises(Interrupted, match="stopped before the state was saved"):
+            signal.raise_signal(signal.SIGTERM)
+
+
 def test_state_of_another_configuration_is_not_resumed(tmp_path):
     model, data, val, cnn, train, kw = setup(tmp_path)
     train_cnn(model, data, val, cnn, train, **kw)

@@ -114,7 +114,7 @@ def run(cadence: Cadence, batches: Iterator, step_fn: StepFn, hooks: Hooks, *, d
             hooks.save()
         saved_step = step
 
-    with _stop_requests() as requested:
+    with _stop_requests(quiet=not dist.main) as requested:
         try:
             for step in range(first, cadence.steps + 1):
                 for term, value in step_fn(step, next(batches)).items():
@@ -152,22 +152,29 @@ class _Request(threading.Event):
 
 
 @contextlib.contextmanager
-def _stop_requests():
+def _stop_requests(quiet: bool):
     """SIGINT and SIGTERM ask the loop to stop after the current step (it saves, then raises
-    Interrupted); a second signal stops at once. Outside the main thread: no handlers."""
+    Interrupted); the same signal again stops at once. Outside the main thread: no handlers.
+    quiet: no message (the other training processes, which stop with the main one)."""
     requested = _Request()
     if threading.current_thread() is not threading.main_thread():
         yield requested
         return
 
     def handler(signum, frame):
-        if requested.is_set():
+        if requested.is_set() and signum == requested.signum:
             raise Interrupted(signum, "stopped before the state was saved; the last "
                               "checkpoint is kept")
+        if requested.is_set():
+            # a scheduler's SIGTERM to every process reaches torchrun too, which passes on a
+            # SIGINT: the same stop request, not a second one
+            return
         requested.signum = signum
         requested.set()
-        print(f"\n{signal.Signals(signum).name}: stopping after this step to save the state "
-              "(send it again to stop at once)", flush=True)
+        if not quiet:
+            name = signal.Signals(signum).name
+            print(f"\n{name}: stopping after this step to save the state (send {name} again "
+                  "to stop at once)", flush=True)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

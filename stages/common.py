@@ -136,10 +136,10 @@ class Records:
 
     def __init__(self, mlflow, train_logs: list[tuple[Path, list[str]]],
                  val_csv: Path | None = None, val_columns: list[str] | None = None,
-                 val_image=None, scale: int = 4, device=None):
+                 val_image=None, scale: int = 4):
         from srcore.csvlog import CsvLog
 
-        self.mlflow, self.val_image, self.scale, self.device = mlflow, val_image, scale, device
+        self.mlflow, self.val_image, self.scale = mlflow, val_image, scale
         self.train_logs = [CsvLog(path, columns) for path, columns in train_logs]
         self.val_log = CsvLog(val_csv, val_columns) if val_csv is not None else None
         self.logged: dict[str, set[int]] = {}  # metric -> the steps the MLflow run holds
@@ -160,10 +160,11 @@ class Records:
         self.mlflow.log_metrics(self._new(numbers, step), step=step, synchronous=False)
 
     def validated(self, step: int, scores: dict, model) -> None:
+        """`model` was just validated: the grid shows the output that validation scored."""
         self.val_log.append({"step": step, **scores})
         self.mlflow.log_metrics(self._new({f"val_{k}": v for k, v in scores.items()}, step),
                                 step=step)
-        self.mlflow.log_image(sample_grid(model, self.val_image, self.scale, self.device),
+        self.mlflow.log_image(sample_grid(self.val_image, self.scale),
                               f"grids/step_{step:06d}.png")
 
     def _new(self, metrics: dict, step: int) -> dict:

@@ -58,7 +58,7 @@ def _train(params, values, split, dist, device) -> None:
 
     with training_run(STAGE, params, values, CNN_LAST, key, dist) as (mlflow, run_id):
         records = Records(mlflow, [(TRAIN_CSV, TRAIN_COLUMNS)], VAL_CSV, VAL_COLUMNS,
-                          val[0], data.scale, device)
+                          val[0], data.scale)
         if dist.main:
             log_start(mlflow, {f"bicubic_val_{k}": v for k, v in bicubic.items()},
                       {"device": device, "precision_used": precision, "processes": dist.world})

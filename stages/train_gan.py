@@ -77,7 +77,7 @@ def _train(params, values, split, dist, device) -> None:
 
     with training_run(STAGE, params, values, GAN_LAST, key, dist) as (mlflow, run_id):
         records = Records(mlflow, [(G_CSV, G_COLUMNS), (D_CSV, D_COLUMNS)], VAL_CSV,
-                          VAL_COLUMNS, val[0], params.data.scale, device)
+                          VAL_COLUMNS, val[0], params.data.scale)
         if dist.main:
             log_start(mlflow, {f"cnn_val_{k}": v for k, v in cnn_scores.items()})
 

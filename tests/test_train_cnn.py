@@ -1,11 +1,14 @@
 import os
 import signal
 
+import numpy as np
 import pytest
 import torch
 
 from srcore.data.dataset import PatchDataset
 from srcore.errors import Interrupted, SrcoreError
+from srcore.figures import center_crop, sample_grid
+from srcore.metrics import psnr_ssim
 from srcore.models.checkpoint import load_checkpoint, load_generator
 from srcore.models.rrdb import RRDBNet
 from srcore.train.cnn import train_cnn
@@ -67,6 +70,24 @@ def test_tiny_training_lowers_the_loss_and_saves_the_best_ema_weights(tmp_path):
     assert all(torch.equal(emas[12][k], v) for k, v in ema["weights"].items())
     assert any(not torch.equal(model.state_dict()[k], v) for k, v in ema["weights"].items())
     assert summary["raw_last"]["psnr_y"] > 0
+
+
+def test_the_sample_grid_shows_the_output_its_validation_scored(tmp_path):
+    model, data, val, cnn, train, kw = setup(tmp_path, steps=4)
+    checked = []
+
+    def validated(step, scores, ema_model):
+        sr = val[0].sr  # the only val image: its scores are the validation's
+        assert psnr_ssim(val[0].gt, sr, 4) == {k: scores[k] for k in ("psnr", "ssim", "psnr_y",
+                                                                      "ssim_y")}
+        side = center_crop(sr, 128).shape[0]
+        x = 2 * (side + 4)  # the third panel, under its 22-pixel label band
+        assert np.array_equal(sample_grid(val[0], 4)[22:22 + side, x:x + side],
+                              center_crop(sr, 128))
+        checked.append(step)
+
+    train_cnn(model, data, val, cnn, train, on_validate=validated, **kw)
+    assert checked == [2, 4]
 
 
 def test_ema_warms_up_then_follows_the_decay():

@@ -18,6 +18,7 @@ from srcore.train.runtime import autocast, inference_layout, usable_cpus
 class ValImage:
     lq: torch.Tensor  # (1, 3, h, w) in [0, 1], 8-bit levels
     gt: np.ndarray  # (H, W, 3) uint8
+    sr: np.ndarray | None = None  # the output scored by the last validation (the sample grid's)
 
 
 def make_val_images(images: list[np.ndarray], scale: int, kernel: str) -> list[ValImage]:
@@ -49,7 +50,7 @@ def validate(model: torch.nn.Module, val: list[ValImage], device, precision: str
     with ThreadPoolExecutor(max(1, min(len(val), usable_cpus()))) as pool:
         for v in val:
             with autocast(precision, device):
-                sr = to_uint8(model(inference_layout(v.lq.to(device))).float())
+                v.sr = sr = to_uint8(model(inference_layout(v.lq.to(device))).float())
             pending.append(pool.submit(score, v.gt, sr, crop_border))
         scores = [future.result() for future in pending]
     model.train(was_training)

@@ -18,7 +18,8 @@ from srcore.train.runtime import autocast, inference_layout, usable_cpus
 class ValImage:
     lq: torch.Tensor  # (1, 3, h, w) in [0, 1], 8-bit levels
     gt: np.ndarray  # (H, W, 3) uint8
-    sr: np.ndarray | None = None  # the output scored by the last validation (the sample grid's)
+    sr: np.ndarray | None = None  # the first val image's output its last validation scored,
+    # for the sample grid
 
 
 def make_val_images(images: list[np.ndarray], scale: int, kernel: str) -> list[ValImage]:
@@ -48,9 +49,11 @@ def validate(model: torch.nn.Module, val: list[ValImage], device, precision: str
     score = partial(image_metrics, lpips_model=lpips_model) if lpips_model else psnr_ssim
     pending = []
     with ThreadPoolExecutor(max(1, min(len(val), usable_cpus()))) as pool:
-        for v in val:
+        for i, v in enumerate(val):
             with autocast(precision, device):
-                v.sr = sr = to_uint8(model(inference_layout(v.lq.to(device))).float())
+                sr = to_uint8(model(inference_layout(v.lq.to(device))).float())
+            if i == 0:  # the sample grid's; the others are not kept (DIV2K: 100 of 8 MB each)
+                v.sr = sr
             pending.append(pool.submit(score, v.gt, sr, crop_border))
         scores = [future.result() for future in pending]
     model.train(was_training)

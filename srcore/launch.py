@@ -50,8 +50,10 @@ def run_under_torchrun(nproc: int, argv: list[str]) -> int:
     print(f"launching {nproc} training processes: torchrun --standalone "
           f"--nproc-per-node={nproc} -m srcore {' '.join(argv)}", file=sys.stderr, flush=True)
     # in a session of its own, torchrun gets one stop signal, from here: a second one (the
-    # terminal's Ctrl-C reaching both) would end it mid-shutdown, before its workers had saved
+    # terminal's Ctrl-C reaching both) would end it mid-shutdown, before its workers had saved.
+    # Out of the terminal's session it would not see the terminal close: that stops it too.
     process = subprocess.Popen(torchrun_command(nproc, argv), env=env, start_new_session=True)
+    hang_up = signal.signal(signal.SIGHUP, _interrupt)
     try:
         return process.wait()
     except BaseException as err:
@@ -65,6 +67,12 @@ def run_under_torchrun(nproc: int, argv: list[str]) -> int:
             raise Interrupted(err.signum, "the training processes stopped",
                               resumable=True) from None
         raise
+    finally:
+        signal.signal(signal.SIGHUP, hang_up)
+
+
+def _interrupt(signum, frame):
+    raise Interrupted(signum)
 
 
 if __name__ == "__main__":

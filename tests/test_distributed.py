@@ -115,10 +115,11 @@ def test_train_cnn_with_nproc_2_launches_torchrun_and_records_once(project):
     assert list(runs["status"]) == ["FINISHED"] and list(runs["params.processes"]) == ["2"]
 
 
-def test_sigterm_to_the_launcher_stops_every_process_after_the_save(project):
-    """A scheduler's SIGTERM (or Ctrl-C) reaches the launching `python -m srcore`: torchrun
-    passes it on, the processes save and stop, and the user reads two lines (where it saved,
-    how to resume), exit code 143, no torchrun traceback."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_to_the_launcher_stops_every_process_after_the_save(project, signum):
+    """A scheduler's SIGTERM (or Ctrl-C, or the terminal closing: SIGHUP) reaches the launching
+    `python -m srcore`: torchrun passes it on, the processes save and stop, and the user reads
+    two lines (where it saved, how to resume), no torchrun traceback."""
     from srcore.models.checkpoint import load_checkpoint
 
     write_training_data(project, train=2)
@@ -129,9 +130,9 @@ def test_sigterm_to_the_launcher_stops_every_process_after_the_save(project):
     while not (project / "models/cnn_last.pt").exists():
         assert process.poll() is None, process.communicate()
         time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 143, stderr
+    assert process.returncode == 128 + signum, stderr
     assert "Traceback" not in stderr
     assert stderr.count("interrupted: state saved at step") == 1  # the main process only
     assert stderr.count("interrupted: the training processes stopped; run the same command "

@@ -90,6 +90,46 @@ def test_the_sample_grid_shows_the_output_its_validation_scored(tmp_path):
     assert checked == [2, 4]
 
 
+def test_validation_keeps_few_outputs_waiting_to_be_scored(monkeypatch):
+    """On a GPU the upscaling outruns the scoring threads: the outputs waiting for them are
+    bounded (DIV2K at 2040 pixels: 8 MB each), not every val image's, and the scores stay."""
+    import srcore.train.validate as validation
+
+    torch.manual_seed(0)
+    model = RRDBNet(rrdb=1, features=8, growth=8, skip="none")
+    val = make_val_images([photo(48, 48, seed=i) for i in range(8)], 4, "bicubic")
+    monkeypatch.setattr(validation, "usable_cpus", lambda: 2)
+    expected = validation.validate(model, val, CPU, "fp32", 4)
+    waiting, most = [0], [0]
+
+    class Future:  # scored when its result is asked for, as if the threads were slow
+        def __init__(self, fn, args):
+            self.fn, self.args = fn, args
+            waiting[0] += 1
+            most[0] = max(most[0], waiting[0])
+
+        def result(self):
+            waiting[0] -= 1
+            return self.fn(*self.args)
+
+    class SlowPool:
+        def __init__(self, threads):
+            assert threads == 2
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def submit(self, fn, *args):
+            return Future(fn, args)
+
+    monkeypatch.setattr(validation, "ThreadPoolExecutor", SlowPool)
+    assert validation.validate(model, val, CPU, "fp32", 4) == expected
+    assert most[0] == 3  # one per thread and one more (before: all 8)
+
+
 def test_ema_warms_up_then_follows_the_decay():
     model = torch.nn.Linear(2, 1, bias=False)
     torch.nn.init.zeros_(model.weight)

@@ -3,6 +3,8 @@ and the bicubic baseline it must beat."""
 
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,21 +42,27 @@ def validate(model: torch.nn.Module, val: list[ValImage], device, precision: str
     The metrics run in a thread per image while the next image is upscaled: PSNR/SSIM are
     computed on the CPU (scikit-image), and on a GPU they are most of a validation's time (0.5 s
     for a 1020x765 image against a few ms of inference); scikit-image releases the GIL in its
-    filters. LPIPS (image_metrics) runs there too, under its own torch.no_grad."""
-    from concurrent.futures import ThreadPoolExecutor
+    filters. LPIPS (image_metrics) runs there too, under its own torch.no_grad.
+
+    At most one output more than there are threads waits to be scored: on a GPU the upscaling
+    outruns the scoring, and the queue would otherwise hold every val image's output at once
+    (DIV2K at 2040 pixels: 100 of 8 MB each)."""
     from functools import partial
 
     was_training = model.training
     model.eval()
     score = partial(image_metrics, lpips_model=lpips_model) if lpips_model else psnr_ssim
-    pending = []
-    with ThreadPoolExecutor(max(1, min(len(val), usable_cpus()))) as pool:
+    threads = max(1, min(len(val), usable_cpus()))
+    pending, scores = deque(), []
+    with ThreadPoolExecutor(threads) as pool:
         for i, v in enumerate(val):
+            if len(pending) > threads:
+                scores.append(pending.popleft().result())
             with autocast(precision, device):
                 sr = to_uint8(model(inference_layout(v.lq.to(device))).float())
-            if i == 0:  # the sample grid's; the others are not kept (DIV2K: 100 of 8 MB each)
+            if i == 0:  # the sample grid's; the others are not kept
                 v.sr = sr
             pending.append(pool.submit(score, v.gt, sr, crop_border))
-        scores = [future.result() for future in pending]
+        scores += [future.result() for future in pending]
     model.train(was_training)
     return mean_scores(scores)

@@ -75,3 +75,21 @@ def test_no_augmentation_gives_plain_crops():
     image = torch.from_numpy(data.images[0]).permute(2, 0, 1).float() / 255
     windows = image.unfold(1, 32, 1).unfold(2, 32, 1)  # every 32x32 crop position
     assert (windows == gt[:, None, None]).all(dim=(0, 3, 4)).any()
+
+
+def test_images_load_in_the_order_of_their_names_and_a_broken_one_is_named(tmp_path):
+    import cv2
+    import pytest
+
+    from srcore.data.dataset import load_images
+    from srcore.errors import SrcoreError
+
+    images = [photo(40 + 8 * i, 48, seed=i) for i in range(6)]
+    names = [f"img{i}" for i in range(6)][::-1]  # not the order the files were written in
+    for name, rgb in zip(names, images[::-1]):
+        cv2.imwrite(str(tmp_path / f"{name}.png"), rgb[..., ::-1])
+    loaded = load_images(tmp_path, names)
+    assert all((a == b).all() for a, b in zip(loaded, images[::-1]))
+    (tmp_path / "img3.png").write_bytes(b"not a png")
+    with pytest.raises(SrcoreError, match="img3.png"):
+        load_images(tmp_path, names)

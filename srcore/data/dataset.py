@@ -7,6 +7,8 @@ batches whatever the number of loader workers or processes, and a resumed run re
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +19,10 @@ from srcore.io import read_rgb8
 
 
 def load_images(folder: Path, names: list[str]) -> list[np.ndarray]:
-    """Decode each `folder/<name>.png` once, as 8-bit RGB."""
-    return [read_rgb8(Path(folder) / f"{name}.png") for name in names]
+    """Decode each `folder/<name>.png` once, as 8-bit RGB, in threads (OpenCV decodes without
+    the GIL: DIV2K's 700 training images at 2040 px took 2 minutes one by one)."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return list(pool.map(read_rgb8, [Path(folder) / f"{name}.png" for name in names]))
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:

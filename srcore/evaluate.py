@@ -14,6 +14,7 @@ import torch
 
 from srcore.data.dataset import to_tensor
 from srcore.data.kernels import downscale, upscale
+from srcore.errors import SrcoreError
 from srcore.figures import labelled_row
 from srcore.io import progress_bar
 from srcore.metrics import image_metrics, to_uint8
@@ -42,7 +43,8 @@ def model_upscaler(model, device, precision: str):
 def evaluate(methods: dict[str, Callable[[np.ndarray], np.ndarray]],
              images: dict[str, np.ndarray], scale: int, kernel: str, crop_border: int,
              lpips_model, desc: str = "evaluate", outputs: dict | None = None) -> list[dict]:
-    """One row {method, image, psnr, ssim, psnr_y, ssim_y, lpips} per method and image.
+    """One row {method, image, psnr, ssim, psnr_y, ssim_y, lpips} per method and image; an
+    image that a method restores exactly (infinite PSNR) is refused by name.
 
     `outputs`, if given, gets the SR images of the first FIGURE_IMAGES images as
     outputs[image][method], for comparison_figure: a large model on a CPU takes minutes to
@@ -53,8 +55,15 @@ def evaluate(methods: dict[str, Callable[[np.ndarray], np.ndarray]],
         for method, sr_of in methods.items():
             with torch.no_grad():
                 sr = sr_of(lq)
-            rows.append({"method": method, "image": name,
-                         **image_metrics(gt, sr, crop_border, lpips_model)})
+            scores = image_metrics(gt, sr, crop_border, lpips_model)
+            infinite = [f"{k} {v}" for k, v in scores.items() if not np.isfinite(v)]
+            if infinite:  # identical images: their mean and differences would be inf or nan
+                raise SrcoreError(
+                    f"test image {name}: {method} restores it exactly ({', '.join(infinite)}), "
+                    "so the means and paired differences cannot be computed. A single-colour "
+                    "image (or one a method restores exactly) says nothing about upscaling: "
+                    "remove it from the source and re-run dvc repro")
+            rows.append({"method": method, "image": name, **scores})
             if outputs is not None and i < FIGURE_IMAGES:
                 outputs.setdefault(name, {})[method] = sr
     return rows

@@ -1,10 +1,13 @@
-"""srcore.evaluate: the comparison figure from evaluate's own SR images."""
+"""srcore.evaluate: the comparison figure from evaluate's own SR images; scores that cannot be
+averaged."""
 
 import numpy as np
+import pytest
 import torch
 
 from srcore.evaluate import (FIGURE_IMAGES, baseline, comparison_figure, evaluate,
                              model_upscaler)
+from srcore.errors import SrcoreError
 from srcore.models.rrdb import RRDBNet
 from srcore.pretrained import load_lpips
 
@@ -32,3 +35,13 @@ def test_the_figure_reuses_evaluates_model_images_and_draws_the_same(weights_dir
     again = comparison_figure(images, methods, 4, "bicubic", 4, lpips_model)
     assert len(calls) == len(images) + FIGURE_IMAGES
     assert np.array_equal(figure, again)
+
+
+def test_an_image_a_method_restores_exactly_is_refused_by_name(weights_dir):
+    """A single-colour test image comes back exactly from bicubic: PSNR inf, which would make
+    the mean inf and the paired differences nan (written as Infinity and NaN)."""
+    images = {"photo": photo(64, 64, seed=0), "flat": np.full((64, 64, 3), 120, np.uint8)}
+    with pytest.raises(SrcoreError, match=r"test image flat: bicubic restores it exactly "
+                                          r"\(psnr inf, psnr_y inf\).*remove it"):
+        evaluate({"bicubic": baseline("bicubic", 4)}, images, 4, "bicubic", 4,
+                 load_lpips(weights_dir))

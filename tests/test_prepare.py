@@ -3,7 +3,7 @@ import pytest
 
 from srcore.data.prepare import downsample_all, shrink_and_crop, split_counts, split_names
 from srcore.errors import SrcoreError
-from srcore.io import read_rgb8
+from srcore.io import read_rgb8, write_png
 
 from images import photo, write_modes
 
@@ -67,11 +67,14 @@ def test_downsample_all_converts_modes_and_names_every_bad_file(tmp_path):
 
     (tmp_path / "in" / "bad1.png").write_bytes(b"junk")
     (tmp_path / "in" / "bad2.jpg").write_bytes(b"")
+    write_png(tmp_path / "in" / "flat.png", np.full((40, 56, 3), 120, np.uint8))
     sources = sorted(paths.items()) + [("bad1", tmp_path / "in" / "bad1.png"),
-                                       ("bad2", tmp_path / "in" / "bad2.jpg")]
-    with pytest.raises(SrcoreError, match="2 image") as err:
+                                       ("bad2", tmp_path / "in" / "bad2.jpg"),
+                                       ("flat", tmp_path / "in" / "flat.png")]
+    with pytest.raises(SrcoreError, match="3 image") as err:
         downsample_all(sources, tmp_path / "out2", 30, 4)
     assert "bad1.png" in str(err.value) and "bad2.jpg" in str(err.value)
+    assert "flat.png: one colour (120, 120, 120) over the whole image" in str(err.value)
 
 
 def test_a_full_disk_stops_downsample_with_one_line_naming_the_output(tmp_path, monkeypatch):

@@ -44,7 +44,8 @@ class HrImage:
 
 def downsample_one(src: Path, dest: Path, max_side: int, scale: int,
                    min_side: int = 1, why: str = "", shown: str | None = None) -> HrImage:
-    """Downsample one image; refuse it if a side ends up below `min_side` (`why` says why).
+    """Downsample one image; refuse it if a side ends up below `min_side` (`why` says why),
+    or if it is one colour.
     `shown` names the image in that error (default: src)."""
     arr, mode = read_image(src)
     rgb, conversions = to_rgb8(arr, mode)
@@ -53,6 +54,11 @@ def downsample_one(src: Path, dest: Path, max_side: int, scale: int,
         raise SrcoreError(f"{shown or src}: {out.shape[1]}x{out.shape[0]} after downsampling (from "
                           f"{rgb.shape[1]}x{rgb.shape[0]}), smaller than the minimum side of "
                           f"{max(min_side, scale)} pixels{why}")
+    if (out == out[0, 0]).all():
+        # any interpolation gives it back exactly: an infinite PSNR, which no mean survives
+        raise SrcoreError(f"{shown or src}: one colour {tuple(int(c) for c in out[0, 0])} "
+                          "over the whole image: nothing to upscale, and its scores cannot be "
+                          "averaged")
     write_png(dest, out)
     return HrImage(dest.stem, (rgb.shape[1], rgb.shape[0]), (out.shape[1], out.shape[0]),
                    conversions)

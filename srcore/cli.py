@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from srcore.errors import Interrupted, SrcoreError
+from srcore.errors import Interrupted, SrcoreError, raise_interrupted
 from srcore.sizes import DEFAULT_TILE_PAD
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -353,13 +353,9 @@ def benchmark(
     print(json.dumps(results, indent=2) if as_json else table(results))
 
 
-def _interrupt(signum, frame):
-    raise Interrupted(signum)
-
-
 def main() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _interrupt)
+        signal.signal(signum, raise_interrupted)
     try:
         app()
     except SrcoreError as err:

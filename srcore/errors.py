@@ -12,3 +12,9 @@ class Interrupted(BaseException):
     def __init__(self, signum: int, message: str = "", resumable: bool = False):
         super().__init__(signum, message)
         self.signum, self.message, self.resumable = signum, message, resumable
+
+
+def raise_interrupted(signum, frame):
+    """The signal handler that turns Ctrl-C and SIGTERM (and, while a launcher waits on its
+    training processes, SIGHUP) into Interrupted."""
+    raise Interrupted(signum)

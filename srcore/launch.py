@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 
-from srcore.errors import Interrupted, SrcoreError
+from srcore.errors import Interrupted, SrcoreError, raise_interrupted
 
 
 def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
@@ -53,7 +53,7 @@ def run_under_torchrun(nproc: int, argv: list[str]) -> int:
     # terminal's Ctrl-C reaching both) would end it mid-shutdown, before its workers had saved.
     # Out of the terminal's session it would not see the terminal close: that stops it too.
     process = subprocess.Popen(torchrun_command(nproc, argv), env=env, start_new_session=True)
-    hang_up = signal.signal(signal.SIGHUP, _interrupt)
+    hang_up = signal.signal(signal.SIGHUP, raise_interrupted)
     try:
         return process.wait()
     except BaseException as err:
@@ -69,10 +69,6 @@ def run_under_torchrun(nproc: int, argv: list[str]) -> int:
         raise
     finally:
         signal.signal(signal.SIGHUP, hang_up)
-
-
-def _interrupt(signum, frame):
-    raise Interrupted(signum)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from srcore.atomic import atomic_dir, atomic_path, write_json, write_text
-from srcore.errors import SrcoreError
+from srcore.errors import SrcoreError, raise_interrupted
 from srcore.tracking import stage_run
 
 from conftest import run_cli, run_cli_patched, write_params, write_training_data
@@ -247,16 +247,10 @@ def test_temporary_files_of_dead_processes_are_removed_by_the_next_write(tmp_pat
         ["a_x4.png", "raw", mine.name, other.name])
 
 
-def _interrupt(signum, frame):  # the CLI's handler (srcore/cli.py)
-    from srcore.errors import Interrupted
-
-    raise Interrupted(signum)
-
-
 @pytest.fixture
 def cli_signals():
     """SIGINT and SIGTERM raise Interrupted, as under the CLI, for this test."""
-    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
     yield
     for s, handler in previous.items():
         signal.signal(s, handler)

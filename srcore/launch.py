@@ -20,15 +20,21 @@ def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
 
 
 def _torchrun() -> None:
-    """torchrun's own command line, ended by a stop signal without its traceback: it passes the
-    signal on to the training processes, which save their state and say where."""
+    """torchrun's own command line, ended without its traceback: by a stop signal (it passes
+    the signal on to the training processes, which save their state and say where), or by a
+    failed process (whose own error and torchrun's line naming it are above), with that
+    process's exit code (128 + N for a signal N)."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main
 
     try:
         main()
     except SignalException as stop:
         sys.exit(128 + stop.sigval)
+    except ChildFailedError as failed:
+        code = failed.get_first_failure()[1].exitcode
+        sys.exit(code if code > 0 else 128 - code)
 
 
 def check_devices(nproc: int, device_name: str) -> None:

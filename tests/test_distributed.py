@@ -148,3 +148,23 @@ def test_missing_inputs_stop_before_any_process_is_launched(project):
     assert result.returncode == 2 and "launching" not in result.stderr
     assert result.stderr.count("error:") == 1
     assert "models/cnn.pt not found: run the train_cnn stage first" in result.stderr
+
+
+@pytest.mark.parametrize("exitcode, code", [(1, 1), (-signal.SIGKILL, 137)])
+def test_torchrun_ends_on_a_failed_process_with_its_code_and_no_traceback_of_its_own(
+        monkeypatch, exitcode, code):
+    """A training process that fails prints its own error; torchrun then says which one failed
+    in a line and exits with its code (128 + N for a signal N), not with a traceback of its
+    ChildFailedError and a summary box."""
+    import torch.distributed.run
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from srcore.launch import _torchrun
+
+    def failing_main():
+        raise ChildFailedError("srcore", {1: ProcessFailure(1, 123, exitcode, "<N/A>")})
+
+    monkeypatch.setattr(torch.distributed.run, "main", failing_main)
+    with pytest.raises(SystemExit) as stopped:
+        _torchrun()
+    assert stopped.value.code == code

@@ -102,11 +102,12 @@ def temporary_dir(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def signals_deferred() -> Iterator[None]:
+def signals_deferred(deliver: bool = True) -> Iterator[None]:
     """Hold Ctrl-C and SIGTERM back while the block runs (a few quick renames or writes that
     must not be cut in two), then deliver them: the handler the process had (the CLI's raises
-    Interrupted) runs once the block is done. Python runs signal handlers in the main thread
-    only, so elsewhere there is nothing to hold back."""
+    Interrupted) runs once the block is done; deliver=False drops them (the process is
+    stopping anyway). Python runs signal handlers in the main thread only, so elsewhere there
+    is nothing to hold back."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -118,7 +119,7 @@ def signals_deferred() -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, signal.SIG_DFL if handler is None else handler)
-        if caught:
+        if caught and deliver:
             signal.raise_signal(caught[0])
 
 

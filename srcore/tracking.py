@@ -24,6 +24,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
+from srcore.atomic import signals_deferred
 from srcore.errors import Interrupted, SrcoreError
 
 
@@ -244,7 +245,7 @@ def stage_run(stage: str, experiment: str, params: dict[str, Any], enabled: bool
     tags = {"stage": stage, "pipeline": pipeline, "mlflow.parentRunId": parent,
             "dvc_experiment": dvc_experiment, "git_commit": identity["commit"],
             "params_hash": identity["params_hash"]}
-    status = "FAILED"  # the parent's, as MLflow ends the stage's run on any other exception
+    status = "FAILED"  # the parent's, unless the stage's run ends otherwise
     # named after its pipeline too: the compare view and its charts label runs by name alone
     name = f"{stage} ({pipeline})"
     if resumed:
@@ -258,13 +259,19 @@ def stage_run(stage: str, experiment: str, params: dict[str, Any], enabled: bool
             mlflow.log_params(flatten(params))
             try:
                 yield mlflow
-            except Interrupted:
-                status = "KILLED"
-                mlflow.end_run("KILLED")  # stopped by the user or a scheduler, not failed
+            except BaseException as err:
+                # KILLED: stopped by the user or a scheduler, not failed. Ending a run takes a
+                # while (it waits for the async logging): a signal then (torchrun stops the other
+                # training processes with one when one fails) would leave it RUNNING and hide
+                # the error
+                status = "KILLED" if isinstance(err, Interrupted) else "FAILED"
+                with signals_deferred(deliver=False):
+                    mlflow.end_run(status)
                 raise
         status = "FINISHED"
     finally:
-        _end_parent(mlflow.MlflowClient(), parent, status)
+        with signals_deferred(deliver=status == "FINISHED"):
+            _end_parent(mlflow.MlflowClient(), parent, status)
 
 
 def log_on_pipeline_run(mlflow, metrics: dict[str, float]) -> None:

@@ -390,3 +390,39 @@ def test_a_resumed_stage_run_reports_to_the_parent_it_was_made_under(monkeypatch
     plain = next(name for name in status if name.startswith("train_cnn (")).split("(")[1][:-1]
     assert status == {plain: "KILLED", f"train_cnn ({plain})": "KILLED",
                       "later": "FINISHED", "split (later)": "FINISHED"}
+
+
+def test_a_signal_while_a_failed_stage_run_ends_leaves_it_failed_with_its_error(monkeypatch,
+                                                                                tmp_path):
+    """When one training process fails, torchrun stops the others with SIGTERM; one of them,
+    failing too, may get it while MLflow ends its run (which waits for the async logging): the
+    run must still end FAILED, its parent too, and the error must stay the one the user sees."""
+    import signal
+
+    import mlflow
+    import mlflow.tracking.fluent
+
+    from srcore.errors import raise_interrupted
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.setenv("DVC_EXP_NAME", "exp")
+    monkeypatch.chdir(tmp_path)
+    end_run = mlflow.tracking.fluent.end_run
+
+    def signalled_end_run(status="FINISHED"):
+        signal.raise_signal(signal.SIGTERM)  # torchrun's, as the run ends
+        end_run(status)
+
+    for module in (mlflow, mlflow.tracking.fluent):
+        monkeypatch.setattr(module, "end_run", signalled_end_run)
+    previous = signal.signal(signal.SIGTERM, raise_interrupted)  # the CLI's handler
+    try:
+        with pytest.raises(RuntimeError, match="closed by peer"):
+            with stage_run("train_cnn", "demo", {}):
+                raise RuntimeError("Connection closed by peer")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        assert dict(db.execute("select name, status from runs").fetchall()) == {
+            "exp": "FAILED", "train_cnn (exp)": "FAILED"}

@@ -174,16 +174,16 @@ class Records:
         return {k: v for k, v in metrics.items() if step not in self.logged.get(k, ())}
 
 
-def log_start(mlflow, metrics: dict, setup: dict | None = None) -> None:
+def log_start(mlflow, metrics: dict, device, precision: str, processes: int) -> None:
     """What a training logs at its start, once per run: a resumed training continues the run of
-    the killed one, which logged these already. `setup` (device, precision, processes) goes in
-    as params; where a resumed run goes on with another setup (MLflow params cannot change), as
-    tags resumed_<name>."""
+    the killed one, which logged these already. Its setup (device, precision, processes) goes
+    in as params; where a resumed run goes on with another setup (MLflow params cannot
+    change), as tags resumed_<name>."""
     held = mlflow.get_run(mlflow.active_run().info.run_id).data
     new = {k: v for k, v in metrics.items() if k not in held.metrics}
     if new:
         mlflow.log_metrics(new)
-    setup = {k: str(v) for k, v in (setup or {}).items()}
+    setup = {"device": str(device), "precision_used": precision, "processes": str(processes)}
     fresh = {k: v for k, v in setup.items() if k not in held.params}
     if fresh:
         mlflow.log_params(fresh)

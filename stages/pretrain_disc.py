@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from srcore.atomic import write_json
-from stages.common import Records, log_summary, run_training, training_data, training_run
+from stages.common import (Records, log_start, log_summary, run_training, training_data,
+                           training_run)
 from stages.inputs import read_split, require
 from stages.declared import run_key
 from stages.paths import CNN, DISC, DISC_LAST, METRICS
@@ -49,6 +50,8 @@ def _train(params, values, split, dist, device) -> None:
               f"{precision} x {dist.world} process(es)")
     with training_run(STAGE, params, values, DISC_LAST, key, dist) as (mlflow, run_id):
         records = Records(mlflow, [(CSV, COLUMNS)])
+        if dist.main:
+            log_start(mlflow, {}, device, precision, dist.world)
         summary = pretrain_disc(
             generator, disc, dataset, steps=disc_params.pretrain_steps,
             batch_size=params.gan.batch_size, lr=disc_params.lr, betas=params.gan.betas,

@@ -60,8 +60,8 @@ def _train(params, values, split, dist, device) -> None:
         records = Records(mlflow, [(TRAIN_CSV, TRAIN_COLUMNS)], VAL_CSV, VAL_COLUMNS,
                           val[0], data.scale)
         if dist.main:
-            log_start(mlflow, {f"bicubic_val_{k}": v for k, v in bicubic.items()},
-                      {"device": device, "precision_used": precision, "processes": dist.world})
+            log_start(mlflow, {f"bicubic_val_{k}": v for k, v in bicubic.items()}, device,
+                      precision, dist.world)
 
         summary = train_cnn(model, dataset, val, cnn, params.train, seed=params.seed,
                             crop_border=params.eval.crop_border, device=device,

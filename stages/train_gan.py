@@ -79,7 +79,8 @@ def _train(params, values, split, dist, device) -> None:
         records = Records(mlflow, [(G_CSV, G_COLUMNS), (D_CSV, D_COLUMNS)], VAL_CSV,
                           VAL_COLUMNS, val[0], params.data.scale)
         if dist.main:
-            log_start(mlflow, {f"cnn_val_{k}": v for k, v in cnn_scores.items()})
+            log_start(mlflow, {f"cnn_val_{k}": v for k, v in cnn_scores.items()}, device,
+                      precision, dist.world)
 
         summary = train_gan(generator, disc, perceptual, dataset, val, lpips_model, gan,
                             params.train, disc_lr=params.disc.lr, seed=params.seed,

@@ -151,7 +151,15 @@ def test_gan_stages_and_precise_params(repo):
     with sqlite3.connect(root / "mlflow.db") as db:
         stages = dict(db.execute("select t.value, r.status from runs r join tags t "
                                  "on t.run_uuid = r.run_uuid where t.key = 'stage'"))
+        setups = db.execute("select t.value, count(p.key) from runs r join tags t on t.run_uuid"
+                            " = r.run_uuid and t.key = 'stage' left join params p on p.run_uuid "
+                            "= r.run_uuid and p.key in ('device', 'precision_used', 'processes')"
+                            " where t.value in ('train_cnn', 'pretrain_disc', 'train_gan') "
+                            "group by r.run_uuid").fetchall()
     assert stages["pretrain_disc"] == "FINISHED" and stages["train_gan"] == "FINISHED"
+    # each training's run says where and how it ran
+    assert {s for s, _ in setups} == {"train_cnn", "pretrain_disc", "train_gan"}
+    assert all(count == 3 for _, count in setups), setups
 
     original = (root / "params.yaml").read_text()
     params = yaml.safe_load(original)

@@ -198,9 +198,9 @@ def test_a_run_resumed_on_other_hardware_keeps_its_start_and_notes_the_new_setup
     monkeypatch.chdir(tmp_path)
     with stage_run("train_cnn", "demo", {}) as run:
         run_id = run.active_run().info.run_id
-        log_start(run, {"bicubic_val_psnr_y": 27.5}, {"device": "cuda", "precision_used": "bf16"})
+        log_start(run, {"bicubic_val_psnr_y": 27.5}, "cuda", "bf16", 1)
     with stage_run("train_cnn", "demo", {}, run_id=run_id) as run:  # the resumed run
-        log_start(run, {"bicubic_val_psnr_y": 27.5}, {"device": "cpu", "precision_used": "bf16"})
+        log_start(run, {"bicubic_val_psnr_y": 27.5}, "cpu", "bf16", 1)
     client = mlflow.MlflowClient()
     data = client.get_run(run_id).data
     assert data.params["device"] == "cuda" and data.tags["resumed_device"] == "cpu"

@@ -109,8 +109,10 @@ def collect(repo: Path, keys) -> list[dict]:
         key = json.dumps([params, evaluate], sort_keys=True)
         if key not in seen:
             seen.add(key)
+            differences = details.get("differences")
             records.append({"name": row.get("Experiment") or row.get("rev"),
-                            "params": params, "evaluate": evaluate})
+                            "params": params, "evaluate": evaluate,
+                            "differences": differences if isinstance(differences, dict) else {}})
     return records
 
 
@@ -171,11 +173,34 @@ def _cnn_vs_gan(records, ref, defaults) -> str:
         if method in record["evaluate"]:
             lines.append(_row(method.upper() if method in ("cnn", "gan") else method,
                               record["evaluate"][method]))
+    lines += _differences(record.get("differences") or {})
     off = _off_default(record, ref)
     lines += ["", f"From `{record['name']}`" + (
         f", not the reference configuration{_note(off)}: add it with "
         f"`{QUEUE}{_setup(ref, defaults, reset=off)}`, then `dvc queue start`." if off else ".")]
     return "\n".join(lines) + "\n"
+
+
+def _differences(differences: dict) -> list[str]:
+    """The paired differences evaluate measured (CNN - bicubic, GAN - CNN), with their interval:
+    how sure table 3's two findings are."""
+    cells = {label: {m: d for m, d in differences.get(pair, {}).items()
+                     if isinstance(d, dict) and {"mean", "low", "high"} <= set(d)}
+             for pair, label in (("cnn_vs_bicubic", "CNN - bicubic"), ("gan_vs_cnn", "GAN - CNN"))}
+    known = [d for by_metric in cells.values() for d in by_metric.values()]
+    if not known:
+        return []
+    digits = {"psnr_y": 2, "lpips": 3}
+    lines = ["", "| difference | PSNR-Y (dB) | LPIPS |", "|---|---:|---:|"]
+    for label, by_metric in cells.items():
+        shown = [f"{d['mean']:+.{digits[m]}f} [{d['low']:+.{digits[m]}f}, "
+                 f"{d['high']:+.{digits[m]}f}]{' *' if d.get('excludes_zero') else ''}"
+                 if (d := by_metric.get(m)) else "n/a" for m in digits]
+        lines.append(f"| {label} | {' | '.join(shown)} |")
+    lines += ["", f"Mean of the per-image differences [{known[0].get('interval', 'interval')}, "
+                  f"{known[0].get('images', '?')} images]; *: the interval leaves out 0 (min-max: "
+                  "every image agrees in sign)."]
+    return lines
 
 
 def _row(label: str, scores: dict) -> str:

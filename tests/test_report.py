@@ -49,6 +49,25 @@ def test_tables_complete():
     assert "From `a`." in table3
 
 
+def test_table_3_gives_the_paired_differences_with_their_intervals():
+    """How sure the study's two findings are: evaluate's paired differences, with the kind of
+    interval and the marks of those that leave out 0."""
+    a = record("a")
+    d = {"interval": "bootstrap 95%", "images": 20}
+    a["differences"] = {
+        "cnn_vs_bicubic": {"psnr_y": {**d, "mean": 0.3175, "low": 0.21, "high": 0.43,
+                                      "excludes_zero": True},
+                           "lpips": {**d, "mean": -0.0012, "low": -0.004, "high": 0.0015,
+                                     "excludes_zero": False}},
+        "gan_vs_cnn": {"lpips": {**d, "mean": -0.063, "low": -0.0758, "high": -0.0502,
+                                 "excludes_zero": True}}}
+    table3 = report_tables([a]).split("## Table 3")[1].split("## Table 4")[0]
+    assert "| CNN - bicubic | +0.32 [+0.21, +0.43] * | -0.001 [-0.004, +0.002] |" in table3
+    assert "| GAN - CNN | n/a | -0.063 [-0.076, -0.050] * |" in table3
+    assert "[bootstrap 95%, 20 images]; *: the interval leaves out 0" in table3
+    assert "| difference |" not in report_tables([record("b")])  # evaluate gave none
+
+
 def test_tables_missing_variants_name_their_command():
     """Queued, as the doc's flow: run one after another, plain `dvc exp run`s would each start
     from the params the last one left in params.yaml (l2 after `-S cnn.loss=l2`)."""
@@ -218,8 +237,10 @@ stages:
       r = p['model']['rrdb']; t = p['gan']['loss'] == 'triad';
       s = lambda v: dict(psnr=v, ssim=0.5, psnr_y=v + 1, ssim_y=0.6, lpips=0.25);
       d = dict(nearest=s(15), bilinear=s(16), bicubic=s(17), cnn=s(20 + r), gan=s(18 + r + t));
-      json.dump(d, open('metrics/evaluate_details.json', 'w'));
       h = {m: dict(psnr_y=v['psnr_y'], ssim_y=0.6, lpips=0.25) for m, v in d.items()};
+      d['differences'] = dict(gan_vs_cnn=dict(lpips=dict(mean=-r / 100, low=-0.2, high=-0.001,
+      interval='bootstrap 95%', images=5, excludes_zero=True)));
+      json.dump(d, open('metrics/evaluate_details.json', 'w'));
       json.dump(h, open('metrics/evaluate.json', 'w'))"
     params: [data.dir, model.rrdb, cnn.loss, cnn.lr_halve_at, gan.loss, gan.relativistic,
              gan.perceptual.activation, gan.perceptual.layers, train.compile]
@@ -277,6 +298,7 @@ def test_report_from_dvc_experiments(tmp_path):
         "`dvc queue start`." in text
     assert "| GAN, dual | 20.00 |" in text and "| GAN, triad | 21.00 |" in text
     assert "| bicubic | 17.00 |" in text and "| GAN | 20.00 |" in text
+    assert "| GAN - CNN | n/a | -0.020 [-0.200, -0.001] * |" in text  # evaluate's differences
     assert "`dvc exp run --queue -S cnn.loss=l2`" in text
     assert "`dvc exp run --queue -S gan.perceptual.activation=post`" in text
     assert "not the reference" not in text  # the committed default run is the reference

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from srcore.errors import Interrupted, SrcoreError, raise_interrupted
+from srcore.errors import Interrupted, SrcoreError, raise_interrupted, stop_with_parent
 from srcore.sizes import DEFAULT_TILE_PAD
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -356,6 +356,8 @@ def benchmark(
 def main() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, raise_interrupted)
+    if os.environ.get("DVC_STAGE"):  # run by DVC (not, say, by nohup from a shell that exits)
+        stop_with_parent()
     try:
         app()
     except SrcoreError as err:

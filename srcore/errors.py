@@ -1,4 +1,9 @@
-"""The exceptions a user sees: the CLI prints their message and exits non-zero."""
+"""The exceptions a user sees: the CLI prints their message and exits non-zero; and the stop
+signals that raise one."""
+
+import os
+import signal
+import sys
 
 
 class SrcoreError(Exception):
@@ -18,3 +23,19 @@ def raise_interrupted(signum, frame):
     """The signal handler that turns Ctrl-C and SIGTERM (and, while a launcher waits on its
     training processes, SIGHUP) into Interrupted."""
     raise Interrupted(signum)
+
+
+def stop_with_parent() -> None:
+    """Have the kernel send this process SIGTERM when its parent ends (Linux; elsewhere
+    nothing). A stage's parent is DVC, which ends on a SIGTERM without passing it on: the
+    training would go on, unrecorded, after `dvc repro` was stopped. torchrun's parent is the
+    launcher, which may be killed outright (SIGKILL, the out-of-memory killer)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it ended just before the call
+        os.kill(os.getpid(), signal.SIGTERM)

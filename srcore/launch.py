@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 
-from srcore.errors import Interrupted, SrcoreError, raise_interrupted
+from srcore.errors import Interrupted, SrcoreError, raise_interrupted, stop_with_parent
 
 
 def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
@@ -28,6 +28,7 @@ def _torchrun() -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main
 
+    stop_with_parent()  # the launcher, if it is killed outright
     try:
         main()
     except SignalException as stop:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -140,6 +141,48 @@ def test_ctrl_c_and_sigterm_save_the_state_and_the_next_run_resumes(training_pro
     assert f"resuming from models/cnn_last.pt after step {saved}" in out.stdout
     assert list(stage_runs(training_project, "train_cnn")["status"]) == ["FINISHED"]
     assert pipeline_status(training_project) == "FINISHED"
+
+
+def process_ended(pid):
+    """Whether a process that is not this one's child has ended (gone, or a zombie)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death "
+                    "signal is Linux's; elsewhere the stage goes on after DVC ends")
+def test_a_stage_whose_dvc_is_killed_saves_and_stops(training_project):
+    """DVC ends on a SIGTERM without passing it on: the stage's command must stop too, as it
+    would on its own SIGTERM, not train on unrecorded. Here a stand-in parent runs the stage as
+    DVC does (DVC_STAGE set) and is killed."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys\n"
+         "child = subprocess.Popen([sys.executable, '-m', 'srcore', 'train-cnn'], "
+         "stdout=open('out.txt', 'w'), stderr=open('err.txt', 'w'))\n"
+         "print(child.pid, flush=True)\nchild.wait()"],
+        cwd=training_project, env={**os.environ, "DVC_STAGE": "train_cnn"},
+        stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    while not (training_project / "models/cnn_last.pt").exists():
+        assert parent.poll() is None and not process_ended(child), \
+            (training_project / "err.txt").read_text()
+        time.sleep(0.02)
+    os.kill(child, signal.SIGSTOP)  # mid-way however fast this machine trains
+    parent.kill()
+    parent.wait()
+    os.kill(child, signal.SIGCONT)
+    deadline = time.time() + 120
+    while not process_ended(child):
+        assert time.time() < deadline, "the stage went on after its parent ended"
+        time.sleep(0.1)
+    stderr = (training_project / "err.txt").read_text()
+    assert "interrupted: state saved at step" in stderr and "Traceback" not in stderr, stderr
+    saved = int(stderr.split("saved at step ")[1].split()[0])
+    assert 0 < saved < STEPS
+    assert list(stage_runs(training_project, "train_cnn")["status"]) == ["KILLED"]
 
 
 def pipeline_status(folder):

@@ -23,12 +23,15 @@ def _torchrun() -> None:
     """torchrun's own command line, ended without its traceback: by a stop signal (it passes
     the signal on to the training processes, which save their state and say where), or by a
     failed process (whose own error and torchrun's line naming it are above), with that
-    process's exit code (128 + N for a signal N)."""
+    process's exit code (128 + N for a signal N). Its warnings of each signal it sends on
+    ("Sending process N closing signal SIGINT") are left out: the processes' own lines say it."""
+    import logging
+
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main
 
-    stop_with_parent()  # the launcher, if it is killed outright
+    logging.getLogger("torch.distributed.elastic.multiprocessing.api").setLevel(logging.ERROR)
     try:
         main()
     except SignalException as stop:
@@ -79,4 +82,5 @@ def run_under_torchrun(nproc: int, argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    stop_with_parent()  # the launcher, if it is killed outright
     _torchrun()

@@ -210,6 +210,41 @@ def test_dvc_exp_run_changes_only_the_params_it_sets(tmp_path):
     assert len((tmp_path / "params.yaml").read_text().splitlines()) == len(original.splitlines())
 
 
+def test_dvc_can_set_every_param_to_an_empty_list_or_another_value(tmp_path):
+    """`-S key=[]` once made DVC write a params.yaml that no YAML parser reads (a list with its
+    comment beside the key). Every key, through the function `dvc exp run -S` calls, must
+    change only that key and leave a loadable file."""
+    import copy
+
+    import yaml
+    from dvc.utils.hydra import apply_overrides
+
+    original = yaml.safe_load((REPO / "params.yaml").read_text())
+
+    def leaves(node, prefix=""):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    for key, value in leaves(original):
+        new_values = ([[], [7], [7, 8]] if isinstance(value, list)
+                      else ["x"] if isinstance(value, str) else [7])
+        for new in new_values:
+            path = tmp_path / "params.yaml"
+            path.write_text((REPO / "params.yaml").read_text())
+            text = str(new).replace(" ", "").replace("'", "")
+            apply_overrides(path, [f"{key}={text}"])
+            expected = copy.deepcopy(original)
+            *parents, last = key.split(".")
+            node = expected
+            for parent in parents:
+                node = node[parent]
+            node[last] = new
+            assert yaml.safe_load(path.read_text()) == expected, f"-S {key}={text}"
+
+
 def test_check_params_stage_refuses_a_bad_value_and_keeps_its_output(project):
     """The first stage of dvc.yaml: its output is the same bytes for any valid params.yaml, and
     a bad one fails, naming the key, without touching it."""

@@ -90,6 +90,10 @@ def collect(repo: Path, keys) -> list[dict]:
         rows = dvc.api.exp_show(repo=str(repo))
     except DvcException as err:
         raise SrcoreError(f"cannot list the experiments of {repo}: {err}") from err
+    except OSError as err:  # DVC writes under .dvc/tmp even to list: a read-only checkout
+        raise SrcoreError(f"cannot list the experiments of {repo}: `dvc exp show` could not "
+                          f"write {err.filename or 'its files'} ({err.strerror or err}); run "
+                          "report in a writable copy of the project") from None
     # the workspace last, so that a duplicate keeps the experiment's name
     rows.sort(key=lambda row: row.get("rev") == "workspace")
     records, seen = [], set()

@@ -159,6 +159,20 @@ def test_compare_from_any_folder_prepares_lpips_weights_once_in_the_user_cache(w
     assert missing.returncode == 2 and str(tmp_path / "none") in missing.stderr
 
 
+def test_compare_outside_a_project_names_an_unwritable_user_cache(tmp_path):
+    """A user cache that cannot be made (HOME read-only or missing, SRCORE_CACHE_DIR below a
+    file) is one error naming it and the ways round it, not a traceback from its lock file."""
+    (tmp_path / "a-file").write_text("")
+    cache = tmp_path / "a-file" / "cache"
+    pair = (LPIPS_IMAGES / "ex_ref.png", LPIPS_IMAGES / "ex_p1.png")
+    out = run_cli("compare", *pair, cwd=tmp_path, env={"SRCORE_CACHE_DIR": str(cache)},
+                  check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"error: cannot write the user cache {cache}: " in out.stderr
+    assert "SRCORE_CACHE_DIR" in out.stderr and "--no-lpips" in out.stderr
+    assert out.stdout == ""
+
+
 def test_compare_refuses_images_too_large_for_the_memory_available(monkeypatch):
     # two upscaled 12 MP photos (16000x12000) want ~60 GB to score; the OOM killer would end
     # the process with nothing said, so the pair is refused first, naming the way out

@@ -93,3 +93,26 @@ def test_images_load_in_the_order_of_their_names_and_a_broken_one_is_named(tmp_p
     (tmp_path / "img3.png").write_bytes(b"not a png")
     with pytest.raises(SrcoreError, match="img3.png"):
         load_images(tmp_path, names)
+
+
+def test_a_shared_memory_too_small_for_the_loader_workers_is_named_first(monkeypatch):
+    """Workers hand batches over in /dev/shm: a container's small one (Docker: 64 MB) gave
+    torch's "unable to allocate shared memory" traceback at the first step; now one error
+    names train.num_workers before any worker starts."""
+    import shutil
+    from collections import namedtuple
+
+    import pytest
+
+    from srcore.errors import SrcoreError
+
+    usage = namedtuple("usage", "total used free")
+    # batches of 8: 8 x 3 x (32^2 + 8^2) x 4 bytes = 104,448; 2 workers: 5 batches = 0.5 MiB
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**20, 2**20 - 2**18, 2**18))
+    with pytest.raises(SrcoreError, match=r"^train.num_workers: 2 loader workers hand over "
+                       r"about 0\.5 MiB of batches in shared memory, and /dev/shm has 0\.2 "
+                       r"MiB free: set train.num_workers to 0"):
+        batch_stream(make(), 8, 3, 0, 2, Dist())
+    take(batch_stream(make(), 8, 3, 0, 0, Dist()), 1)  # no workers, no shared memory
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 0, 2**30))
+    take(batch_stream(make(), 8, 3, 0, 1, Dist()), 1)

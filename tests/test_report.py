@@ -220,6 +220,28 @@ def test_running_and_failed_experiments_are_named_not_scored(tmp_path, monkeypat
         report_tables(collect(tmp_path, DEFAULTS))
 
 
+def test_a_read_only_project_is_one_error_naming_what_dvc_could_not_write(tmp_path,
+                                                                         monkeypatch):
+    """`dvc exp show` makes folders under .dvc/tmp even to list experiments: on a read-only
+    checkout it raised an OSError (a traceback through DVC's queue); report names it."""
+    import errno
+
+    import dvc.api
+
+    (tmp_path / ".dvc").mkdir()
+    where = str(tmp_path / ".dvc" / "tmp" / "exps" / "celery")
+
+    def read_only(repo):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), where)
+
+    monkeypatch.setattr(dvc.api, "exp_show", read_only)
+    with pytest.raises(SrcoreError) as err:
+        collect(tmp_path, DEFAULTS)
+    assert str(err.value) == (f"cannot list the experiments of {tmp_path}: `dvc exp show` could "
+                              f"not write {where} (Read-only file system); run report in a "
+                              "writable copy of the project")
+
+
 def test_tables_without_metrics_raise():
     with pytest.raises(SrcoreError, match="dvc repro"):
         report_tables([])

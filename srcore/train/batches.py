@@ -51,7 +51,29 @@ def batch_stream(data, batch_size: int, seed: int, steps_done: int, num_workers:
 
     workers = loader_workers(num_workers, device, dist.world)
     per_rank = batch_size // dist.world
+    if workers > 0:
+        check_shared_memory(data[(0, 0)], per_rank, workers)
     sampler = StreamSampler(len(data), seed, dist, start=steps_done * per_rank)
     loader = DataLoader(data, batch_size=per_rank, sampler=sampler, num_workers=workers,
                         pin_memory=device.type == "cuda", persistent_workers=workers > 0)
     return iter(loader)
+
+
+def check_shared_memory(sample, per_rank: int, workers: int, folder: str = "/dev/shm") -> None:
+    """Loader workers hand their batches over in shared memory, 2 prefetched per worker (torch's
+    default) and the one in use: a container's small /dev/shm (Docker's default is 64 MB)
+    failed the first step with torch's "unable to allocate shared memory" traceback."""
+    import os
+    import shutil
+
+    from srcore.errors import SrcoreError
+
+    if not os.path.isdir(folder):
+        return
+    batch = per_rank * sum(t.numel() * t.element_size() for t in sample)
+    need, free = batch * (2 * workers + 1), shutil.disk_usage(folder).free
+    if need > free:
+        raise SrcoreError(f"train.num_workers: {workers} loader workers hand over about "
+                          f"{need / 2**20:.1f} MiB of batches in shared memory, and {folder} has "
+                          f"{free / 2**20:.1f} MiB free: set train.num_workers to 0, or give "
+                          "the container more (docker run --shm-size=1g)")

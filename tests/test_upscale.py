@@ -670,3 +670,20 @@ def test_the_readme_python_snippet_gives_the_commands_pixels(tmp_path, monkeypat
             "--precision", "fp32", "--ext", "png", cwd=tmp_path)  # PNG: no lossy re-encoding
     assert namespace["sr"].shape == (1200, 1120, 3) and namespace["sr"].dtype == np.uint8
     assert np.array_equal(namespace["sr"], read(tmp_path / "out" / "photo_x4.png")[:, :, ::-1])
+
+
+def test_the_readme_metrics_snippet_gives_compares_scores(tmp_path, monkeypatch, weights_dir):
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### In Python", 1)[1].split("\n## ", 1)[0]
+    snippet = section.split("```python\n")[2].split("```", 1)[0]
+    hr = photo(40, 48)
+    sr = np.clip(hr.astype(int) + np.random.default_rng(0).integers(-9, 10, hr.shape), 0, 255)
+    cv2.imwrite(str(tmp_path / "hr.png"), hr[:, :, ::-1])
+    cv2.imwrite(str(tmp_path / "sr.png"), sr.astype(np.uint8)[:, :, ::-1])
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "pretrained").symlink_to(weights_dir)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(snippet, namespace)
+    result = run_cli("compare", "hr.png", "sr.png", "--json", cwd=tmp_path)
+    assert namespace["scores"] == pytest.approx(json.loads(result.stdout), abs=1e-12)

@@ -47,8 +47,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from srcore.choices import PRECISIONS
 from srcore.sizes import DEFAULT_TILE_PAD
-from srcore.train.runtime import autocast, inference_layout
+from srcore.train.runtime import autocast, inference_layout, pick_device, pick_precision
 
 DEFAULT_TILE = 256
 MIN_TILE = 32  # LR pixels: --tile's minimum (smaller tiles are mostly context); auto's unit
@@ -199,7 +200,8 @@ def upscale_array(model, img: np.ndarray, tile: int | None = None,
     with bicubic interpolation; 16-bit samples reach the network as floats in [0, 1] and come
     back as 16-bit. The model output is clamped to [0, 1] and rounded. `progress(1)` is called
     after each tile. tile None: auto_tile; tiles_per_batch None: as many as fit in free GPU
-    memory for a torch model on CUDA, else 1.
+    memory for a torch model on CUDA, else 1. device and precision "auto" mean what upscale's
+    --device / --precision auto mean (fp32 for a 16-bit image).
     """
     img = np.asarray(img)
     if img.dtype not in (np.uint8, np.uint16):
@@ -210,7 +212,11 @@ def upscale_array(model, img: np.ndarray, tile: int | None = None,
         raise ValueError(f"tile_pad must be >= 0, not {tile_pad}")
     if tiles_per_batch is not None and tiles_per_batch < 1:
         raise ValueError(f"tiles_per_batch must be >= 1, not {tiles_per_batch}")
-    device = torch.device(device)
+    if precision not in PRECISIONS:  # torch's autocast would take any other value as fp16
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    device = pick_device("auto") if device == "auto" else torch.device(device)
+    if precision == "auto":
+        precision = "fp32" if img.dtype == np.uint16 else pick_precision("auto", device)
     scale = int(getattr(model, "scale", 4))
     height, width = img.shape[:2]
     maxval = float(np.iinfo(img.dtype).max)

@@ -362,6 +362,23 @@ def test_bf16_upscale_stays_close_to_fp32():
     assert np.abs(bf16.astype(int) - fp32).mean() < 1.5
 
 
+
+def test_upscale_array_auto_is_the_commands_auto_and_a_bad_precision_is_refused():
+    # torch's autocast takes any precision but fp32 as fp16: "auto" (or a typo) ran fp16
+    from srcore.train.runtime import pick_precision
+
+    model, seen = tiny(), []
+    model.conv_first.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    upscale_array(model, photo(20, 24), device="auto", precision="auto")
+    auto = pick_precision("auto", torch.device("cpu"))  # bf16 on a CPU that runs it natively
+    assert seen == [torch.bfloat16 if auto == "bf16" else torch.float32]
+    seen.clear()
+    upscale_array(model, photo(20, 24).astype(np.uint16) * 257, precision="auto")
+    assert seen == [torch.float32]  # a 16-bit image keeps its precision, as upscale's auto
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, fp16, "
+                                         "not 'fp23'"):
+        upscale_array(model, photo(20, 24), precision="fp23")
+
 @pytest.mark.parametrize("content", [np.random.default_rng(0).bytes(5000), b""])
 def test_a_model_file_of_random_bytes_is_not_a_checkpoint(tmp_path, content):
     (tmp_path / "junk.pt").write_bytes(content)
@@ -653,3 +670,20 @@ def test_the_readme_python_snippet_gives_the_commands_pixels(tmp_path, monkeypat
             "--precision", "fp32", "--ext", "png", cwd=tmp_path)  # PNG: no lossy re-encoding
     assert namespace["sr"].shape == (1200, 1120, 3) and namespace["sr"].dtype == np.uint8
     assert np.array_equal(namespace["sr"], read(tmp_path / "out" / "photo_x4.png")[:, :, ::-1])
+
+
+def test_the_readme_metrics_snippet_gives_compares_scores(tmp_path, monkeypatch, weights_dir):
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### In Python", 1)[1].split("\n## ", 1)[0]
+    snippet = section.split("```python\n")[2].split("```", 1)[0]
+    hr = photo(40, 48)
+    sr = np.clip(hr.astype(int) + np.random.default_rng(0).integers(-9, 10, hr.shape), 0, 255)
+    cv2.imwrite(str(tmp_path / "hr.png"), hr[:, :, ::-1])
+    cv2.imwrite(str(tmp_path / "sr.png"), sr.astype(np.uint8)[:, :, ::-1])
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "pretrained").symlink_to(weights_dir)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(snippet, namespace)
+    result = run_cli("compare", "hr.png", "sr.png", "--json", cwd=tmp_path)
+    assert namespace["scores"] == pytest.approx(json.loads(result.stdout), abs=1e-12)

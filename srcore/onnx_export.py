@@ -38,8 +38,13 @@ def export(checkpoint: Path, outputs: list[tuple[Path, str]]) -> list[float]:
         if Path(out).suffix.lower() != ".onnx":
             raise SrcoreError(f"{out}: the output name must end in .onnx")
     model, _ = load_generator(checkpoint)  # names the file if it is not an RRDBNet generator
-    torch.manual_seed(0)
-    x = torch.rand(*CHECK_SHAPE)
+    with torch.random.fork_rng(devices=[]):  # a caller's random numbers go on as they were
+        torch.manual_seed(0)
+        x = torch.rand(*CHECK_SHAPE)
+        return _write_all(onnx, model, checkpoint, outputs, x)
+
+
+def _write_all(onnx, model, checkpoint: Path, outputs, x) -> list[float]:
     with torch.no_grad():
         expected = model(x)
     diffs = []

@@ -277,3 +277,18 @@ def test_a_bad_config_in_an_onnx_files_metadata_is_ignored_with_a_note(tmp_path,
     cv2.imwrite(str(tmp_path / "a.png"), photo(8, 8))
     summary = run([tmp_path / "a.png"], tmp_path / "out", tmp_path / "odd.onnx", device="cpu")
     assert summary.ok and (tmp_path / "out" / "a_x4.png").is_file()
+
+
+def test_export_from_python_leaves_the_callers_random_numbers_as_they_were(tmp_path, ckpt):
+    """Loading a checkpoint builds a net whose initial weights are drawn, and export checks
+    itself on a seeded random batch: a notebook's own random sequence must go on as if neither
+    had happened."""
+    from srcore.onnx_export import export
+
+    torch.manual_seed(123)
+    torch.rand(3)
+    expected = torch.rand(5)
+    torch.manual_seed(123)
+    torch.rand(3)
+    export(ckpt, [(tmp_path / "again.onnx", "fp32")])
+    assert torch.equal(torch.rand(5), expected)

@@ -85,7 +85,8 @@ def load_generator(path: Path) -> tuple[RRDBNet, dict]:
         raise SrcoreError(f"{path}: weights hold NaN or infinite values ({', '.join(bad[:3])}"
                           f"{', ...' if len(bad) > 3 else ''}); the file is damaged or from a "
                           "diverged training: use another checkpoint")
-    model = RRDBNet(**config)
+    with torch.random.fork_rng(devices=[]):  # its initial weights are replaced: a caller's
+        model = RRDBNet(**config)          # random numbers go on as they were
     load_weights(model, state, path)
     return model.eval(), ckpt if isinstance(ckpt, dict) else {}
 

@@ -16,6 +16,7 @@ stages: RUNNING while one runs, then the status that stage ended with (FINISHED,
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -219,8 +220,10 @@ def stage_run(stage: str, experiment: str, params: dict[str, Any], enabled: bool
     uri = tracking_uri()
     own_store = "MLFLOW_TRACKING_URI" not in os.environ  # read first: set_tracking_uri sets it
     check_server(uri)
-    for name in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database..."
-        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # "Creating initial MLflow database"
+    # the same, and a store's failure logged with its traceback and SQL before it is raised:
+    # the error below says it in one line
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     mlflow.set_tracking_uri(uri)
     identity = pipeline_identity(Path.cwd())
     try:
@@ -236,10 +239,13 @@ def stage_run(stage: str, experiment: str, params: dict[str, Any], enabled: bool
                 _reopened(client, kept, identity) if kept
                 else _parent_run(client, experiment_id, identity))
     except Exception as err:  # MLflow raises many types for a bad store; all mean the same here
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]  # not its SQL
-        way = (f"move {project_root() / 'mlflow.db'} aside (the next run starts a new store)"
-               if own_store else "fix or unset MLFLOW_TRACKING_URI (the default is "
-               "sqlite:///<project>/mlflow.db)")
+        reason = _store_failure(err)
+        if reason in ("database or disk is full", os.strerror(errno.ENOSPC)):
+            way = "free space on the disk that holds it, then re-run"
+        elif own_store:
+            way = f"move {project_root() / 'mlflow.db'} aside (the next run starts a new store)"
+        else:
+            way = "fix or unset MLFLOW_TRACKING_URI (the default is sqlite:///<project>/mlflow.db)"
         raise SrcoreError(f"MLflow tracking store {uri!r} is not usable ({reason}): {way}"
                           ) from None
     tags = {"stage": stage, "pipeline": pipeline, "mlflow.parentRunId": parent,
@@ -272,6 +278,14 @@ def stage_run(stage: str, experiment: str, params: dict[str, Any], enabled: bool
     finally:
         with signals_deferred(deliver=status == "FINISHED"):
             _end_parent(mlflow.MlflowClient(), parent, status)
+
+
+def _store_failure(err: BaseException) -> str:
+    """The first line of the innermost cause of a store's error: SQLite's own words ("database
+    or disk is full"), not SQLAlchemy's notes around them, nor its SQL."""
+    while isinstance(getattr(err, "orig", None) or err.__cause__, BaseException):
+        err = getattr(err, "orig", None) or err.__cause__
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def log_on_pipeline_run(mlflow, metrics: dict[str, float]) -> None:

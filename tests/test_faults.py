@@ -1,6 +1,7 @@
 """Faults a long run meets: a killed process, Ctrl-C, a full disk, an absent tracking server."""
 
 import errno
+import io
 import json
 import os
 import resource
@@ -491,3 +492,27 @@ def test_ctrl_c_in_an_upscale_batch_says_what_is_done_and_a_rerun_finishes(upsca
     assert rerun.returncode == 2  # as the summary said: the earlier outputs count as skipped
     assert f"upscaled {left} image(s), 0 failed, {done} skipped (output exists)" in rerun.stdout
     assert len(list((upscale_inputs / "out").iterdir())) == 10
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_a_clear_error(tmp_path, monkeypatch):
+    """torch.save hides a failed write behind its own RuntimeError: it is the write error."""
+    from srcore.models import checkpoint
+
+    class FullDisk(io.FileIO):  # room for the archive's first records only
+        room = 5000
+
+        def write(self, data):
+            if len(data) > self.room:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.room -= len(data)
+            return super().write(data)
+
+    target = tmp_path / "cnn_last.pt"
+    target.write_bytes(b"old")
+    monkeypatch.setattr(checkpoint, "open", lambda path, mode: FullDisk(path, mode),
+                        raising=False)
+    with pytest.raises(SrcoreError, match=r"could not write .*cnn_last.pt: No space left on "
+                                          r"device\. Check free disk space"):
+        checkpoint.save_atomic(target, {"w": torch.zeros(10_000)})
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["cnn_last.pt"]

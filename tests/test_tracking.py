@@ -130,6 +130,36 @@ def test_a_damaged_project_store_is_one_line_that_names_the_file(monkeypatch, tm
     assert f"move {tmp_path / 'mlflow.db'} aside" in message
 
 
+def test_a_full_disk_under_the_store_is_one_line_that_says_so(monkeypatch, tmp_path, capsys):
+    """SQLite's "database or disk is full", as SQLAlchemy raises it (its note first, then the
+    SQL): the one line says the disk is full and to free space (moving the store aside would
+    not help), and MLflow's logged copy of the error, traceback and SQL, is not printed."""
+    import logging
+
+    import sqlalchemy.exc
+
+    from srcore import tracking
+
+    def full(*args):
+        orig = sqlite3.OperationalError("database or disk is full")
+        err = sqlalchemy.exc.OperationalError("INSERT INTO runs (run_uuid) VALUES (?)", {}, orig)
+        err.add_detail("raised as a result of Query-invoked autoflush")
+        logging.getLogger("mlflow.store.db.utils").exception("SQLAlchemy database error")
+        raise err from orig
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tracking, "_parent_run", full)
+    with pytest.raises(SrcoreError) as err:
+        with stage_run("split", "demo", {}):
+            pass
+    assert str(err.value) == (f"MLflow tracking store 'sqlite:///{tmp_path / 'mlflow.db'}' is "
+                              "not usable (database or disk is full): free space on the disk "
+                              "that holds it, then re-run")
+    assert "SQLAlchemy" not in capsys.readouterr().err
+
+
 def test_a_generator_is_registered_and_loads_offline_as_a_pyfunc(monkeypatch, tmp_path):
     """What train_cnn and train_gan do with their best weights: a registered model version,
     tagged with the DVC experiment, that mlflow.pyfunc loads and runs like the torch model."""

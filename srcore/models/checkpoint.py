@@ -33,7 +33,14 @@ def save_atomic(path: Path, obj) -> None:
         # through a file object: given a path, torch names the archive inside the file after
         # it, and the random temporary name would make the bytes differ from run to run
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            try:
+                torch.save(obj, f)
+            except RuntimeError as err:
+                # torch's zip writer replaces a failed write (a full disk) by its own
+                # RuntimeError ("unexpected pos"): pass on the OSError, which names the cause
+                if isinstance(err.__context__, OSError):
+                    raise err.__context__ from None
+                raise
 
 
 def load_checkpoint(path: Path) -> dict:

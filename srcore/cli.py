@@ -309,7 +309,8 @@ def report(
 ) -> None:
     """The report's five ablation tables (Markdown) from the experiments of `dvc exp show`."""
     from srcore.atomic import write_text
-    from srcore.report import REFERENCES, collect, committed_params, tables
+    from srcore.report import (REFERENCES, collect, committed_params, experiments_elsewhere,
+                               tables)
     from srcore.report import reference as held_at
 
     if reference not in REFERENCES:
@@ -323,6 +324,10 @@ def report(
     if out is not None:
         write_text(out, text)
     print(text, end="")
+    if elsewhere := experiments_elsewhere(repo):
+        print(f"note: {elsewhere} experiment(s) of other commits are left out, as they ran other "
+              "code (`dvc exp show -A` lists them)",
+              file=sys.stderr)
 
 
 @app.command()

@@ -1,6 +1,7 @@
 """The report's five ablation tables, as Markdown, from the experiments DVC knows of.
 
-`collect` reads `dvc exp show` (the workspace, HEAD and HEAD's experiments, queued ones too),
+`collect` reads `dvc exp show` (the workspace, HEAD and HEAD's experiments, queued ones too;
+those of other commits ran other code: `experiments_elsewhere` counts them),
 keeps the finished ones that have `metrics/evaluate.json`, and reads their scores from
 `metrics/evaluate_details.json` (git keeps it in each experiment's commit: RGB PSNR and SSIM are
 not headline metrics); `tables` picks a record per table row.
@@ -118,6 +119,17 @@ def collect(repo: Path, keys) -> list[dict]:
                             "params": params, "evaluate": evaluate,
                             "differences": differences if isinstance(differences, dict) else {}})
     return records
+
+
+def experiments_elsewhere(repo: Path) -> int:
+    """How many experiments ran from commits other than HEAD (before a `git pull`, say):
+    `collect` leaves them out, as they ran other code."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as project:
+        head = project.scm.get_rev()
+        return sum(len(names) for base, names in project.experiments.ls(all_commits=True).items()
+                   if base != head)
 
 
 def tables(records: list[dict], ref: dict, defaults: dict) -> str:

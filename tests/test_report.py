@@ -312,7 +312,8 @@ def test_report_from_dvc_experiments(tmp_path):
     assert all(r["name"] != "workspace" for r in records)
 
     out = tmp_path / "results.md"
-    text = run_cli("report", "--repo", tmp_path, "--out", out, cwd=tmp_path, env=env).stdout
+    result = run_cli("report", "--repo", tmp_path, "--out", out, cwd=tmp_path, env=env)
+    text = result.stdout
     assert out.read_text() == text
     assert "| CNN, 2 RRDB | 22.00 | 0.5000 | 0.2500 | 23.00 | 0.6000 |" in text
     assert "| CNN, 10 RRDB | 30.00 |" in text
@@ -326,6 +327,14 @@ def test_report_from_dvc_experiments(tmp_path):
     assert "not the reference" not in text  # the committed default run is the reference
     assert all("(" not in line for line in text.splitlines() if line.startswith(("| CNN,",
                                                                                  "| GAN,")))
+    assert "other commits" not in result.stderr
+    # after a new commit (a `git pull`) those experiments ran other code: left out, and said
+    (tmp_path / "notes.txt").write_text("x")
+    sh("git", "add", "notes.txt")
+    sh("git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "y")
+    later = run_cli("report", "--repo", tmp_path, cwd=tmp_path, env=env)
+    assert later.stderr.strip() == ("note: 3 experiment(s) of other commits are left out, as "
+                                    "they ran other code (`dvc exp show -A` lists them)")
 
 
 def test_report_out_that_is_a_folder_is_named_before_reading_experiments(tmp_path):

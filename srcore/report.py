@@ -123,13 +123,18 @@ def collect(repo: Path, keys) -> list[dict]:
 
 def experiments_elsewhere(repo: Path) -> int:
     """How many experiments ran from commits other than HEAD (before a `git pull`, say):
-    `collect` leaves them out, as they ran other code."""
+    `collect` leaves them out, as they ran other code. 0 where DVC cannot tell: this only adds
+    a note to tables already made."""
+    from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
-    with Repo(str(repo)) as project:
-        head = project.scm.get_rev()
-        return sum(len(names) for base, names in project.experiments.ls(all_commits=True).items()
-                   if base != head)
+    try:
+        with Repo(str(repo)) as project:
+            head = project.scm.get_rev()
+            found = project.experiments.ls(all_commits=True)
+    except (DvcException, OSError):
+        return 0
+    return sum(len(names) for base, names in found.items() if base != head)
 
 
 def tables(records: list[dict], ref: dict, defaults: dict) -> str:

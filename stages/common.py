@@ -73,17 +73,16 @@ def run_or_launch(stage_module, command: str, params_path: Path) -> None:
 
 
 def resume_hint() -> str:
-    """How to resume. `dvc exp run` first restores every output from dvc.lock (a forced
-    `dvc checkout`), the resumable state too, so after an interrupted `dvc exp run` only
-    `dvc repro` resumes; a queued or --temp experiment runs in a copy that DVC removes."""
+    """How to resume: the same command, as the resumable state is no DVC output (dvc.yaml):
+    `dvc exp run` leaves it for the next run. A queued or --temp experiment runs in a copy
+    that DVC removes."""
     if not os.environ.get("DVC_EXP_NAME"):
         return "run the same command (or dvc repro) to resume"
     root = os.environ.get("DVC_ROOT")
     if root and Path(root).resolve() != Path.cwd().resolve():
         return ("this experiment ran in a temporary copy that DVC removes, so running it "
                 "again trains from the start")
-    return ("resume with `dvc repro`, then `dvc exp save` to keep it as an experiment (`dvc "
-            "exp run` would first restore this file from dvc.lock and train from the start)")
+    return "run the same `dvc exp run` to resume"
 
 
 def run_training(params_path: Path, stage: str, check_inputs: Callable[[], None], train,

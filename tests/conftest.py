@@ -146,3 +146,23 @@ def params_with(**overrides):
     from srcore.config import Params
 
     return Params.model_validate(overridden_params(**overrides))
+
+
+def process_ended(pid: int) -> bool:
+    """Whether a process that is not this one's child has ended (gone, or a zombie; Linux)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+            pass
+    return found

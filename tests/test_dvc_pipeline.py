@@ -13,7 +13,7 @@ import yaml
 
 from srcore.io import write_png
 
-from conftest import copy_repo, write_params
+from conftest import children, copy_repo, process_ended, write_params
 from images import photo
 
 pytestmark = pytest.mark.slow  # dvc repro in a copy of the project: minutes
@@ -131,6 +131,47 @@ def test_train_cnn_then_an_experiment_that_skips_the_data_stages(repo):
     assert changed["val_psnr_y"]["new"] is not None
     shown = dvc("exp", "show", "--csv", cwd=root, env=env)
     assert "l2" in shown and "l1" in shown
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the stage stops with DVC "
+                    "by Linux's parent-death signal")
+def test_a_killed_dvc_exp_run_resumes_when_run_again(tmp_path):
+    """`kill` of `dvc exp run` (DVC does not pass the SIGTERM on) stops its training stage,
+    which saves its state; the same `dvc exp run` then resumes it: the state is no DVC output,
+    so DVC neither restores an older one over it nor caches it."""
+    import signal
+    import time
+
+    from srcore.models.checkpoint import load_checkpoint
+
+    root, env = copy_repo(tmp_path), user_env()
+    git(root, "rm", "-rq", "dvc.lock", "metrics")
+    write_params(root, **TINY)
+    dvc("repro", "train_cnn", cwd=root, env=env)  # a baseline whose dvc.lock DVC restores from
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "tiny params, trained")
+    run = [sys.executable, "-m", "dvc", "exp", "run", "train_cnn", "-S", "cnn.steps=300",
+           "-S", "cnn.val_every=100", "-S", "cnn.patience=300"]
+    first = subprocess.Popen(run, cwd=root, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    csv = root / "metrics/train_cnn.csv"
+    while not (csv.is_file() and len(csv.read_text().splitlines()) > 5):  # a few steps done
+        assert first.poll() is None, first.communicate()[0]
+        time.sleep(0.05)
+    stage = children(first.pid)
+    assert len(stage) == 1  # the stage's command, run by DVC itself
+    first.send_signal(signal.SIGTERM)
+    output = first.communicate(timeout=120)[0]
+    deadline = time.time() + 120
+    while not process_ended(stage[0]):
+        assert time.time() < deadline, "the stage trained on after DVC ended"
+        time.sleep(0.1)
+    saved = load_checkpoint(root / "models/cnn_last.pt")["step"]
+    assert 5 <= saved < 300, output
+    out = dvc(*run[3:], cwd=root, env=env)
+    assert f"resuming from models/cnn_last.pt after step {saved}" in out
+    assert json.loads((root / "metrics/train_cnn.json").read_text())["steps_run"] == 300
+    assert "cnn_last.pt" not in (root / "dvc.lock").read_text()
 
 
 def test_gan_stages_and_precise_params(repo):

@@ -164,11 +164,15 @@ def _active_run(client, run_id: str | None, experiment_id: str):
         else None
 
 
-def _experiment_id(mlflow, experiment: str, own_store: bool) -> str:
+def _experiment_id(mlflow, experiment: str, own_store: bool, uri: str) -> str:
+    """The experiment's id, created if new: on a tracking server where the server puts
+    artifacts (its --artifacts-destination or --default-artifact-root), so every client of it
+    can read them; on a local store in <project>/mlruns, which a DVC temporary copy's
+    `./mlruns` would not be."""
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
         return found.experiment_id
-    artifacts = (project_root() / "mlruns").as_uri()
+    artifacts = None if _is_server(uri) else (project_root() / "mlruns").as_uri()
     experiment_id = mlflow.create_experiment(experiment, artifact_location=artifacts)
     if own_store:  # the project's own store: drop MLflow's empty "Default", so the UI opens on ours
         client = mlflow.MlflowClient()
@@ -178,11 +182,15 @@ def _experiment_id(mlflow, experiment: str, own_store: bool) -> str:
     return experiment_id
 
 
+def _is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
 def check_server(uri: str, timeout: float = 5) -> None:
     """Ask an HTTP tracking server once, briefly: MLflow's own client retries for minutes."""
     import urllib.request
 
-    if not uri.startswith(("http://", "https://")):
+    if not _is_server(uri):
         return
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
@@ -229,7 +237,7 @@ def stage_run(stage: str, experiment: str, params: dict[str, Any], enabled: bool
     try:
         with _store_lock(uri):
             client = mlflow.MlflowClient()
-            experiment_id = _experiment_id(mlflow, experiment, own_store)
+            experiment_id = _experiment_id(mlflow, experiment, own_store, uri)
             resumed = _active_run(client, run_id, experiment_id)
             # a resumed run stays under the parent it was made under, which its status follows
             # (a newer parent of the same commit and params may exist by now)

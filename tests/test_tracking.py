@@ -456,3 +456,59 @@ def test_a_signal_while_a_failed_stage_run_ends_leaves_it_failed_with_its_error(
     with sqlite3.connect(tmp_path / "mlflow.db") as db:
         assert dict(db.execute("select name, status from runs").fetchall()) == {
             "exp": "FAILED", "train_cnn (exp)": "FAILED"}
+
+
+# A tracking server as `mlflow server --artifacts-destination DIR` runs it (artifacts proxied,
+# MLflow's recommended set-up), served by werkzeug in a subprocess: it starts in seconds, where
+# `mlflow server`'s workers take half a minute on a small machine.
+SERVER = """
+import os, sys
+home = sys.argv[1]
+os.environ["_MLFLOW_SERVER_FILE_STORE"] = f"sqlite:///{home}/server.db"
+os.environ["_MLFLOW_SERVER_REGISTRY_STORE"] = f"sqlite:///{home}/server.db"
+os.environ["_MLFLOW_SERVER_ARTIFACT_ROOT"] = "mlflow-artifacts:/"
+os.environ["_MLFLOW_SERVER_ARTIFACT_DESTINATION"] = f"{home}/artifacts"
+os.environ["_MLFLOW_SERVER_SERVE_ARTIFACTS"] = "true"
+from werkzeug.serving import make_server
+from mlflow.server import app
+server = make_server("127.0.0.1", 0, app, threaded=True)
+print(server.server_port, flush=True)
+server.serve_forever()
+"""
+
+
+@pytest.fixture(scope="module")
+def tracking_server(tmp_path_factory):
+    """(URI, folder) of a local tracking server that proxies artifacts to <folder>/artifacts."""
+    import sys
+
+    home = tmp_path_factory.mktemp("server")
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(home)], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+    try:
+        port = int(server.stdout.readline())
+        yield f"http://127.0.0.1:{port}", home
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def test_on_a_tracking_server_the_artifacts_go_where_the_server_keeps_them(monkeypatch,
+                                                                          tmp_path,
+                                                                          tracking_server):
+    """A new experiment on a server takes the server's artifact location: a run's files reach
+    its artifact store, readable by every client, not <project>/mlruns on this machine."""
+    import mlflow
+
+    uri, home = tracking_server
+    _project(monkeypatch, tmp_path, "seed: 42\n", "seed: 42\n")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    (tmp_path / "split.json").write_text("{}")
+    with stage_run("split", "on-server", {}) as run_mlflow:
+        run_mlflow.log_artifact(str(tmp_path / "split.json"))
+        run_id = run_mlflow.active_run().info.run_id
+    assert not (tmp_path / "mlruns").exists()
+    assert mlflow.get_experiment_by_name("on-server").artifact_location.startswith(
+        "mlflow-artifacts:")
+    assert list((home / "artifacts").rglob("split.json"))
+    assert mlflow.MlflowClient().list_artifacts(run_id)[0].path == "split.json"

@@ -82,7 +82,9 @@ def resume_hint() -> str:
     if root and Path(root).resolve() != Path.cwd().resolve():
         return ("this experiment ran in a temporary copy that DVC removes, so running it "
                 "again trains from the start")
-    return "run the same `dvc exp run` to resume"
+    # under its own name again: its MLflow runs stay under one parent (srcore/tracking.py)
+    return (f"run `dvc exp run -n {os.environ['DVC_EXP_NAME']}` (the workspace keeps its "
+            "params) to resume")
 
 
 def run_training(params_path: Path, stage: str, check_inputs: Callable[[], None], train,

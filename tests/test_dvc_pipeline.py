@@ -168,10 +168,18 @@ def test_a_killed_dvc_exp_run_resumes_when_run_again(tmp_path):
         time.sleep(0.1)
     saved = load_checkpoint(root / "models/cnn_last.pt")["step"]
     assert 5 <= saved < 300, output
-    out = dvc(*run[3:], cwd=root, env=env)
+    name = output.split("Reproducing experiment '")[1].split("'")[0]
+    out = dvc("exp", "run", "-n", name, "train_cnn", cwd=root, env=env)  # as the hint says
     assert f"resuming from models/cnn_last.pt after step {saved}" in out
     assert json.loads((root / "metrics/train_cnn.json").read_text())["steps_run"] == 300
     assert "cnn_last.pt" not in (root / "dvc.lock").read_text()
+    assert name in dvc("exp", "show", "--csv", cwd=root, env=env)
+    with sqlite3.connect(root / "mlflow.db") as db:  # one run, under the experiment's parent
+        runs = db.execute("select r.status, p.name from runs r join tags t on t.run_uuid = "
+                          "r.run_uuid and t.key = 'stage' and t.value = 'train_cnn' join tags "
+                          "u on u.run_uuid = r.run_uuid and u.key = 'mlflow.parentRunId' join "
+                          "runs p on p.run_uuid = u.value").fetchall()
+    assert ("FINISHED", name) in runs and len(runs) == 2  # and the baseline's
 
 
 def test_gan_stages_and_precise_params(repo):

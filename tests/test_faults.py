@@ -65,7 +65,8 @@ def test_the_resume_hint_names_the_command_that_resumes(monkeypatch, tmp_path):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     assert resume_hint() == "run the same command (or dvc repro) to resume"  # dvc repro
     monkeypatch.setenv("DVC_EXP_NAME", "lurid-cogs")  # dvc exp run in the workspace
-    assert resume_hint() == "run the same `dvc exp run` to resume"
+    assert resume_hint() == ("run `dvc exp run -n lurid-cogs` (the workspace keeps its params) "
+                             "to resume")
     monkeypatch.setenv("DVC_ROOT", str(tmp_path / "elsewhere"))  # queued or --temp: a copy
     assert "temporary copy" in resume_hint()
 

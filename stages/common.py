@@ -118,7 +118,11 @@ def run_training(params_path: Path, stage: str, check_inputs: Callable[[], None]
 def training_run(stage: str, params, values: dict, last_path: Path, key: str, dist):
     """The training stage's MLflow run, on the main process: the run its resumable state names,
     if the state is of this configuration, so a resumed training continues it. Yields
-    (mlflow, run id), both None on the other processes."""
+    (mlflow, run id), both None on the other processes. Once the stage is done (its outputs
+    written, its run finished) the state is deleted: no DVC output, it would outlive the
+    workspace it was trained in (`dvc exp apply`, `git checkout`), and a later run of the same
+    configuration would take it up as finished and keep that workspace's CSV rows, another
+    run's curves, as its own."""
     from srcore.tracking import stage_run
     from srcore.train.state import saved_run_id
 
@@ -126,6 +130,8 @@ def training_run(stage: str, params, values: dict, last_path: Path, key: str, di
     with stage_run(stage, params.mlflow.experiment, values, enabled=dist.main,
                    run_id=resumes) as mlflow:
         yield mlflow, (mlflow.active_run().info.run_id if dist.main else None)
+    if dist.main:
+        Path(last_path).unlink(missing_ok=True)
 
 
 class Records:

@@ -105,7 +105,8 @@ def test_a_bad_param_stops_before_dvc_removes_any_output(repo):
 def test_train_cnn_then_an_experiment_that_skips_the_data_stages(repo):
     root, env = repo
     dvc("repro", "train_cnn", cwd=root, env=env)
-    assert (root / "models/cnn.pt").is_file() and (root / "models/cnn_last.pt").is_file()
+    assert (root / "models/cnn.pt").is_file()
+    assert not (root / "models/cnn_last.pt").exists()  # done: of no use, and of this workspace
     metrics = json.loads((root / "metrics/train_cnn.json").read_text())
     assert metrics["steps_run"] == 2 and "val_psnr_y" in metrics
     rows = (root / "metrics/train_cnn.csv").read_text().splitlines()
@@ -180,13 +181,17 @@ def test_a_killed_dvc_exp_run_resumes_when_run_again(tmp_path):
                           "u on u.run_uuid = r.run_uuid and u.key = 'mlflow.parentRunId' join "
                           "runs p on p.run_uuid = u.value").fetchall()
     assert ("FINISHED", name) in runs and len(runs) == 2  # and the baseline's
+    # done, the state is deleted: the same params again elsewhere (after `dvc exp apply`, or
+    # `git checkout . && dvc checkout`) train afresh instead of taking it up as finished
+    assert not (root / "models/cnn_last.pt").exists()
 
 
 def test_gan_stages_and_precise_params(repo):
     root, env = repo
     dvc("repro", "train_gan", cwd=root, env=env)
-    for name in ("disc.pt", "gan.pt", "gan_disc.pt", "gan_last.pt"):
+    for name in ("disc.pt", "gan.pt", "gan_disc.pt"):
         assert (root / "models" / name).is_file()
+    assert not list((root / "models").glob("*_last.pt"))  # the stages are done
     # each phase in its own file: no empty cells that a plot would draw as 0
     for name in ("train_gan_g.csv", "train_gan_d.csv"):
         header, *body = [r.split(",") for r in (root / "metrics" / name).read_text().splitlines()]

@@ -142,6 +142,9 @@ def test_ctrl_c_and_sigterm_save_the_state_and_the_next_run_resumes(training_pro
     assert f"resuming from models/cnn_last.pt after step {saved}" in out.stdout
     assert list(stage_runs(training_project, "train_cnn")["status"]) == ["FINISHED"]
     assert pipeline_status(training_project) == "FINISHED"
+    # done, the state is deleted: a later run of the same params (after `dvc exp apply` put
+    # another run's CSV rows in place) must not take it up as finished and keep those rows
+    assert not (training_project / "models/cnn_last.pt").exists()
 
 
 @pytest.mark.slow

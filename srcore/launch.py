@@ -23,15 +23,17 @@ def _torchrun() -> None:
     """torchrun's own command line, ended without its traceback: by a stop signal (it passes
     the signal on to the training processes, which save their state and say where), or by a
     failed process (whose own error and torchrun's line naming it are above), with that
-    process's exit code (128 + N for a signal N). Its warnings of each signal it sends on
-    ("Sending process N closing signal SIGINT") are left out: the processes' own lines say it."""
+    process's exit code (128 + N for a signal N). Its warnings of the stop signal it got and
+    of each it sends on ("Received 2 death signal", "Sending process N closing signal
+    SIGINT") are left out: the processes' own lines say it."""
     import logging
 
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main
 
-    logging.getLogger("torch.distributed.elastic.multiprocessing.api").setLevel(logging.ERROR)
+    for name in ("multiprocessing.api", "agent.server.api"):
+        logging.getLogger(f"torch.distributed.elastic.{name}").setLevel(logging.ERROR)
     try:
         main()
     except SignalException as stop:

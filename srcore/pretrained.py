@@ -350,16 +350,16 @@ def lpips_weights(project_weights: Path) -> Path:
         # said before the lock, so that a command waiting for another one's download says why
         print(f"LPIPS weights: none in {project_weights}; preparing them once in {cached}",
               file=sys.stderr, flush=True)
-        try:  # an unwritable cache (read-only or missing HOME) is named before any work
-            cache.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(cache / ".pretrained.lock", os.O_RDWR | os.O_CREAT, 0o644))
-        except OSError as err:
-            raise SrcoreError(
-                f"cannot write the user cache {cache}: {err.strerror or err}. Set "
-                "SRCORE_CACHE_DIR to a writable folder, give --weights a folder holding "
-                f"{' and '.join(LPIPS_FILES)} (a project's models/pretrained), or skip LPIPS "
-                "with --no-lpips") from None
-        with one_at_a_time(cache / ".pretrained.lock"):
+        with contextlib.ExitStack() as held:
+            try:  # the lock makes the cache: an unwritable one (read-only or missing HOME) is
+                # named before any work
+                held.enter_context(one_at_a_time(cache / ".pretrained.lock"))
+            except OSError as err:
+                raise SrcoreError(
+                    f"cannot write the user cache {cache}: {err.strerror or err}. Set "
+                    "SRCORE_CACHE_DIR to a writable folder, give --weights a folder holding "
+                    f"{' and '.join(LPIPS_FILES)} (a project's models/pretrained), or skip "
+                    "LPIPS with --no-lpips") from None
             if not complete(cached):  # not made while this one waited
                 with contextlib.redirect_stdout(sys.stderr), atomic_dir(cached) as out:
                     prepare_pretrained(out, cache)

@@ -188,6 +188,15 @@ def auto_tile(model, height: int, width: int, tile_pad: int = DEFAULT_TILE_PAD,
                        free_gpu_bytes(device))
 
 
+def image_precision(precision: str, device: torch.device, sixteen_bit: bool,
+                    key: str = "precision") -> str:
+    """The precision an image is upscaled in: pick_precision's, but auto is fp32 for a 16-bit
+    image (bf16 keeps 8 significant bits: auto does not spend its precision on speed)."""
+    if precision == "auto" and sixteen_bit:
+        return "fp32"
+    return pick_precision(precision, device, key)
+
+
 def upscale_array(model, img: np.ndarray, tile: int | None = None,
                   tile_pad: int = DEFAULT_TILE_PAD, device: str | torch.device = "cpu",
                   precision: str = "fp32",
@@ -216,7 +225,7 @@ def upscale_array(model, img: np.ndarray, tile: int | None = None,
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     device = pick_device("auto") if device == "auto" else torch.device(device)
     if precision == "auto":
-        precision = "fp32" if img.dtype == np.uint16 else pick_precision("auto", device)
+        precision = image_precision("auto", device, img.dtype == np.uint16)
     scale = int(getattr(model, "scale", 4))
     height, width = img.shape[:2]
     maxval = float(np.iinfo(img.dtype).max)

@@ -274,9 +274,9 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
     check_output_folder(Path(outdir))
 
     from srcore.infer import (DEFAULT_TILE, MEMORY_SHARE, bytes_per_pixel, free_gpu_bytes,
-                              largest_tile, probes_memory, receptive_radius)
+                              image_precision, largest_tile, probes_memory, receptive_radius)
     from srcore.models.checkpoint import load_generator
-    from srcore.train.runtime import pick_device, pick_precision
+    from srcore.train.runtime import pick_device
 
     dev = pick_device(device, "--device")
     if Path(checkpoint).suffix.lower() == ".onnx":
@@ -292,9 +292,8 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
         radius = receptive_radius(model) if model.config else "unknown"
     else:
         model, _ = load_generator(checkpoint)  # a non-RRDBNet file stops here, before any image
-        prec = pick_precision(precision, dev, "--precision")
-        # bf16 keeps 8 significant bits: auto does not spend a 16-bit image's precision on speed
-        prec_16bit = "fp32" if precision == "auto" else prec
+        prec = image_precision(precision, dev, False, "--precision")
+        prec_16bit = image_precision(precision, dev, True, "--precision")
         model.to(dev).eval()
         what = f"RRDBNet {model.config} from {checkpoint} on {dev}, {prec}" + (
             f" ({prec_16bit} for 16-bit images)" if prec_16bit != prec else "")

@@ -153,14 +153,16 @@ def test_a_killed_dvc_exp_run_resumes_when_run_again(tmp_path):
     git(root, "commit", "-qm", "tiny params, trained")
     run = [sys.executable, "-m", "dvc", "exp", "run", "train_cnn", "-S", "cnn.steps=300",
            "-S", "cnn.val_every=100", "-S", "cnn.patience=300"]
+    csv = root / "metrics/train_cnn.csv"
+    csv.unlink()  # the baseline's rows would pass for steps of the new run before it starts
     first = subprocess.Popen(run, cwd=root, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
-    csv = root / "metrics/train_cnn.csv"
     while not (csv.is_file() and len(csv.read_text().splitlines()) > 5):  # a few steps done
         assert first.poll() is None, first.communicate()[0]
         time.sleep(0.05)
     stage = children(first.pid)
     assert len(stage) == 1  # the stage's command, run by DVC itself
+    assert b"srcore" in Path(f"/proc/{stage[0]}/cmdline").read_bytes()
     first.send_signal(signal.SIGTERM)
     output = first.communicate(timeout=120)[0]
     deadline = time.time() + 120

@@ -155,20 +155,24 @@ def test_a_killed_dvc_exp_run_resumes_when_run_again(tmp_path):
            "-S", "cnn.val_every=100", "-S", "cnn.patience=300"]
     csv = root / "metrics/train_cnn.csv"
     csv.unlink()  # the baseline's rows would pass for steps of the new run before it starts
-    first = subprocess.Popen(run, cwd=root, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "first.txt"  # not a pipe: the stage holds DVC's output open while it runs
+    first = subprocess.Popen(run, cwd=root, env=env, stdout=log.open("w"),
+                             stderr=subprocess.STDOUT)
     while not (csv.is_file() and len(csv.read_text().splitlines()) > 5):  # a few steps done
-        assert first.poll() is None, first.communicate()[0]
+        assert first.poll() is None, log.read_text()
         time.sleep(0.05)
     stage = children(first.pid)
     assert len(stage) == 1  # the stage's command, run by DVC itself
     assert b"srcore" in Path(f"/proc/{stage[0]}/cmdline").read_bytes()
+    os.kill(stage[0], signal.SIGSTOP)  # mid-way however fast this machine trains
     first.send_signal(signal.SIGTERM)
-    output = first.communicate(timeout=120)[0]
+    first.wait(timeout=120)
+    os.kill(stage[0], signal.SIGCONT)
     deadline = time.time() + 120
     while not process_ended(stage[0]):
         assert time.time() < deadline, "the stage trained on after DVC ended"
         time.sleep(0.1)
+    output = log.read_text()
     saved = load_checkpoint(root / "models/cnn_last.pt")["step"]
     assert 5 <= saved < 300, output
     name = output.split("Reproducing experiment '")[1].split("'")[0]

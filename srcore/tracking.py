@@ -291,8 +291,8 @@ def stage_run(stage: str, experiment: str, params: dict[str, Any], enabled: bool
 def _store_failure(err: BaseException) -> str:
     """The first line of the innermost cause of a store's error: SQLite's own words ("database
     or disk is full"), not SQLAlchemy's notes around them, nor its SQL."""
-    while isinstance(getattr(err, "orig", None) or err.__cause__, BaseException):
-        err = getattr(err, "orig", None) or err.__cause__
+    while isinstance(inner := getattr(err, "orig", None) or err.__cause__, BaseException):
+        err = inner
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 

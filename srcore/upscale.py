@@ -12,6 +12,7 @@ same tiling and image-mode handling (srcore.infer) as a checkpoint, via srcore.o
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sys
@@ -298,6 +299,7 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
         what = f"RRDBNet {model.config} from {checkpoint} on {dev}, {prec}" + (
             f" ({prec_16bit} for 16-bit images)" if prec_16bit != prec else "")
         radius = receptive_radius(model)
+    created = not Path(outdir).exists()
     try:  # made only now, so that a refused model leaves nothing behind
         Path(outdir).mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -324,6 +326,10 @@ def run(inputs: list[Path], outdir: Path, checkpoint: Path, tile: int | None = N
                         " Run the same command again to do the rest: it skips the outputs "
                         "already written (listed as skipped, so it exits with code 2)")
         raise
+    finally:
+        if created and not summary.done:  # every image failed: no empty folder left behind
+            with contextlib.suppress(OSError):
+                Path(outdir).rmdir()
     return summary
 
 

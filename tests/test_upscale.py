@@ -470,7 +470,11 @@ def test_an_output_too_large_for_its_format_is_refused_before_upscaling(tmp_path
     cv2.imwrite(str(tmp_path / "long.png"), photo(4100, 8))
     summary = run([tmp_path / "wide.webp", tmp_path / "long.png"], tmp_path / "out", ckpt,
                   device="cpu", ext="webp")
-    assert len(summary.failed) == 2 and not list((tmp_path / "out").iterdir())
+    # nothing written: the output folder the run made is not left behind, empty
+    assert len(summary.failed) == 2 and not (tmp_path / "out").exists()
+    (tmp_path / "mine").mkdir()  # but a folder the user made stays
+    run([tmp_path / "long.png"], tmp_path / "mine", ckpt, device="cpu")
+    assert (tmp_path / "mine").is_dir()
     err = capsys.readouterr().err
     assert (f"failed: {tmp_path / 'wide.webp'}: the 4x result would be 16400x32, over webp's "
             "limit of 16383 pixels a side; use --ext png") in err

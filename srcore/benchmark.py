@@ -313,7 +313,8 @@ def _loop_efficiency(params: Params, device, model, dataset, precision: str, log
             summary = train_cnn(model, dataset, tiny, quick, train, seed=params.seed,
                                 crop_border=0, device=device, precision=precision,
                                 best_path=Path(tmp) / "cnn.pt", last_path=Path(tmp) / "last.pt",
-                                key="benchmark", on_start=csv.start,
+                                key="benchmark", on_start=lambda step, history: csv.start(step),
+                                history=lambda: {str(csv.path): csv.text()},
                                 on_log=lambda step, row: csv.append({"step": step, **row}))
         except Interrupted as stop:  # its message names a saved state: a file of `tmp`, gone
             raise Interrupted(stop.signum) from None

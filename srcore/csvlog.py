@@ -11,28 +11,48 @@ from srcore.atomic import write_error, write_text
 
 class CsvLog:
     """A DVC plots CSV that grows row by row as training goes, so `dvc plots show` works on a
-    run in progress. `start(step)`: a resumed run drops the rows after the step it resumes
-    from (they are logged again); a fresh run (step 0) starts with the header only."""
+    run in progress. `start(step, saved)` first: a fresh run (step 0) starts with the header
+    only; a resumed one writes the file anew with its rows up to the step it resumes from (the
+    later ones are logged again), taken from `saved`, the text that its state saved
+    (`text()` then), whatever the file holds now: after `git checkout`, `dvc checkout` or
+    `dvc exp apply` it may be another run's, or cut short, or gone. Without `saved` (a state of
+    an srcore that did not save its logs) they are taken from the file, which is right only
+    while it is still this run's. The log keeps its text in memory too (kilobytes), so that
+    `text()` reads no file."""
 
     def __init__(self, path: Path, columns: list[str]):
         self.path, self.columns = Path(path), columns
+        self._text: list[str] = []  # the file's text, as this run wrote it
 
-    def start(self, step: int) -> None:
+    def start(self, step: int, saved: str | None = None) -> None:
         kept = []
-        if step and self.path.is_file():
+        if step and saved is None and self.path.is_file():
             with open(self.path, newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                if reader.fieldnames == self.columns:
-                    kept = [r for r in reader if _step_of(r) is not None and _step_of(r) <= step]
-        write_text(self.path, rows_csv(kept, self.columns))
+                saved = f.read()
+        if step and saved is not None:
+            reader = csv.DictReader(io.StringIO(saved, newline=""))
+            if reader.fieldnames == self.columns:
+                kept = [r for r in reader if _step_of(r) is not None and _step_of(r) <= step]
+        text = rows_csv(kept, self.columns)
+        write_text(self.path, text)
+        self._text = [text]
 
     def append(self, row: dict) -> None:
+        out = io.StringIO()
+        csv.DictWriter(out, self.columns, extrasaction="ignore",
+                       lineterminator="\n").writerow(_rounded(row))
+        line = out.getvalue()
         try:
             with open(self.path, "a", newline="", encoding="utf-8") as f:
-                csv.DictWriter(f, self.columns, extrasaction="ignore",
-                               lineterminator="\n").writerow(_rounded(row))
+                f.write(line)
         except OSError as err:
             raise write_error(self.path, err) from err
+        self._text.append(line)
+
+    def text(self) -> str:
+        """The file's text as this run wrote it, since `start`: what a resumable state saves."""
+        self._text[:] = ["".join(self._text)]
+        return self._text[0]
 
 
 def _step_of(row: dict) -> int | None:

@@ -121,8 +121,9 @@ def training_run(stage: str, params, values: dict, last_path: Path, key: str, di
     (mlflow, run id), both None on the other processes. Once the stage is done (its outputs
     written, its run finished) the state is deleted: no DVC output, it would outlive the
     workspace it was trained in (`dvc exp apply`, `git checkout`), and a later run of the same
-    configuration would take it up as finished and keep that workspace's CSV rows, another
-    run's curves, as its own."""
+    configuration would take it up as finished instead of training. (A state keeps its CSV
+    files' text, so that a resumed run writes its own rows, not the ones the workspace holds
+    by then: loop.py, csvlog.py.)"""
     from srcore.tracking import stage_run
     from srcore.train.state import saved_run_id
 
@@ -139,7 +140,8 @@ class Records:
     of `train_logs` ((path, columns) pairs; a row goes to each file it has values for, so the
     GAN's G and D phases are separate series); validations to `val_csv` and MLflow, each with a
     sample grid of `val_image`. The library calls these methods on the main process only (its
-    on_start, on_log, on_validate hooks)."""
+    on_start, on_log, on_validate and history hooks): the resumable state keeps the CSV files'
+    text (`history()`), and a resumed run writes them anew from it (`start`)."""
 
     def __init__(self, mlflow, train_logs: list[tuple[Path, list[str]]],
                  val_csv: Path | None = None, val_columns: list[str] | None = None,
@@ -151,13 +153,23 @@ class Records:
         self.val_log = CsvLog(val_csv, val_columns) if val_csv is not None else None
         self.logged: dict[str, set[int]] = {}  # metric -> the steps the MLflow run holds
 
-    def start(self, step: int) -> None:
-        for log in self.train_logs + ([self.val_log] if self.val_log else []):
-            log.start(step)
+    def start(self, step: int, history: dict[str, str] | None = None) -> None:
+        """step: the step the run goes on from; history: what `history()` returned when its
+        state was saved (None: a fresh run, or a state saved without it, whose run keeps the
+        files' own rows up to its step)."""
+        for log in self._logs():
+            log.start(step, None if history is None else history.get(str(log.path)))
         if step:  # resumed: a killed run logged beyond its last checkpoint; not again
             client, run = self.mlflow.MlflowClient(), self.mlflow.active_run().info.run_id
             self.logged = {key: {m.step for m in client.get_metric_history(run, key)}
                            for key in client.get_run(run).data.metrics}
+
+    def history(self) -> dict[str, str]:
+        """Each CSV file's text up to now (by its path): what the resumable state keeps."""
+        return {str(log.path): log.text() for log in self._logs()}
+
+    def _logs(self) -> list:
+        return self.train_logs + ([self.val_log] if self.val_log else [])
 
     def log(self, step: int, row: dict) -> None:
         for log in self.train_logs:

@@ -58,7 +58,7 @@ def _train(params, values, split, dist, device) -> None:
             relativistic=params.gan.relativistic, train=params.train, seed=params.seed,
             device=device, precision=precision, last_path=DISC_LAST, key=key,
             run_id=run_id,
-            on_start=records.start, on_log=records.log, dist=dist)
+            on_start=records.start, history=records.history, on_log=records.log, dist=dist)
         if not dist.main:
             return
         save_discriminator(DISC, disc, step=summary["steps_run"])

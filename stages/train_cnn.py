@@ -67,7 +67,8 @@ def _train(params, values, split, dist, device) -> None:
                             crop_border=params.eval.crop_border, device=device,
                             precision=precision, best_path=CNN, last_path=CNN_LAST, key=key,
                             run_id=run_id,
-                            on_start=records.start, on_log=records.log,
+                            on_start=records.start, history=records.history,
+                            on_log=records.log,
                             on_validate=records.validated, dist=dist)
         if not dist.main:
             return

@@ -19,7 +19,7 @@ from srcore.atomic import atomic_dir, atomic_path, write_json, write_text
 from srcore.errors import SrcoreError, raise_interrupted
 from srcore.tracking import stage_run
 
-from conftest import (process_ended, run_cli, run_cli_patched, write_params,
+from conftest import (REPO, process_ended, run_cli, run_cli_patched, write_params,
                       write_training_data)
 
 STEPS = 100  # checkpoints at every 20th step: a run stopped after the first is mid-way
@@ -189,6 +189,36 @@ def pipeline_status(folder):
     runs = mlflow.search_runs(experiment_names=["srcore"], filter_string="tags.pipeline_key != ''")
     assert len(runs) == 1
     return runs["status"][0]
+
+
+@pytest.mark.slow
+def test_a_resumed_training_writes_its_own_history_whatever_csv_files_it_finds(
+        training_project, tmp_path):
+    """Interrupted, then `git checkout . && dvc checkout` (or `dvc exp apply`) puts another
+    run's CSV files in place, here the committed baseline's, or a file is deleted; the rerun of
+    the interrupted run's params resumes, and its plot data is an uninterrupted run's, not the
+    other run's rows up to the saved step followed by its own."""
+    write_params(training_project, **{**TINY, "cnn__steps": 40, "cnn__lr_halve_at": [20],
+                                      "cnn__val_every": 10, "cnn__patience": 40,
+                                      "train__checkpoint_every": 10})
+    straight = tmp_path / "straight"
+    shutil.copytree(training_project, straight)
+    process = start_training(training_project)
+    stop_after_first_state(training_project, process)
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGCONT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    saved = int(stderr.split("saved at step ")[1].split()[0])
+    assert 10 <= saved < 40
+    shutil.copy(REPO / "metrics/train_cnn.csv", training_project / "metrics/train_cnn.csv")
+    (training_project / "metrics/train_cnn_val.csv").unlink()  # its row of step 10 is gone
+    out = run_cli("train-cnn", cwd=training_project)
+    assert f"resuming from models/cnn_last.pt after step {saved}" in out.stdout
+    run_cli("train-cnn", cwd=straight,
+            env={"MLFLOW_TRACKING_URI": f"sqlite:///{straight / 'mlflow.db'}"})
+    for name in ("metrics/train_cnn.csv", "metrics/train_cnn_val.csv"):
+        assert (training_project / name).read_text() == (straight / name).read_text(), name
 
 
 def stage_runs(folder, stage):

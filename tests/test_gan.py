@@ -262,6 +262,35 @@ def test_pretrain_disc_learns_real_from_fake(tmp_path, weights_dir):
     assert all(not p.requires_grad for p in generator.parameters())
 
 
+def test_the_gan_phases_save_their_history_and_give_it_back_when_resumed(tmp_path,
+                                                                         weights_dir):
+    """pretrain_disc and train_gan keep what `history()` returns in their states (the stage's
+    CSV text) and hand it to `on_start` when they resume, as train_cnn does."""
+    def run(phase, parts, **hooks):
+        generator, disc, _, data, _, params = parts
+        if phase == "gan":
+            return run_gan(tmp_path, weights_dir, parts, **hooks)
+        return pretrain_disc(generator, disc, data, steps=2, batch_size=4, lr=1e-3,
+                             betas=(0.9, 0.999), relativistic=False, train=params.train, seed=0,
+                             device=CPU, precision="fp32", last_path=tmp_path / "last.pt",
+                             key="k", **hooks)
+
+    for phase in ("disc", "gan"):
+        logged, started = [], []
+
+        def on_log(step, row):
+            logged.append(step)
+            if step == 2:
+                raise RuntimeError("killed")  # after the state of step 1
+
+        with pytest.raises(RuntimeError):
+            run(phase, tiny_setup(weights_dir), on_log=on_log, history=lambda: list(logged),
+                on_start=lambda step, history: started.append((step, history)))
+        run(phase, tiny_setup(weights_dir), on_start=lambda s, h: started.append((s, h)))
+        assert started == [(0, None), (1, [1])], phase
+        (tmp_path / "last.pt").unlink()
+
+
 def test_nan_stops_the_gan_with_the_term_named(tmp_path, weights_dir):
     parts = tiny_setup(weights_dir)
     data = parts[3]

@@ -1,5 +1,6 @@
 import sqlite3
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -213,6 +214,38 @@ def test_a_resumed_run_logs_the_steps_a_killed_run_lost_and_no_step_twice(monkey
         history = mlflow.MlflowClient().get_metric_history(run.active_run().info.run_id,
                                                            "train_loss")
     assert sorted(m.step for m in history) == [5, 10, 15, 20, 25]
+
+
+def test_the_state_keeps_each_csv_of_a_stage_and_a_resumed_run_writes_them_from_it(
+        monkeypatch, tmp_path):
+    """train_gan's three CSV files (G's phases, D's, validations): the history a state keeps
+    holds each, and a resumed run writes each from it, whatever the files hold by then."""
+    from stages.common import Records
+    from stages.train_gan import D_COLUMNS, G_COLUMNS, VAL_COLUMNS
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("stages.common.sample_grid", lambda image, scale: None)
+    logs = [(Path("metrics/g.csv"), G_COLUMNS), (Path("metrics/d.csv"), D_COLUMNS)]
+    val = Path("metrics/val.csv")
+    with stage_run("train_gan", "demo", {}) as run:
+        records = Records(run, logs, val, VAL_COLUMNS)
+        records.start(0)
+        records.log(1, {"g_total": 1.0, "d_loss": 0.5, "phase": "G"})
+        records.log(2, {"d_loss": 0.25, "phase": "D"})
+        monkeypatch.setattr(run, "log_image", lambda *args: None)  # no sample grid here
+        records.validated(2, {"psnr_y": 20.0, "lpips": 0.5}, None)
+        saved = records.history()
+        written = {path: Path(path).read_text() for path in saved}
+        assert set(saved) == {"metrics/g.csv", "metrics/d.csv", "metrics/val.csv"}
+        assert saved == written and "2,20,," in saved["metrics/val.csv"]
+        assert saved["metrics/g.csv"].count("\n") == 2 and saved["metrics/d.csv"].count("\n") == 3
+        Path("metrics/g.csv").write_text(saved["metrics/g.csv"].replace(",1,", ",7,"))  # not its
+        Path("metrics/d.csv").unlink()
+        Path("metrics/val.csv").write_text("step,psnr_y\n")
+        resumed = Records(run, logs, val, VAL_COLUMNS)
+        resumed.start(2, saved)
+    assert {path: Path(path).read_text() for path in saved} == saved
 
 
 def test_a_run_resumed_on_other_hardware_keeps_its_start_and_notes_the_new_setup(monkeypatch,

@@ -180,6 +180,52 @@ def test_resumed_runs_end_bit_identical_to_an_uninterrupted_one(tmp_path):
         assert all(torch.equal(ema[k], v) for k, v in straight_ema.items())
 
 
+def test_a_resumed_run_writes_its_log_from_its_state_not_from_the_file_it_finds(tmp_path):
+    """Interrupted, then another run's log put in place (`git checkout .`, `dvc exp apply`):
+    the resumed run's log is an uninterrupted run's, not the other run's rows up to the saved
+    step followed by its own. A state without the history (an earlier srcore's) keeps the
+    file's rows up to its step, as srcore did then."""
+    from srcore.csvlog import CsvLog
+    from srcore.models.checkpoint import save_atomic
+
+    columns = ["step", "train_loss", "lr"]
+
+    def logged(folder, stop_at=None):
+        log = CsvLog(folder / "train.csv", columns)
+
+        def on_log(step, row):
+            log.append({"step": step, **row})
+            if step == stop_at:
+                os.kill(os.getpid(), signal.SIGINT)  # the loop saves after this step, stops
+
+        return log, dict(on_start=lambda step, saved: log.start(step, saved and saved["train"]),
+                         history=lambda: {"train": log.text()}, on_log=on_log)
+
+    model, data, val, cnn, train, kw = setup(tmp_path / "straight")
+    log, hooks = logged(tmp_path / "straight")
+    train_cnn(model, data, val, cnn, train, **kw, **hooks)
+    straight = log.path.read_text()
+    other = straight.replace(",0.002\n", ",0.01\n")  # another run's log: another lr
+    assert other != straight
+    for state in ("with history", "earlier srcore's"):
+        folder = tmp_path / state.replace(" ", "_")
+        model, data, val, cnn, train, kw = setup(folder)
+        log, hooks = logged(folder, stop_at=5)
+        with pytest.raises(Interrupted):
+            train_cnn(model, data, val, cnn, train, **kw, **hooks)
+        saved = load_checkpoint(folder / "last.pt")
+        assert saved["step"] == 5 and saved["history"] == {"train": log.path.read_text()}
+        if state == "with history":
+            log.path.write_text(other)
+        else:  # its own file is all an earlier srcore's state can resume with
+            del saved["history"]
+            save_atomic(folder / "last.pt", saved)
+        model, data, val, cnn, train, kw = setup(folder)
+        log, hooks = logged(folder)
+        assert train_cnn(model, data, val, cnn, train, **kw, **hooks)["resumed"]
+        assert log.path.read_text() == straight, state
+
+
 def test_the_wall_time_counts_the_run_before_a_resume_and_stays_with_a_finished_state(
         tmp_path):
     import time

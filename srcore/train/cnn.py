@@ -45,12 +45,16 @@ def train_cnn(model: RRDBNet, data: PatchDataset, val: list[ValImage], cnn: CnnP
               train: TrainParams, *, seed: int, crop_border: int, device: torch.device,
               precision: str, best_path: Path, last_path: Path, key: str,
               run_id: str | None = None,
-              on_start: Callable[[int], None] = lambda step: None,
+              on_start: Callable[[int, object], None] = lambda step, history: None,
+              history: Callable[[], object] = lambda: None,
               on_log: Callable[[int, dict], None] = lambda step, row: None,
               on_validate: Callable[[int, dict, torch.nn.Module], None] = lambda *a: None,
               dist: Dist = Dist()) -> dict:
     """Train, keeping the best EMA weights (by val PSNR-Y) at best_path and a resumable state
-    at last_path (reused only when its key matches). Returns a summary.
+    at last_path (reused only when its key matches). Returns a summary. The hooks: on_log and
+    on_validate as training goes; history() at each save of the state, which keeps what it
+    returns (the logs so far) and hands it to on_start(step, history) when the run resumes
+    (loop.Hooks).
 
     Under torchrun every process runs this; only the main one validates and writes files, and
     the others follow its decisions (see distributed.py)."""
@@ -106,7 +110,7 @@ def train_cnn(model: RRDBNet, data: PatchDataset, val: list[ValImage], cnn: CnnP
         on_log(step, {**means, "lr": used["lr"]})
 
     hooks = loop.Hooks(state, lambda: save_state(last_path, key, objects, state), after_step,
-                       on_start, log, lambda means: f"loss {means['train_loss']:.4f}")
+                       on_start, log, lambda means: f"loss {means['train_loss']:.4f}", history)
     cadence = loop.Cadence(cnn.steps, train.log_every, train.checkpoint_every)
     summary = loop.run(cadence, batches, step_fn, hooks, desc="train_cnn", last_path=last_path,
                        remedy="Lower cnn.lr or use train.precision=fp32.", device=device,

@@ -139,10 +139,11 @@ def pretrain_disc(generator: RRDBNet, disc: Discriminator, data: PatchDataset, *
                   batch_size: int, lr: float, betas, relativistic: bool, train: TrainParams,
                   seed: int, device, precision: str, last_path: Path, key: str,
                   run_id: str | None = None,
-                  on_start: Callable[[int], None] = lambda step: None,
+                  on_start: Callable[[int, object], None] = lambda step, history: None,
+                  history: Callable[[], object] = lambda: None,
                   on_log: Callable[[int, dict], None] = lambda step, row: None,
                   dist: Dist = Dist()) -> dict:
-    """Train D on real GT crops against the frozen CNN's SR crops."""
+    """Train D on real GT crops against the frozen CNN's SR crops (hooks as train_cnn's)."""
     distributed.check_batch(batch_size, "gan.batch_size", dist)
     channels_last = runtime.use_channels_last(train.channels_last, device)
     runtime.to_training(generator, device, channels_last).eval().requires_grad_(False)
@@ -163,7 +164,7 @@ def pretrain_disc(generator: RRDBNet, disc: Discriminator, data: PatchDataset, *
         return disc_step(nets, lq, gt, None, relativistic, precision, device, learn=True)
 
     hooks = loop.Hooks(state, lambda: save_state(last_path, key, objects, state),
-                       on_start=on_start, on_log=on_log,
+                       on_start=on_start, on_log=on_log, history=history,
                        postfix=lambda m: f"loss {m['d_loss']:.4f}, "
                                          f"accuracy {m['d_accuracy']:.2f}")
     summary = loop.run(loop.Cadence(steps, train.log_every, train.checkpoint_every), batches,
@@ -178,12 +179,14 @@ def train_gan(generator: RRDBNet, disc: Discriminator, perceptual: PerceptualLos
               train: TrainParams, *, disc_lr: float, seed: int, crop_border: int, device,
               precision: str, last_path: Path, key: str,
               run_id: str | None = None,
-              on_start: Callable[[int], None] = lambda step: None,
+              on_start: Callable[[int, object], None] = lambda step, history: None,
+              history: Callable[[], object] = lambda: None,
               on_log: Callable[[int, dict], None] = lambda step, row: None,
               on_validate: Callable[[int, dict, torch.nn.Module], None] = lambda *a: None,
               dist: Dist = Dist()) -> dict:
     """Train G (perceptual + adversarial [+ L1]) and D by gan.schedule; returns a summary with
-    the EMA generator's last val scores ("last") and the raw generator's ("raw_last").
+    the EMA generator's last val scores ("last") and the raw generator's ("raw_last"). Hooks
+    as train_cnn's.
 
     G's EMA is validated only if G learned since the last validation: in D's steps its scores
     cannot change."""
@@ -235,7 +238,7 @@ def train_gan(generator: RRDBNet, disc: Discriminator, perceptual: PerceptualLos
 
     hooks = loop.Hooks(state, lambda: save_state(last_path, key, objects, state), after_step,
                        on_start, log, lambda m: f"D {m['d_loss']:.3f}" + (
-                           f", G {m['g_total']:.3f}" if "g_total" in m else ""))
+                           f", G {m['g_total']:.3f}" if "g_total" in m else ""), history)
     summary = loop.run(loop.Cadence(gan.steps, train.log_every, train.checkpoint_every), batches,
                        step_fn, hooks, desc="train_gan", last_path=last_path,
                        remedy="Lower gan.lr, disc.lr or the weight of a loss term.",

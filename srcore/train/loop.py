@@ -8,7 +8,9 @@ at cadences counted in steps:
   place a loss leaves the device), checked for NaN/inf and handed to `on_log` (CSV rows, MLflow);
 - every `checkpoint_every`, at the last step, and on SIGINT/SIGTERM: the resumable state.
 The running sums of the log window are part of that state, so a resumed run logs exactly what an
-uninterrupted one would.
+uninterrupted one would; so is the history its logs hold up to that step (the phase's
+`history()`, handed back to its `on_start`), so that they hold the resumed run's own rows
+whatever the files held when it resumed.
 """
 
 from __future__ import annotations
@@ -42,21 +44,27 @@ class Cadence:
 @dataclass
 class Hooks:
     """What the phase does around its steps. `state` is the phase's resumable bookkeeping: the
-    loop keeps "step", "window" and "stopped_early" in it; `save()` writes it with the phase's
-    networks."""
+    loop keeps "step", "window", "stopped_early" and "history" in it; `save()` writes it with
+    the phase's networks. on_start(step, history), on the main process, before the first step
+    (or at once, for a state that already finished): the step the run goes on from and what
+    `history()` returned when its state was saved (None for a fresh run or a state saved
+    without it); history(), on the main process at each save: what the logs hold so far
+    (small: it is saved whole each time)."""
     state: dict
     save: Callable[[], None]
     after_step: Callable[[int], bool] = lambda step: False  # True: stop (early stopping)
-    on_start: Callable[[int], None] = lambda step: None  # the step the run goes on from
+    on_start: Callable[[int, object], None] = lambda step, history: None
     on_log: Callable[[int, dict[str, float]], None] = lambda step, means: None
     postfix: Callable[[dict[str, float]], str] = lambda means: ""
+    history: Callable[[], object] = lambda: None
 
 
 def new_state(run_id: str | None, **phase_state) -> dict:
     """run_id: the MLflow run the stage logs to, kept so a resumed run continues it;
-    seconds: the training time up to the saved step, over all the runs that got it there."""
+    seconds: the training time up to the saved step, over all the runs that got it there;
+    history: the logs up to the saved step (Hooks.history)."""
     return {"step": 0, "window": {}, "stopped_early": False, "mlflow_run_id": run_id,
-            "seconds": 0.0, **phase_state}
+            "seconds": 0.0, "history": None, **phase_state}
 
 
 def run(cadence: Cadence, batches: Iterator, step_fn: StepFn, hooks: Hooks, *, desc: str,
@@ -66,6 +74,8 @@ def run(cadence: Cadence, batches: Iterator, step_fn: StepFn, hooks: Hooks, *, d
     "wall_time_s"}: the rate measured after the first step, the time of the whole training
     (a resumed one's earlier runs up to its checkpoint too)."""
     state = hooks.state
+    if dist.main:  # a finished state too: the stage then writes its outputs from the logs
+        hooks.on_start(state["step"], state["history"])
     if state["stopped_early"] or state["step"] >= cadence.steps:
         return {"steps_run": state["step"], "stopped_early": state["stopped_early"],
                 "steps_per_s": 0.0, "wall_time_s": state["seconds"]}
@@ -79,8 +89,6 @@ def run(cadence: Cadence, batches: Iterator, step_fn: StepFn, hooks: Hooks, *, d
                        miniters=1)  # 1: by the clock alone
     stop_early, started, timed_from = False, time.perf_counter(), None
     earlier = state["seconds"]  # of the runs before this one, up to the state's step
-    if dist.main:
-        hooks.on_start(state["step"])
 
     def flush(step: int, log: bool) -> dict[str, float]:
         """Read the window's means on the host; check them; log them if asked to. Returns the
@@ -111,6 +119,7 @@ def run(cadence: Cadence, batches: Iterator, step_fn: StepFn, hooks: Hooks, *, d
         state["window"] = {k: (torch.tensor(totals[k] / dist.world, dtype=torch.float32), n)
                            for k, (_, n) in window.items()}
         if dist.main:
+            state["history"] = hooks.history()
             hooks.save()
         saved_step = step
 

@@ -3,7 +3,10 @@
 A state file holds the state_dicts of a run's modules, EMA and optimizers plus its bookkeeping
 (step, best scores...). It is reused only when its key (a hash of everything that shapes the
 run: stages/declared.py) matches, so a changed configuration starts afresh instead of mixing
-runs. The logged history is not in it: it is appended to the stage's CSV files as training goes.
+runs. It also holds the text of the stage's CSV logs up to its step (loop.py's "history",
+kilobytes): the rows are appended to the files as training goes, and a resumed run writes the
+files anew from its state, not from what the files hold then (another run's rows after `git
+checkout`, `dvc checkout` or `dvc exp apply`, or a file cut short or deleted meanwhile).
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from srcore.errors import SrcoreError
 from srcore.models.checkpoint import load_checkpoint, save_atomic
 
 STATE_FORMAT = "srcore-train-state"
+# bookkeeping that states saved by an earlier srcore lack, and what they resume with instead
+# (history None: the CSV files' own rows up to the state's step are kept, as srcore did then)
+ADDED_LATER = {"history": None}
 
 
 def check_finite(values: dict[str, float], steps: str, last_path: Path, saved_step: int,
@@ -79,14 +85,15 @@ def resume_state(path: Path, key: str, objects: dict, state: dict, quiet: bool =
         return False
     saved = _load_state(path)
     if (saved.get("format") != STATE_FORMAT or saved.get("key") != key
-            or set(saved.get("objects", {})) != set(objects) or not set(state) <= set(saved)):
+            or set(saved.get("objects", {})) != set(objects)
+            or not set(state) - set(ADDED_LATER) <= set(saved)):
         if not quiet:
             print(f"{path} belongs to another configuration: starting from scratch")
         return False
     for name, obj in objects.items():
         obj.load_state_dict(saved["objects"][name])
     for name in state:
-        state[name] = saved[name]
+        state[name] = saved[name] if name in saved else ADDED_LATER[name]
     if not quiet:
         print(f"resuming from {path} after step {state['step']}")
     return True

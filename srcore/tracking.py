@@ -186,19 +186,62 @@ def _is_server(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
-def check_server(uri: str, timeout: float = 5) -> None:
-    """Ask an HTTP tracking server once, briefly: MLflow's own client retries for minutes."""
+def _unanswered(uri: str, timeout: float = 5) -> str | None:
+    """Why the HTTP tracking server `uri` does not answer now (one brief request), or None."""
     import urllib.request
 
-    if not _is_server(uri):
-        return
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
-            pass
+            return None
     except (OSError, ValueError) as err:
-        raise SrcoreError(f"MLflow tracking server {uri} does not answer ({err}). Start it, fix "
-                          "MLFLOW_TRACKING_URI, or unset it to use sqlite:///<project>/mlflow.db."
-                          ) from None
+        return str(getattr(err, "reason", err))
+
+
+def check_server(uri: str, timeout: float = 5) -> None:
+    """Ask an HTTP tracking server once, briefly: MLflow's own client retries for minutes."""
+    reason = _unanswered(uri, timeout) if _is_server(uri) else None
+    if reason:
+        raise SrcoreError(f"MLflow tracking server {uri} does not answer ({reason}). Start it, "
+                          "fix MLFLOW_TRACKING_URI, or unset it to use "
+                          "sqlite:///<project>/mlflow.db.")
+
+
+# MLflow's HTTP client retries a failed request 7 times, 0 to 120 s apart (about 4 minutes),
+# and waits up to 120 s for each answer: a server that goes down mid-training stalled the stage
+# for minutes without a word at each request. Ours give up after about 30 s (5 retries, 0, 2,
+# 4, 8 and 16 s apart: a server's restart fits) and 20 s per answer, unless the user set them.
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+               "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+
+
+class TrackingLost(SrcoreError):
+    """The tracking server stopped answering during a stage: `what` says so, the message adds
+    the remedy (a training stage's says how to resume)."""
+
+    def __init__(self, what: str):
+        super().__init__(f"{what}: once the server is back, run the same command")
+        self.what = what
+
+
+_background: list = []  # what log_in_background sent since the last flush_logged
+
+
+def log_in_background(mlflow, metrics: dict[str, float], step: int) -> None:
+    """Log metrics without waiting for the tracking store; flush_logged waits for them."""
+    _background.append(mlflow.log_metrics(metrics, step=step, synchronous=False))
+
+
+def flush_logged() -> None:
+    """Wait until what was logged in the background is in the run; raise if any of it is not.
+    MLflow's own flush only logs such a failure and drops the metrics: a resumable state saved
+    after it would say its steps are recorded while the run has a hole there."""
+    import mlflow
+
+    mlflow.flush_async_logging()
+    sent = _background[:]
+    _background.clear()
+    for operations in sent:
+        operations.wait()  # raises MlflowException naming the failures
 
 
 def _store_lock(uri: str):
@@ -228,6 +271,12 @@ def stage_run(stage: str, experiment: str, params: dict[str, Any], enabled: bool
     uri = tracking_uri()
     own_store = "MLFLOW_TRACKING_URI" not in os.environ  # read first: set_tracking_uri sets it
     check_server(uri)
+    if _is_server(uri):
+        for name, value in HTTP_LIMITS.items():
+            os.environ.setdefault(name, value)
+    _background.clear()  # another run's, in this process
+    # a batch logged in the background that fails: flush_logged raises it, in one line below
+    logging.getLogger("mlflow.utils.async_logging.async_logging_queue").setLevel(logging.CRITICAL)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # "Creating initial MLflow database"
     # the same, and a store's failure logged with its traceback and SQL before it is raised:
     # the error below says it in one line
@@ -267,9 +316,12 @@ def stage_run(stage: str, experiment: str, params: dict[str, Any], enabled: bool
         name = resumed.info.run_name
         if kept:
             tags = {}  # it keeps the parent and tags it was made with; else it moves to `parent`
+    lost = None  # why the tracking server no longer answers, if it stopped answering
+    started = None  # the run's id once it has one
     try:
         with mlflow.start_run(run_id=run_id if resumed else None, experiment_id=experiment_id,
-                              run_name=name, tags=tags):
+                              run_name=name, tags=tags) as active:
+            started = active.info.run_id
             mlflow.log_params(flatten(params))
             try:
                 yield mlflow
@@ -279,13 +331,48 @@ def stage_run(stage: str, experiment: str, params: dict[str, Any], enabled: bool
                 # training processes with one when one fails) would leave it RUNNING and hide
                 # the error
                 status = "KILLED" if isinstance(err, Interrupted) else "FAILED"
+                lost = _lost(uri, err)
                 with signals_deferred(deliver=False):
-                    mlflow.end_run(status)
+                    if lost:  # the run stays RUNNING there: end it here only, at once
+                        with _no_retries(), contextlib.suppress(Exception):
+                            mlflow.end_run(status)  # drops it from the active runs first
+                    else:
+                        mlflow.end_run(status)
                 raise
         status = "FINISHED"
+    except Exception as err:
+        lost = lost or _lost(uri, err)  # or when it started or ended
+        if lost:
+            kept = f"; its MLflow run {started} stays RUNNING there" if started else ""
+            raise TrackingLost(f"MLflow tracking server {uri} stopped answering ({lost}) during "
+                               f"{stage}{kept}") from None
+        raise
     finally:
-        with signals_deferred(deliver=status == "FINISHED"):
-            _end_parent(mlflow.MlflowClient(), parent, status)
+        if not lost:
+            with signals_deferred(deliver=status == "FINISHED"):
+                _end_parent(mlflow.MlflowClient(), parent, status)
+
+
+@contextlib.contextmanager
+def _no_retries() -> Iterator[None]:
+    """MLflow's HTTP requests in this block are tried once (MLflow reads it at each request)."""
+    name = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+    before = os.environ.get(name)
+    os.environ[name] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
+
+
+def _lost(uri: str, err: BaseException) -> str | None:
+    """Why the tracking server no longer answers, where `err` is MLflow's failure to reach it."""
+    from mlflow.exceptions import MlflowException
+
+    return _unanswered(uri) if _is_server(uri) and isinstance(err, MlflowException) else None
 
 
 def _store_failure(err: BaseException) -> str:

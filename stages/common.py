@@ -9,6 +9,7 @@ from typing import Callable
 
 from srcore.errors import Interrupted, SrcoreError
 from srcore.figures import sample_grid
+from srcore.tracking import TrackingLost, log_in_background
 from stages.declared import DeclaredParams, stage_params
 from stages.inputs import check_metric_sizes, read_split
 from stages.paths import HR, MODELS
@@ -70,6 +71,11 @@ def run_or_launch(stage_module, command: str, params_path: Path) -> None:
         if stop.resumable and not launched_by_torchrun():  # under torchrun the launcher says it
             stop.message += f"; {resume_hint()}"
         raise
+    except TrackingLost as lost:
+        # a state is saved only once the losses up to its step are in the MLflow run, and a
+        # resumed training logs the steps after it again: its history has no hole
+        raise SrcoreError(f"{lost.what}; once the server is back, {resume_hint()} from the last "
+                          "saved state and continue that run") from None
 
 
 def resume_hint() -> str:
@@ -176,7 +182,7 @@ class Records:
             if any(row.get(c) is not None for c in log.columns if c != "step"):
                 log.append({"step": step, **row})
         numbers = {k: v for k, v in row.items() if isinstance(v, (int, float))}
-        self.mlflow.log_metrics(self._new(numbers, step), step=step, synchronous=False)
+        log_in_background(self.mlflow, self._new(numbers, step), step)
 
     def validated(self, step: int, scores: dict, model) -> None:
         """`model` was just validated: the grid shows the output that validation scored."""

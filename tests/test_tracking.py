@@ -1,12 +1,14 @@
+import os
 import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
 from srcore.errors import SrcoreError
-from srcore.tracking import (flatten, log_generator, log_on_pipeline_run, stage_run,
-                             tracking_uri)
+from srcore.tracking import (HTTP_LIMITS, flatten, log_generator, log_on_pipeline_run,
+                             stage_run, tracking_uri)
 
 
 def test_uri_follows_dvc_root_and_env(monkeypatch, tmp_path):
@@ -504,22 +506,28 @@ os.environ["_MLFLOW_SERVER_ARTIFACT_DESTINATION"] = f"{home}/artifacts"
 os.environ["_MLFLOW_SERVER_SERVE_ARTIFACTS"] = "true"
 from werkzeug.serving import make_server
 from mlflow.server import app
-server = make_server("127.0.0.1", 0, app, threaded=True)
+server = make_server("127.0.0.1", int(sys.argv[2]), app, threaded=True)
 print(server.server_port, flush=True)
 server.serve_forever()
 """
 
 
+def start_server(home, port=0):
+    """(process, port) of a tracking server on `port` (0: a free one) that keeps its runs in
+    <home>/server.db and proxies artifacts to <home>/artifacts."""
+    import sys
+
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(home), str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return server, int(server.stdout.readline())
+
+
 @pytest.fixture(scope="module")
 def tracking_server(tmp_path_factory):
     """(URI, folder) of a local tracking server that proxies artifacts to <folder>/artifacts."""
-    import sys
-
     home = tmp_path_factory.mktemp("server")
-    server = subprocess.Popen([sys.executable, "-c", SERVER, str(home)], stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True)
+    server, port = start_server(home)
     try:
-        port = int(server.stdout.readline())
         yield f"http://127.0.0.1:{port}", home
     finally:
         server.terminate()
@@ -545,3 +553,96 @@ def test_on_a_tracking_server_the_artifacts_go_where_the_server_keeps_them(monke
         "mlflow-artifacts:")
     assert list((home / "artifacts").rglob("split.json"))
     assert mlflow.MlflowClient().list_artifacts(run_id)[0].path == "split.json"
+
+
+def test_on_a_tracking_server_mlflow_retries_briefly_unless_the_user_set_it(monkeypatch,
+                                                                           tmp_path,
+                                                                           tracking_server):
+    """MLflow's client retries a request for about 4 minutes: a server that goes down would
+    stall the training that long at each request. Bounded where the user has not said."""
+    uri, _ = tracking_server
+    _project(monkeypatch, tmp_path, "seed: 42\n", "seed: 42\n")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for name in HTTP_LIMITS:  # unset, and set back as they were after the test
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")  # the user's: kept
+    with stage_run("split", "on-server", {}):
+        pass
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "60"
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == HTTP_LIMITS[
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
+
+
+@pytest.mark.slow
+def test_a_tracking_server_that_dies_mid_training_stops_it_and_the_rerun_continues_its_run(
+        tmp_path):
+    """The server killed mid-way: the training stops within seconds of MLflow's retries (here
+    set short, as a user may), in one line that names the server and says how to resume, with
+    no state saved past the losses the run holds; the rerun, once the server is back,
+    continues the same MLflow run and leaves it each step once."""
+    import signal
+    import sys
+    import time
+
+    import mlflow
+
+    from conftest import write_params, write_training_data
+    from test_faults import TINY, stop_after_first_state
+
+    steps = 20  # a state at step 10, the server killed before the next
+
+    home, project = tmp_path / "server", tmp_path / "project"
+    home.mkdir()
+    project.mkdir()
+    server, port = start_server(home)
+    uri = f"http://127.0.0.1:{port}"
+    write_training_data(project, train=3)
+    write_params(project, **{**TINY, "cnn__steps": steps, "cnn__patience": steps,
+                             "cnn__lr_halve_at": [10], "cnn__val_every": 10,
+                             "train__checkpoint_every": 10})
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
+    env.pop("DVC_ROOT", None)
+    training = subprocess.Popen([sys.executable, "-m", "srcore", "train-cnn"], cwd=project,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+    try:
+        stop_after_first_state(project, training)
+        run_id = torch_state(project)["mlflow_run_id"]
+        server.kill()
+        server.wait()
+        killed = time.time()
+        training.send_signal(signal.SIGCONT)
+        _, stderr = training.communicate(timeout=120)
+    finally:
+        training.kill()
+    assert time.time() - killed < 45  # 10 steps and the retries: not MLflow's 4 minutes
+    assert training.returncode == 2 and "Traceback" not in stderr, stderr
+    error, = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert error.startswith(f"error: MLflow tracking server {uri} stopped answering (")
+    assert "Connection refused" in error
+    assert error.endswith(f") during train_cnn; its MLflow run {run_id} stays RUNNING there; "
+                          "once the server is back, run the same command (or dvc repro) to "
+                          "resume from the last saved state and continue that run")
+    saved = torch_state(project)
+    assert saved["mlflow_run_id"] == run_id and saved["step"] == 10
+    server, _ = start_server(home, port)
+    try:
+        out = run_cli("train-cnn", cwd=project, env={"MLFLOW_TRACKING_URI": uri})
+        assert f"continuing MLflow run {run_id}" in out.stdout
+        client = mlflow.MlflowClient(tracking_uri=uri)  # not set_tracking_uri: it sets the env
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        assert client.get_run(run.data.tags["mlflow.parentRunId"]).info.status == "FINISHED"
+        history = client.get_metric_history(run_id, "train_loss")
+        assert sorted(m.step for m in history) == list(range(5, steps + 1, 5))
+    finally:
+        server.terminate()
+        server.wait()
+    assert not (project / "models/cnn_last.pt").exists()  # done: deleted
+
+
+def torch_state(project):
+    from srcore.models.checkpoint import load_checkpoint
+
+    return load_checkpoint(project / "models/cnn_last.pt")

@@ -39,11 +39,12 @@ def check_finite(values: dict[str, float], steps: str, last_path: Path, saved_st
 def save_state(path: Path, key: str, objects: dict, state: dict) -> None:
     """objects: name -> anything with state_dict() (modules, EMA, optimizers, schedulers)."""
     if state.get("mlflow_run_id"):
-        import mlflow
+        from srcore.tracking import flush_logged
 
         # losses go to MLflow in the background, several batches at once and not in order:
         # what was logged up to this step must be in the run before a state says it is done
-        mlflow.flush_async_logging()
+        # (a batch that failed, say the tracking server is down: no state, the error)
+        flush_logged()
     save_atomic(path, on_host({"format": STATE_FORMAT, "key": key,
                                "objects": {k: v.state_dict() for k, v in objects.items()},
                                **state}))

@@ -15,8 +15,8 @@ class CsvLog:
     only; a resumed one writes the file anew with its rows up to the step it resumes from (the
     later ones are logged again), taken from `saved`, the text that its state saved
     (`text()` then), whatever the file holds now: after `git checkout`, `dvc checkout` or
-    `dvc exp apply` it may be another run's, or cut short, or gone. Without `saved` (a state of
-    an srcore that did not save its logs) they are taken from the file, which is right only
+    `dvc exp apply` it may be another run's, or cut short, or gone. Without `saved` (a caller
+    whose state keeps no history) they are taken from the file, which is right only
     while it is still this run's. The log keeps its text in memory too (kilobytes), so that
     `text()` reads no file."""
 

@@ -161,8 +161,7 @@ class Records:
 
     def start(self, step: int, history: dict[str, str] | None = None) -> None:
         """step: the step the run goes on from; history: what `history()` returned when its
-        state was saved (None: a fresh run, or a state saved without it, whose run keeps the
-        files' own rows up to its step)."""
+        state was saved (None: a fresh run)."""
         for log in self._logs():
             log.start(step, None if history is None else history.get(str(log.path)))
         if step:  # resumed: a killed run logged beyond its last checkpoint; not again

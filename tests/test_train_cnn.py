@@ -183,14 +183,13 @@ def test_resumed_runs_end_bit_identical_to_an_uninterrupted_one(tmp_path):
 def test_a_resumed_run_writes_its_log_from_its_state_not_from_the_file_it_finds(tmp_path):
     """Interrupted, then another run's log put in place (`git checkout .`, `dvc exp apply`):
     the resumed run's log is an uninterrupted run's, not the other run's rows up to the saved
-    step followed by its own. A state without the history (an earlier srcore's) keeps the
-    file's rows up to its step, as srcore did then."""
+    step followed by its own. A caller that keeps no history (history() None) resumes with
+    its file's own rows up to the saved step."""
     from srcore.csvlog import CsvLog
-    from srcore.models.checkpoint import save_atomic
 
     columns = ["step", "train_loss", "lr"]
 
-    def logged(folder, stop_at=None):
+    def logged(folder, stop_at=None, keep=True):
         log = CsvLog(folder / "train.csv", columns)
 
         def on_log(step, row):
@@ -199,7 +198,8 @@ def test_a_resumed_run_writes_its_log_from_its_state_not_from_the_file_it_finds(
                 os.kill(os.getpid(), signal.SIGINT)  # the loop saves after this step, stops
 
         return log, dict(on_start=lambda step, saved: log.start(step, saved and saved["train"]),
-                         history=lambda: {"train": log.text()}, on_log=on_log)
+                         history=lambda: {"train": log.text()} if keep else None,
+                         on_log=on_log)
 
     model, data, val, cnn, train, kw = setup(tmp_path / "straight")
     log, hooks = logged(tmp_path / "straight")
@@ -207,23 +207,21 @@ def test_a_resumed_run_writes_its_log_from_its_state_not_from_the_file_it_finds(
     straight = log.path.read_text()
     other = straight.replace(",0.002\n", ",0.01\n")  # another run's log: another lr
     assert other != straight
-    for state in ("with history", "earlier srcore's"):
-        folder = tmp_path / state.replace(" ", "_")
+    for keep in (True, False):
+        folder = tmp_path / f"keep_{keep}"
         model, data, val, cnn, train, kw = setup(folder)
-        log, hooks = logged(folder, stop_at=5)
+        log, hooks = logged(folder, stop_at=5, keep=keep)
         with pytest.raises(Interrupted):
             train_cnn(model, data, val, cnn, train, **kw, **hooks)
         saved = load_checkpoint(folder / "last.pt")
-        assert saved["step"] == 5 and saved["history"] == {"train": log.path.read_text()}
-        if state == "with history":
-            log.path.write_text(other)
-        else:  # its own file is all an earlier srcore's state can resume with
-            del saved["history"]
-            save_atomic(folder / "last.pt", saved)
+        assert saved["step"] == 5
+        assert saved["history"] == ({"train": log.path.read_text()} if keep else None)
+        if keep:
+            log.path.write_text(other)  # else its own file is all it can resume with
         model, data, val, cnn, train, kw = setup(folder)
-        log, hooks = logged(folder)
+        log, hooks = logged(folder, keep=keep)
         assert train_cnn(model, data, val, cnn, train, **kw, **hooks)["resumed"]
-        assert log.path.read_text() == straight, state
+        assert log.path.read_text() == straight, keep
 
 
 def test_the_wall_time_counts_the_run_before_a_resume_and_stays_with_a_finished_state(

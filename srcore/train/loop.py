@@ -47,8 +47,8 @@ class Hooks:
     loop keeps "step", "window", "stopped_early" and "history" in it; `save()` writes it with
     the phase's networks. on_start(step, history), on the main process, before the first step
     (or at once, for a state that already finished): the step the run goes on from and what
-    `history()` returned when its state was saved (None for a fresh run or a state saved
-    without it); history(), on the main process at each save: what the logs hold so far
+    `history()` returned when its state was saved (None for a fresh run, or where history()
+    gives None); history(), on the main process at each save: what the logs hold so far
     (small: it is saved whole each time)."""
     state: dict
     save: Callable[[], None]

@@ -20,9 +20,6 @@ from srcore.errors import SrcoreError
 from srcore.models.checkpoint import load_checkpoint, save_atomic
 
 STATE_FORMAT = "srcore-train-state"
-# bookkeeping that states saved by an earlier srcore lack, and what they resume with instead
-# (history None: the CSV files' own rows up to the state's step are kept, as srcore did then)
-ADDED_LATER = {"history": None}
 
 
 def check_finite(values: dict[str, float], steps: str, last_path: Path, saved_step: int,
@@ -86,15 +83,14 @@ def resume_state(path: Path, key: str, objects: dict, state: dict, quiet: bool =
         return False
     saved = _load_state(path)
     if (saved.get("format") != STATE_FORMAT or saved.get("key") != key
-            or set(saved.get("objects", {})) != set(objects)
-            or not set(state) - set(ADDED_LATER) <= set(saved)):
+            or set(saved.get("objects", {})) != set(objects) or not set(state) <= set(saved)):
         if not quiet:
             print(f"{path} belongs to another configuration: starting from scratch")
         return False
     for name, obj in objects.items():
         obj.load_state_dict(saved["objects"][name])
     for name in state:
-        state[name] = saved[name] if name in saved else ADDED_LATER[name]
+        state[name] = saved[name]
     if not quiet:
         print(f"resuming from {path} after step {state['step']}")
     return True

@@ -1,5 +1,5 @@
 """The command line: `python -m srcore <command>`, one command per pipeline stage, and the
-tools upscale, export, compare, report and benchmark.
+tools upscale, export, compare, report, drop and benchmark.
 
 Heavy libraries (torch, mlflow, albumentations, lpips) are imported inside the commands so
 that `--help` answers at once.
@@ -328,6 +328,23 @@ def report(
         print(f"note: {elsewhere} experiment(s) of other commits are left out, as they ran other "
               "code (`dvc exp show -A` lists them)",
               file=sys.stderr)
+
+
+@app.command()
+def drop(
+    names: list[str] = typer.Argument(..., show_default=False,
+                                      help="DVC experiments (names of `dvc exp show`)."),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="say what would be deleted; delete nothing."),
+) -> None:
+    """Forget experiments: `dvc exp remove` them, and delete (as the MLflow UI does) their MLflow
+    runs, registered model versions and logged models. Run in the project's root; then
+    `dvc gc` and `mlflow gc` (printed) free the disk space."""
+    from srcore.drop import drop as drop_experiments
+    from srcore.tracking import project_root, tracking_uri
+
+    for line in drop_experiments(project_root(), names, tracking_uri(), dry_run):
+        print(line)
 
 
 @app.command()

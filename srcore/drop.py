@@ -11,14 +11,13 @@ DVC cache is left to `dvc gc`. Neither gc runs here: both free more than the nam
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from srcore.errors import SrcoreError
-from srcore.tracking import PLAIN_REPRO, _git, _is_server, _read_params, _store_failure, \
-    check_server, committed_file
+from srcore.tracking import (PLAIN_REPRO, check_server, committed_file, git, is_server,
+                             quiet_store_logs, read_params, store_failure)
 
 DEFAULT_EXPERIMENT = "srcore"  # params.yaml's mlflow.experiment, where no params.yaml says
 
@@ -59,13 +58,12 @@ def _store(uri: str, root: Path):
     check_server(uri)
     import mlflow
 
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    quiet_store_logs()
     return mlflow.MlflowClient(tracking_uri=uri)
 
 
 def _unusable(uri: str, err: Exception) -> SrcoreError:
-    return SrcoreError(f"MLflow tracking store {uri!r} is not usable ({_store_failure(err)}): "
+    return SrcoreError(f"MLflow tracking store {uri!r} is not usable ({store_failure(err)}): "
                        "nothing was deleted there; fix or unset MLFLOW_TRACKING_URI")
 
 
@@ -75,7 +73,7 @@ def mlflow_experiments(root: Path, revs) -> list[str]:
     texts = [(root / "params.yaml").read_text(encoding="utf-8")
              if (root / "params.yaml").is_file() else None]
     texts += [committed_file(root, rev, "params.yaml") for rev in revs if rev]
-    names = {_read_params(text).get("mlflow.experiment") for text in texts}
+    names = {read_params(text).get("mlflow.experiment") for text in texts}
     names = sorted(n for n in names if isinstance(n, str) and n)
     return names or [DEFAULT_EXPERIMENT]
 
@@ -131,7 +129,7 @@ def find(root: Path, names: list[str], uri: str):
     unknown = [n for n in dict.fromkeys(names) if n not in experiments and n not in tagged]
     if unknown:
         known = ", ".join(sorted(set(experiments) | set(tagged))) or "none"
-        others = [n for n in unknown if _git(root, "rev-parse", "--verify", "--quiet",
+        others = [n for n in unknown if git(root, "rev-parse", "--verify", "--quiet",
                                              f"{n}^{{commit}}")]
         what = f"{', '.join(others)}: a git branch, tag or commit, not a DVC experiment; " \
             if others else ""
@@ -187,9 +185,9 @@ def delete_tracked(client, item: Found, uri: str) -> None:
 
 
 def gc_hints(uri: str) -> list[str]:
-    store = uri if not _is_server(uri) else "<the server's --backend-store-uri>"
+    store = uri if not is_server(uri) else "<the server's --backend-store-uri>"
     server = f" (on the server's machine, with MLFLOW_TRACKING_URI={uri})" \
-        if _is_server(uri) else ""
+        if is_server(uri) else ""
     return ["To free their disk space (this frees whatever else is unreferenced too):",
             "  dvc gc --workspace --all-branches --all-experiments   # keeps what the "
             "workspace holds",

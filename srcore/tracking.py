@@ -49,7 +49,7 @@ def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _git(root: Path, *args: str) -> str | None:
+def git(root: Path, *args: str) -> str | None:
     try:
         out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
                              timeout=10)
@@ -61,16 +61,16 @@ def _git(root: Path, *args: str) -> str | None:
 def git_commit(root: Path) -> str:
     """The commit the code comes from: an experiment's baseline (DVC sets it), else HEAD."""
     rev = os.environ.get("DVC_EXP_BASELINE_REV") or "HEAD"
-    return (_git(root, "rev-parse", rev) or "unknown").strip()
+    return (git(root, "rev-parse", rev) or "unknown").strip()
 
 
 def committed_file(root: Path, rev: str, path: str) -> str | None:
     """The file at `path` as commit `rev` has it; None where git has none (no repository,
     commit or file)."""
-    return _git(root, "show", f"{rev}:{path}")
+    return git(root, "show", f"{rev}:{path}")
 
 
-def _read_params(text: str | None) -> dict[str, Any]:
+def read_params(text: str | None) -> dict[str, Any]:
     import yaml
 
     try:
@@ -86,9 +86,9 @@ PLAIN_REPRO = "workspace (dvc repro)"  # the dvc_experiment tag of a run outside
 def pipeline_identity(root: Path) -> dict[str, Any]:
     """What names and tags this pipeline execution's parent run: see the module docstring."""
     path = root / "params.yaml"
-    params = _read_params(path.read_text() if path.is_file() else None)
+    params = read_params(path.read_text() if path.is_file() else None)
     commit = git_commit(root)
-    committed = _read_params(committed_file(root, commit, "params.yaml"))
+    committed = read_params(committed_file(root, commit, "params.yaml"))
     digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()
                             ).hexdigest()[:6]
     experiment = os.environ.get("DVC_EXP_NAME")
@@ -172,7 +172,7 @@ def _experiment_id(mlflow, experiment: str, own_store: bool, uri: str) -> str:
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
         return found.experiment_id
-    artifacts = None if _is_server(uri) else (project_root() / "mlruns").as_uri()
+    artifacts = None if is_server(uri) else (project_root() / "mlruns").as_uri()
     experiment_id = mlflow.create_experiment(experiment, artifact_location=artifacts)
     if own_store:  # the project's own store: drop MLflow's empty "Default", so the UI opens on ours
         client = mlflow.MlflowClient()
@@ -182,7 +182,7 @@ def _experiment_id(mlflow, experiment: str, own_store: bool, uri: str) -> str:
     return experiment_id
 
 
-def _is_server(uri: str) -> bool:
+def is_server(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
@@ -199,7 +199,7 @@ def _unanswered(uri: str, timeout: float = 5) -> str | None:
 
 def check_server(uri: str, timeout: float = 5) -> None:
     """Ask an HTTP tracking server once, briefly: MLflow's own client retries for minutes."""
-    reason = _unanswered(uri, timeout) if _is_server(uri) else None
+    reason = _unanswered(uri, timeout) if is_server(uri) else None
     if reason:
         raise SrcoreError(f"MLflow tracking server {uri} does not answer ({reason}). Start it, "
                           "fix MLFLOW_TRACKING_URI, or unset it to use "
@@ -244,6 +244,14 @@ def flush_logged() -> None:
         operations.wait()  # raises MlflowException naming the failures
 
 
+def quiet_store_logs() -> None:
+    """Leave out what MLflow's store logs on its own: "Creating initial MLflow database", and
+    a store's failure with its traceback and SQL before it is raised (the caller's error says it
+    in one line: store_failure)."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+
+
 def _store_lock(uri: str):
     """One process at a time sets up a SQLite store: queued experiments (`dvc queue start -j 2`)
     start their stages together, and MLflow's creation of a new store (its schema migrations)
@@ -271,16 +279,13 @@ def stage_run(stage: str, experiment: str, params: dict[str, Any], enabled: bool
     uri = tracking_uri()
     own_store = "MLFLOW_TRACKING_URI" not in os.environ  # read first: set_tracking_uri sets it
     check_server(uri)
-    if _is_server(uri):
+    if is_server(uri):
         for name, value in HTTP_LIMITS.items():
             os.environ.setdefault(name, value)
     _background.clear()  # another run's, in this process
     # a batch logged in the background that fails: flush_logged raises it, in one line below
     logging.getLogger("mlflow.utils.async_logging.async_logging_queue").setLevel(logging.CRITICAL)
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # "Creating initial MLflow database"
-    # the same, and a store's failure logged with its traceback and SQL before it is raised:
-    # the error below says it in one line
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    quiet_store_logs()
     mlflow.set_tracking_uri(uri)
     identity = pipeline_identity(Path.cwd())
     try:
@@ -296,7 +301,7 @@ def stage_run(stage: str, experiment: str, params: dict[str, Any], enabled: bool
                 _reopened(client, kept, identity) if kept
                 else _parent_run(client, experiment_id, identity))
     except Exception as err:  # MLflow raises many types for a bad store; all mean the same here
-        reason = _store_failure(err)
+        reason = store_failure(err)
         if reason in ("database or disk is full", os.strerror(errno.ENOSPC)):
             way = "free space on the disk that holds it, then re-run"
         elif own_store:
@@ -372,10 +377,10 @@ def _lost(uri: str, err: BaseException) -> str | None:
     """Why the tracking server no longer answers, where `err` is MLflow's failure to reach it."""
     from mlflow.exceptions import MlflowException
 
-    return _unanswered(uri) if _is_server(uri) and isinstance(err, MlflowException) else None
+    return _unanswered(uri) if is_server(uri) and isinstance(err, MlflowException) else None
 
 
-def _store_failure(err: BaseException) -> str:
+def store_failure(err: BaseException) -> str:
     """The first line of the innermost cause of a store's error: SQLite's own words ("database
     or disk is full"), not SQLAlchemy's notes around them, nor its SQL."""
     while isinstance(inner := getattr(err, "orig", None) or err.__cause__, BaseException):

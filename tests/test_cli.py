@@ -25,7 +25,7 @@ def test_dvc_stages_call_the_cli():
 
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
-        assert stage["cmd"].startswith("python -m srcore "), name
+        assert stage["cmd"].startswith("exec python -m srcore "), name  # exec: dvc.yaml says why
 
 
 def test_starting_the_cli_imports_no_heavy_library():

@@ -21,7 +21,7 @@ DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 
 def stage_module(stage: str) -> str:
     """stages/X.py that the stage's command runs (the CLI imports it by name)."""
-    command = re.fullmatch(r"python -m srcore (\S+)", DVC[stage]["cmd"])[1]
+    command = re.fullmatch(r"exec python -m srcore (\S+)", DVC[stage]["cmd"])[1]
     callback = next(c.callback for c in app.registered_commands
                     if (c.name or c.callback.__name__) == command)
     return "stages/" + re.search(r"from stages import (\w+)", inspect.getsource(callback))[1] + ".py"

@@ -146,6 +146,9 @@ def test_a_killed_dvc_exp_run_resumes_when_run_again(tmp_path):
     from srcore.models.checkpoint import load_checkpoint
 
     root, env = copy_repo(tmp_path), user_env()
+    # DVC runs the commands through $SHELL -c, or /bin/sh -c where SHELL is unset (as in CI);
+    # dash, Debian's sh, stays between DVC and the command unless the command is exec'ed
+    env["SHELL"] = "/bin/sh"
     git(root, "rm", "-rq", "dvc.lock", "metrics")
     write_params(root, **TINY)
     dvc("repro", "train_cnn", cwd=root, env=env)  # a baseline whose dvc.lock DVC restores from
@@ -162,8 +165,9 @@ def test_a_killed_dvc_exp_run_resumes_when_run_again(tmp_path):
         assert first.poll() is None, log.read_text()
         time.sleep(0.05)
     stage = children(first.pid)
-    assert len(stage) == 1  # the stage's command, run by DVC itself
-    assert b"srcore" in Path(f"/proc/{stage[0]}/cmdline").read_bytes()
+    assert len(stage) == 1  # the stage's command, run by DVC itself: no shell in between
+    assert Path(f"/proc/{stage[0]}/cmdline").read_bytes().split(b"\0")[1:4] == [
+        b"-m", b"srcore", b"train-cnn"]
     os.kill(stage[0], signal.SIGSTOP)  # mid-way however fast this machine trains
     first.send_signal(signal.SIGTERM)
     first.wait(timeout=120)
@@ -173,6 +177,7 @@ def test_a_killed_dvc_exp_run_resumes_when_run_again(tmp_path):
         assert time.time() < deadline, "the stage trained on after DVC ended"
         time.sleep(0.1)
     output = log.read_text()
+    assert (root / "models/cnn_last.pt").is_file(), output
     saved = load_checkpoint(root / "models/cnn_last.pt")["step"]
     assert 5 <= saved < 300, output
     name = output.split("Reproducing experiment '")[1].split("'")[0]

@@ -134,7 +134,9 @@ def find(root: Path, names: list[str], uri: str):
         what = f"{', '.join(others)}: a git branch, tag or commit, not a DVC experiment; " \
             if others else ""
         rest = [n for n in unknown if n not in others]
-        what += f"no experiment {', '.join(rest)} in DVC or MLflow; " if rest else ""
+        # a queued experiment that has not run has neither; DVC's queue removes it
+        what += f"no experiment {', '.join(rest)} in DVC or MLflow (one queued and not yet " \
+            "run: `dvc queue remove NAME`); " if rest else ""
         raise SrcoreError(f"{what}nothing deleted. Known experiments: {known}")
     for name in names:
         rev = experiments.get(name)

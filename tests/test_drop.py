@@ -88,7 +88,8 @@ def test_unknown_names_change_nothing_and_the_known_are_named(repo):
     root, env = repo
     before = tracked(root)
     assert before["a"] == before["b"] == (["active"] * 3, 1, 1)
-    for name, said in (("nope", "no experiment nope in DVC or MLflow"),
+    for name, said in (("nope", "no experiment nope in DVC or MLflow (one queued and not yet run: "
+                              "`dvc queue remove NAME`)"),
                        ("master", "master: a git branch, tag or commit, not a DVC experiment"),
                        ("workspace", "'workspace' is the workspace, not an experiment")):
         out = run_cli("drop", "a", name, cwd=root, env=env, check=False)

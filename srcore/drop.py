@@ -187,13 +187,14 @@ def delete_tracked(client, item: Found, uri: str) -> None:
 
 
 def gc_hints(uri: str) -> list[str]:
+    # mlflow gc needs the tracking URI too: without it (and no MLFLOW_TRACKING_URI, as with
+    # srcore's default store) MLflow 3.17 stops with "Tracking URL is not set"
     store = uri if not is_server(uri) else "<the server's --backend-store-uri>"
-    server = f" (on the server's machine, with MLFLOW_TRACKING_URI={uri})" \
-        if is_server(uri) else ""
+    server = " (on the server's machine)" if is_server(uri) else ""
     return ["To free their disk space (this frees whatever else is unreferenced too):",
             "  dvc gc --workspace --all-branches --all-experiments   # keeps what the "
             "workspace holds",
-            f"  mlflow gc --backend-store-uri {store}{server}"]
+            f"  mlflow gc --backend-store-uri {store} --tracking-uri {uri}{server}"]
 
 
 def drop(root: Path, names: list[str], uri: str, dry_run: bool = False) -> list[str]:

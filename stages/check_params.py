@@ -5,7 +5,8 @@ with `dvc exp run -S` (or a workspace without dvc.lock) let DVC delete the outpu
 stages it re-ran before their command refused the params. Every stage depends on this one's
 output, so DVC runs it first; it fails before anything is removed. The output is the same bytes
 for every valid params.yaml, so a passing check never makes another stage re-run. It records
-nothing in MLflow: it computes nothing.
+nothing in MLflow: it computes nothing. Values that are valid only where the machine can run
+them (a GPU, a precision, torch.compile) are checked against this machine.
 """
 
 from __future__ import annotations
@@ -21,11 +22,26 @@ NOTE = ("params.yaml passed validation. Every stage depends on this file, so tha
         "check_params stage first and a bad param stops dvc repro before any output is removed.\n")
 
 
+def check_machine(train) -> None:
+    """The train.* values that only some machines can run: a GPU, as many GPUs as processes,
+    a precision the device has, a working torch.compile. The stages check them too (the same
+    params on another machine do not re-run this stage), but only once DVC has removed their
+    outputs."""
+    from srcore.launch import check_devices  # torch: seconds, after the quick checks
+    from srcore.train.runtime import check_compile, pick_device, pick_precision
+
+    device = pick_device(train.device)
+    pick_precision(train.precision, device)
+    check_devices(train.nproc, train.device)
+    check_compile(train.compile, device)
+
+
 def run(params_path: Path) -> None:
     params = load_params(params_path)  # every bad key, with what is allowed, in one error
     check_data_dir(params.data)
     if params.data.source == "dir":  # download's dependency in dvc.yaml: without it, DVC
         check_folder(params.data.dir)  # would stop with a bare "No such file or directory"
+    check_machine(params.train)  # e.g. train.precision=fp16 on a machine without a GPU
     if not PARAMS_CHECKED.is_file() or PARAMS_CHECKED.read_text() != NOTE:
         write_text(PARAMS_CHECKED, NOTE)
     print(f"check_params: {params_path} is valid")

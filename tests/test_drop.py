@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
@@ -84,6 +85,20 @@ def tracked(root) -> dict:
     return {tag: (sorted(s), len(v), len(m)) for tag, (s, v, m) in found.items()}
 
 
+def model_folders(root, tag: str) -> list[Path]:
+    """The folders of the logged models of the runs tagged dvc_experiment=tag (one each)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("srcore").experiment_id
+    runs = client.search_runs([exp], filter_string=f"tags.dvc_experiment = '{tag}'")
+    found = [Path(urlparse(model.artifact_location).path) for run in runs
+             for model in client.search_logged_models(
+                 [exp], filter_string=f"source_run_id = '{run.info.run_id}'")]
+    assert len(found) == 1
+    return found
+
+
 def test_unknown_names_change_nothing_and_the_known_are_named(repo):
     root, env = repo
     before = tracked(root)
@@ -132,11 +147,11 @@ def test_dry_run_deletes_nothing(repo):
 def test_drop_forgets_the_experiment_in_dvc_and_mlflow_and_keeps_the_others(repo):
     root, env = repo
     before = tracked(root)
+    models = {name: model_folders(root, name) for name in ("a", "b")}
     out = run_cli("drop", "a", cwd=root, env=env).stdout
     assert out.startswith("a: deleted the DVC experiment, 3 MLflow run(s), 1 model version(s), "
                           "1 logged model(s)\n")
     assert "dvc gc --workspace --all-branches --all-experiments" in out
-    assert f"mlflow gc --backend-store-uri sqlite:///{root / 'mlflow.db'}" in out
     assert dvc_names(root, env) == {"b"}
     assert sh(sys.executable, "-m", "dvc", "exp", "ls", "-A", "--name-only", root=root,
               env=env).split() == ["b"]
@@ -144,6 +159,17 @@ def test_drop_forgets_the_experiment_in_dvc_and_mlflow_and_keeps_the_others(repo
     assert after["a"] == (["deleted"] * 3, 0, 0)
     assert after["b"] == before["b"] and after["workspace (dvc repro)"] == \
         before["workspace (dvc repro)"] == (["active"] * 3, 1, 1)
+    # the mlflow gc line it prints, run as printed, in a shell without MLFLOW_TRACKING_URI
+    # (srcore's default store): a's runs and model files are gone, b's kept
+    gc = [line for line in out.splitlines() if line.strip().startswith("mlflow gc ")]
+    assert len(gc) == 1 and f"--backend-store-uri sqlite:///{root / 'mlflow.db'}" in gc[0]
+    plain = {k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"}
+    assert all(folder.is_dir() for folder in models["a"] + models["b"])
+    sh("bash", "-c", gc[0], root=root, env=plain)
+    after_gc = tracked(root)
+    assert "a" not in after_gc and after_gc["b"] == before["b"]
+    assert not any(folder.exists() for folder in models["a"])
+    assert all(folder.is_dir() for folder in models["b"])
     # gone from DVC already (`dvc exp remove`): drop still forgets its MLflow runs
     sh(sys.executable, "-m", "dvc", "exp", "remove", "b", root=root, env=env)
     out = run_cli("drop", "b", cwd=root, env=env).stdout

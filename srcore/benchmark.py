@@ -22,6 +22,7 @@ import torch
 
 from srcore.config import Params
 from srcore.errors import Interrupted, SrcoreError
+from srcore.train.cuda_graphs import WARMUP
 from srcore.train.runtime import check_compile, loader_workers, use_channels_last
 
 REPEATS = 5
@@ -68,7 +69,8 @@ def run(params: Params, device: torch.device, log: Callable[[str], None],
     """All measurements; a flat dict whose keys name what was measured and its unit.
     compile_too: also time torch.compile (default: on CUDA, or when train.compile is set)."""
     from srcore.data.dataset import PatchDataset
-    from srcore.train.runtime import configure, native_precisions, pick_precision
+    from srcore.train.runtime import (configure, native_precisions, pick_precision,
+                                      training_precision)
 
     configure(device)
     if compile_too or (compile_too is None and params.train.compile):
@@ -87,7 +89,8 @@ def run(params: Params, device: torch.device, log: Callable[[str], None],
                  "torch_version": torch.__version__, "native_precisions": native,
                  "rrdb_blocks": params.model.rrdb, "features": params.model.features,
                  "batch_size": batch, "patch_size_px": patch,
-                 "auto_precision": pick_precision("auto", device)}
+                 "auto_precision": training_precision(
+                     params.train.model_copy(update={"precision": "auto"}), device)}
     torch.manual_seed(0)
     out.update(_cnn_steps(params, device, candidates, native, log))
     if compile_too:
@@ -104,7 +107,7 @@ def run(params: Params, device: torch.device, log: Callable[[str], None],
                            params.data.rot90, params.seed)
     workers = loader_workers(params.train.num_workers, device)
     log(f"data loader ({workers} worker(s))")
-    trained_in = pick_precision(params.train.precision, device)
+    trained_in = training_precision(params.train, device)
     out["loader_patches_per_s"] = loader_patches_per_s(dataset, batch, workers, params.seed)
     out["loader_num_workers"] = workers
     out["training_consumes_patches_per_s"] = out[f"cnn_train_{trained_in}_patches_per_s"]
@@ -113,7 +116,9 @@ def run(params: Params, device: torch.device, log: Callable[[str], None],
     out.update(_loop_efficiency(params, device, _generator(
         params, device, use_channels_last(params.train.channels_last, device)), dataset,
         trained_in, log))
-    out.update(_inference(params, device, _generator(params, device).eval(), trained_in, log))
+    # in the precision the evaluate stage and upscale use (auto: fp32 on CUDA, no graphs there)
+    out.update(_inference(params, device, _generator(params, device).eval(),
+                          pick_precision(params.train.precision, device), log))
     out.update(_evaluation(params, log))
     return out
 
@@ -143,70 +148,97 @@ def _random_batch(params: Params, size: int, device) -> tuple[torch.Tensor, torc
 
 
 def _cnn_steps(params: Params, device, candidates: list[str], native: list[str], log) -> dict:
-    """The CNN step per precision as training runs it (train.channels_last etc.); on CUDA also
-    untuned, as the code ran before it was tuned (NCHW, unfused Adam, no cuDNN autotuning), so
-    that one run gives the speed-up."""
-    from srcore.train.cnn import LOSSES, pixel_step
-    from srcore.train.runtime import adam, grad_scaler, use_channels_last
+    """The CNN step per precision as training runs it (train.channels_last, train.cuda_graphs
+    etc.); on CUDA also without CUDA graphs, and untuned, as the code ran before it was tuned
+    (NCHW, unfused Adam, no cuDNN autotuning, no graphs), so that one run gives the speed-ups."""
+    from srcore.train.runtime import adam, use_channels_last, use_cuda_graphs
 
-    batch = params.cnn.batch_size
+    batch, train = params.cnn.batch_size, params.train
     lq, gt = _random_batch(params, batch, device)
-    tuned = use_channels_last(params.train.channels_last, device)
-    setups = [("", tuned, True)] + ([("_untuned", False, False)] if device.type == "cuda" else [])
+    tuned = use_channels_last(train.channels_last, device)
+    cuda = device.type == "cuda"
+    # (suffix, channels_last, tuned optimizer and cuDNN autotuning, train.cuda_graphs)
+    setups = [("", tuned, True, train.cuda_graphs)] + (
+        [("_ungraphed", tuned, True, False), ("_untuned", False, False, False)] if cuda else [])
     out: dict = {"channels_last": tuned}
-    for suffix, channels_last, fast in setups:
-        torch.backends.cudnn.benchmark = fast and device.type == "cuda"
+    for suffix, channels_last, fast, graphs in setups:
+        torch.backends.cudnn.benchmark = fast and cuda
         for precision in candidates:
+            graphed = use_cuda_graphs(graphs, device, precision)
+            if suffix == "_ungraphed" and not use_cuda_graphs(train.cuda_graphs, device,
+                                                              precision):
+                continue  # the figure without a suffix is already this one
             emulated = precision not in native
             model = _generator(params, device, channels_last)
             optimizer = adam(model.parameters(), params.cnn.lr, params.cnn.betas,
                              device) if fast else torch.optim.Adam(model.parameters(),
                                                                    lr=params.cnn.lr)
-            scaler = grad_scaler(precision, device)
             name = f"cnn_train_{precision}{suffix}"
             log(f"CNN training step, {precision}{suffix.replace('_', ', ')}"
-                + (" (emulated: one run)" if emulated else ""))
+                + (", CUDA graphs" if graphed else "") + (" (emulated: one run)" if emulated
+                                                         else ""))
+            step = _cnn_step(params, model, optimizer, lq, gt, precision, device, channels_last,
+                             graphs)
             seconds, runs = median_seconds(
-                lambda: pixel_step(model, optimizer, scaler, LOSSES[params.cnn.loss], lq, gt,
-                                   precision, device, channels_last),
-                device, warmup=0 if emulated else 2, repeats=1 if emulated else REPEATS)
+                step, device, warmup=0 if emulated else 2 + (WARMUP if graphed else 0),
+                repeats=1 if emulated else REPEATS)
             out[f"{name}_step_s"] = seconds
             out[f"{name}_patches_per_s"] = batch / seconds
             out[f"{name}_runs"] = runs
             if not suffix:
                 out[f"{name}_emulated"] = emulated
-    torch.backends.cudnn.benchmark = device.type == "cuda"
+                out[f"{name}_cuda_graphs"] = graphed
+    torch.backends.cudnn.benchmark = cuda
     if "bf16" in candidates:
         out["cnn_train_bf16_speedup_over_fp32"] = (out["cnn_train_fp32_step_s"]
                                                    / out["cnn_train_bf16_step_s"])
-    if device.type == "cuda":
+    if cuda:
         for precision in candidates:
             out[f"cnn_train_{precision}_speedup_over_untuned_fp32"] = (
                 out["cnn_train_fp32_untuned_step_s"] / out[f"cnn_train_{precision}_step_s"])
+            if f"cnn_train_{precision}_ungraphed_step_s" in out:
+                out[f"cnn_train_{precision}_graphs_speedup_over_ungraphed"] = (
+                    out[f"cnn_train_{precision}_ungraphed_step_s"]
+                    / out[f"cnn_train_{precision}_step_s"])
     return out
 
 
-def _compiled_step(params: Params, device, precision: str, eager: dict, log) -> dict:
-    """The CNN step with train.compile: the first steps' extra time (the compilation), the
-    step after it, and after how many steps the compilation has paid for itself."""
+def _cnn_step(params: Params, model, optimizer, lq, gt, precision: str, device,
+              channels_last: bool, graphs) -> Callable[[], object]:
+    """One CNN training step on a fixed batch, as train_cnn runs it (runtime.step_runner)."""
     from srcore.train.cnn import LOSSES, pixel_step
-    from srcore.train.runtime import adam, compiled, grad_scaler, use_channels_last
+    from srcore.train.runtime import batch_to, grad_scaler, step_runner
+
+    scaler, loss = grad_scaler(precision, device), LOSSES[params.cnn.loss]
+    run = step_runner(lambda kind, a, b: {"loss": pixel_step(model, optimizer, scaler, loss, a, b,
+                                                             precision, device, channels_last)},
+                      [optimizer], params.train.model_copy(update={"cuda_graphs": graphs}),
+                      device, precision)
+    lq, gt = batch_to(lq, device, channels_last), batch_to(gt, device, channels_last)
+    return lambda: run("cnn", lq, gt)
+
+
+def _compiled_step(params: Params, device, precision: str, eager: dict, log) -> dict:
+    """The CNN step with train.compile (and CUDA graphs where train.cuda_graphs has them): the
+    first steps' extra time (the compilation), the step after it, and after how many steps the
+    compilation has paid for itself."""
+    from srcore.train.runtime import adam, compiled, use_channels_last, use_cuda_graphs
 
     channels_last = use_channels_last(params.train.channels_last, device)
     model = _generator(params, device, channels_last)
-    step_model = compiled(model, True)
     optimizer = adam(model.parameters(), params.cnn.lr, params.cnn.betas, device)
     lq, gt = _random_batch(params, params.cnn.batch_size, device)
-
-    def step():
-        pixel_step(step_model, optimizer, grad_scaler(precision, device),
-                   LOSSES[params.cnn.loss], lq, gt, precision, device, channels_last)
+    graphs = params.train.cuda_graphs
+    step = _cnn_step(params, compiled(model, True), optimizer, lq, gt, precision, device,
+                     channels_last, graphs)
+    first = 1 + (WARMUP if use_cuda_graphs(graphs, device, precision) else 1)
 
     log(f"CNN training step, {precision}, torch.compile (compiling)")
-    first_s, _ = median_seconds(lambda: [step() for _ in range(2)], device, warmup=0, repeats=1)
+    first_s, _ = median_seconds(lambda: [step() for _ in range(first)], device, warmup=0,
+                                repeats=1)
     seconds, runs = median_seconds(step, device, warmup=2)
     eager_s = eager[f"cnn_train_{precision}_step_s"]
-    compile_s = max(first_s - 2 * seconds, 0.0)
+    compile_s = max(first_s - first * seconds, 0.0)
     saved = eager_s - seconds
     out = {f"cnn_train_{precision}_compiled_step_s": seconds,
            f"cnn_train_{precision}_compiled_runs": runs, "compile_s": compile_s,
@@ -222,13 +254,15 @@ def _gan_steps(params: Params, device, precisions: list[str], cnn: dict, log) ->
     from srcore.losses import PerceptualLoss
     from srcore.models.discriminator import Discriminator
     from srcore.train.gan import GanNets, gan_step
-    from srcore.train.runtime import adam, grad_scaler, to_training, use_channels_last
+    from srcore.train.runtime import (adam, batch_to, grad_scaler, step_runner, to_training,
+                                      use_channels_last, use_cuda_graphs)
 
     channels_last = use_channels_last(params.train.channels_last, device)
     perceptual = to_training(PerceptualLoss.from_params(
         _random_features(params.gan.perceptual.net), params.gan.perceptual), device,
         channels_last)
-    lq, gt = _random_batch(params, params.gan.batch_size, device)
+    lq, gt = (batch_to(t, device, channels_last)
+              for t in _random_batch(params, params.gan.batch_size, device))
     out: dict = {}
     for precision in precisions:
         generator = _generator(params, device, channels_last)
@@ -238,13 +272,16 @@ def _gan_steps(params: Params, device, precisions: list[str], cnn: dict, log) ->
                        adam(generator.parameters(), params.gan.lr, params.gan.betas, device),
                        adam(disc.parameters(), params.disc.lr, params.gan.betas, device),
                        grad_scaler(precision, device), grad_scaler(precision, device))
+        run = step_runner(lambda phase, a, b: gan_step(phase, nets, a, b, params.gan, precision,
+                                                       device, channels_last),
+                          [nets.opt_g, nets.opt_d], params.train, device, precision)
+        graphed = use_cuda_graphs(params.train.cuda_graphs, device, precision)
         for phase, name in (("G", "generator"), ("D", "discriminator"), ("GD", "joint")):
-            log(f"GAN {name} step, {precision}")
+            log(f"GAN {name} step, {precision}" + (", CUDA graphs" if graphed else ""))
             generator.requires_grad_("G" in phase)
             disc.requires_grad_("D" in phase)
-            seconds, runs = median_seconds(
-                lambda: gan_step(phase, nets, lq, gt, params.gan, precision, device,
-                                 channels_last), device, warmup=2)
+            seconds, runs = median_seconds(lambda: run(phase, lq, gt), device,
+                                           warmup=2 + (WARMUP if graphed else 0))
             out[f"gan_{name}_{precision}_step_s"] = seconds
             out[f"gan_{name}_{precision}_runs"] = runs
         out[f"gan_joint_{precision}_step_over_cnn_step"] = (
@@ -252,16 +289,20 @@ def _gan_steps(params: Params, device, precisions: list[str], cnn: dict, log) ->
     return out
 
 
-def loader_patches_per_s(dataset, batch: int, workers: int, seed: int, batches: int = 24) -> float:
+def loader_patches_per_s(dataset, batch: int, workers: int, seed: int) -> float:
     """Patches per second the training stream delivers with `workers` loader processes, timed
-    in the steady state: after the workers have started and their prefetched batches (2 per
-    worker) have been drained, so the figure is what they make, not what they had queued."""
-    from srcore.train.batches import batch_stream
+    in the steady state: after the workers have started and their prefetched batches (2
+    handovers per worker, of up to WORKER_CHUNK batches) have been drained, so the figure is
+    what they make, not what they had queued; and over 4 rounds of handovers, so that handovers
+    already under way when the clock starts do not count for much (96 batches at 15 workers x 8
+    measured 41,000 crops/s on an H200 machine where 400 measured 28,800)."""
+    from srcore.train.batches import WORKER_CHUNK, batch_stream
     from srcore.train.distributed import Dist
 
     stream = batch_stream(dataset, batch, seed, 0, workers, Dist())
-    for _ in range(1 + 2 * workers):
+    for _ in range(1 + 2 * workers * WORKER_CHUNK):
         next(stream)
+    batches = max(96, 4 * workers * WORKER_CHUNK)
     start = time.perf_counter()
     for _ in range(batches):
         next(stream)
@@ -280,8 +321,8 @@ def _loop_efficiency(params: Params, device, model, dataset, precision: str, log
     from pathlib import Path
 
     from srcore.csvlog import CsvLog
-    from srcore.train.cnn import LOSSES, pixel_step, train_cnn
-    from srcore.train.runtime import adam, grad_scaler, use_channels_last
+    from srcore.train.cnn import train_cnn
+    from srcore.train.runtime import adam, use_channels_last
     from srcore.train.validate import make_val_images, validate
 
     cnn, train = params.cnn, params.train
@@ -294,10 +335,11 @@ def _loop_efficiency(params: Params, device, model, dataset, precision: str, log
     optimizer = adam(model.parameters(), cnn.lr, cnn.betas, device)
     lq, gt = (t.unsqueeze(0).repeat(cnn.batch_size, 1, 1, 1) for t in dataset[(0, 0)])
 
+    step = _cnn_step(params, model, optimizer, lq.to(device), gt.to(device), precision, device,
+                     channels_last, train.cuda_graphs)  # as the loop steps: graphed or not
+
     def isolated_step_s() -> float:
-        return median_seconds(lambda: pixel_step(model, optimizer, grad_scaler(precision, device),
-                                                 LOSSES[cnn.loss], lq, gt, precision, device,
-                                                 channels_last), device, warmup=2)[0]
+        return median_seconds(step, device, warmup=2 + WARMUP)[0]
 
     # the isolated step is timed before and after the loop, and the two averaged: on a shared
     # machine the speed drifts over a minute, and one side alone would bias the ratio
@@ -426,7 +468,7 @@ UNITS = (("_patches_per_s", "patches/s"), ("_megapixels_per_s", "MP/s"), ("_imag
          ("_headroom_x", "x"), ("_efficiency_x", "x"), ("_over_untiled_x", "x"),
          ("_steps_per_s", "steps/s"), ("validation_s", "s"), ("_peak_gib", "GiB"),
          ("_untuned_fp32", "x"), ("_over_eager", "x"), ("compile_s", "s"),
-         ("_syncs_per_step", "syncs"))
+         ("_syncs_per_step", "syncs"), ("_over_ungraphed", "x"))
 
 
 def table(results: dict) -> str:

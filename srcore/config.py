@@ -98,6 +98,7 @@ class TrainParams(_Section):
     num_workers: Annotated[Any, AfterValidator(_auto_or_count)]
     channels_last: Annotated[Any, AfterValidator(_auto_or_switch)]
     compile: bool
+    cuda_graphs: Annotated[Any, AfterValidator(_auto_or_switch)]
     nproc: int = Field(ge=1, le=1024)
     log_every: int = Field(ge=1)
     checkpoint_every: int = Field(ge=1)

@@ -30,7 +30,7 @@ REPORT_SETUP = {
 REFERENCES = ("defaults", "report")
 # how a run is executed, not what it computes: never a difference between two rows
 RUNTIME = ("mlflow.", "train.device", "train.num_workers", "train.channels_last",
-           "train.compile", "train.nproc")
+           "train.compile", "train.cuda_graphs", "train.nproc")
 # title, param, its variants, the evaluate.json method scored, row label
 ABLATIONS = {
     1: ("RRDB blocks (CNN)", "model.rrdb", (2, 10, 15), "cnn", "CNN, {} RRDB"),

@@ -24,16 +24,18 @@ NOTE = ("params.yaml passed validation. Every stage depends on this file, so tha
 
 def check_machine(train) -> None:
     """The train.* values that only some machines can run: a GPU, as many GPUs as processes,
-    a precision the device has, a working torch.compile. The stages check them too (the same
+    a precision the device has, a working torch.compile, CUDA graphs. The stages check them too (the same
     params on another machine do not re-run this stage), but only once DVC has removed their
     outputs."""
     from srcore.launch import check_devices  # torch: seconds, after the quick checks
-    from srcore.train.runtime import check_compile, pick_device, pick_precision
+    from srcore.train.runtime import (check_compile, check_cuda_graphs, pick_device,
+                                      training_precision)
 
     device = pick_device(train.device)
-    pick_precision(train.precision, device)
+    precision = training_precision(train, device, train.nproc)
     check_devices(train.nproc, train.device)
     check_compile(train.compile, device)
+    check_cuda_graphs(train.cuda_graphs, device, precision, train.nproc)
 
 
 def run(params_path: Path) -> None:

@@ -100,8 +100,9 @@ def run_training(params_path: Path, stage: str, check_inputs: Callable[[], None]
     of several (srcore/train/distributed.py). `values` are the declared params (stages/declared.py).
     `to_lower`: the stage's own params that an out-of-memory error tells the user to lower."""
     from srcore.train import distributed
-    from srcore.train.runtime import (check_compile, configure, describe_setup,
-                                      out_of_memory, pick_device)
+    from srcore.train.runtime import (check_compile, check_cuda_graphs, configure,
+                                      describe_setup, out_of_memory, pick_device,
+                                      training_precision)
 
     params, values = stage_params(params_path, stage)
     check_inputs()
@@ -109,6 +110,8 @@ def run_training(params_path: Path, stage: str, check_inputs: Callable[[], None]
     dist, device = distributed.setup(pick_device(params.train.device))
     configure(device)
     check_compile(params.train.compile, device)
+    check_cuda_graphs(params.train.cuda_graphs, device,
+                      training_precision(params.train, device, dist.world), dist.world)
     if dist.main:
         print(f"{stage}: {describe_setup(params.train, device, dist.world)}")
     try:

@@ -34,11 +34,11 @@ def _train(params, values, split, dist, device) -> None:
     from srcore.models.discriminator import Discriminator, save_discriminator
     from srcore.plots import write_curves
     from srcore.train.gan import pretrain_disc
-    from srcore.train.runtime import pick_precision
+    from srcore.train.runtime import training_precision
 
     disc_params = params.disc
     generator, _ = load_generator(CNN)
-    precision = pick_precision(params.train.precision, device)
+    precision = training_precision(params.train, device, dist.world)
     dataset = training_data(params, split)
     torch.manual_seed(params.seed)
     disc = Discriminator(disc_params.widths, disc_params.hidden)

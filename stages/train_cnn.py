@@ -36,11 +36,11 @@ def _train(params, values, split, dist, device) -> None:
     from srcore.models.rrdb import RRDBNet
     from srcore.plots import write_curves
     from srcore.train.cnn import train_cnn
-    from srcore.train.runtime import pick_precision
+    from srcore.train.runtime import training_precision
     from srcore.train.validate import bicubic_scores
 
     data, cnn = params.data, params.cnn
-    precision = pick_precision(params.train.precision, device)
+    precision = training_precision(params.train, device, dist.world)
     dataset, val = training_data(params, split), val_data(params, split)
     torch.manual_seed(params.seed)
     model = RRDBNet(params.model.rrdb, params.model.features, params.model.growth,

@@ -85,10 +85,10 @@ def test_a_params_file_not_in_utf8_is_named_without_a_traceback(project):
 
 @pytest.mark.parametrize("old, new, expected", [
     ("  experiment: srcore\n", "  experiment: srcore\ncnn:\n  steps: 5\n",
-     "cnn defined twice (lines 45 and 111)"),
-    ("  steps: 400 ", "  steps: 400\n  steps: 300 ", "cnn.steps defined twice (lines 47 and 48)"),
+     "cnn defined twice (lines 46 and 112)"),
+    ("  steps: 400 ", "  steps: 400\n  steps: 300 ", "cnn.steps defined twice (lines 48 and 49)"),
     ("    criterion: l1", "    criterion: l1\n    net: vgg19",
-     "gan.perceptual.net defined twice (lines 85 and 101)"),
+     "gan.perceptual.net defined twice (lines 86 and 102)"),
 ])
 def test_a_key_given_twice_is_refused(tmp_path, old, new, expected):
     """PyYAML would keep the last silently (and a second section would hide the first)."""

@@ -2,7 +2,7 @@ import torch
 
 from srcore.data.dataset import PatchDataset
 from srcore.data.kernels import downscale
-from srcore.train.batches import StreamSampler, batch_stream
+from srcore.train.batches import WORKER_CHUNK, StreamSampler, batch_stream, fitting_chunk
 from srcore.train.distributed import Dist
 
 from images import photo
@@ -41,10 +41,15 @@ def test_the_stream_crosses_passes_with_full_batches():
     assert [len(gt) for _, gt in take(batch_stream(make(), 8, 3, 0, 0, Dist()), 3)] == [8] * 3
 
 
-def test_batches_do_not_depend_on_worker_count():
-    batches = [torch.cat([gt for _, gt in take(batch_stream(make(), 4, 3, 0, workers, Dist()), 5)])
-               for workers in (0, 2)]
-    assert torch.equal(*batches)
+def test_batches_do_not_depend_on_worker_count_or_chunk():
+    """Workers make WORKER_CHUNK steps' batches at once (any chunk: the same batches), and a
+    stream resumed in the middle of a chunk starts at the right batch."""
+    straight = take(batch_stream(make(), 4, 3, 0, 0, Dist()), 7)
+    for workers, chunk, done in ((2, None, 0), (1, 3, 0), (2, None, 3)):
+        batches = take(batch_stream(make(), 4, 3, done, workers, Dist(), chunk=chunk), 7 - done)
+        assert [len(gt) for _, gt in batches] == [4] * (7 - done)
+        for a, b in zip(straight[done:], batches):
+            assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
 def test_a_stream_resumed_at_a_step_continues_exactly():
@@ -107,7 +112,8 @@ def test_a_shared_memory_too_small_for_the_loader_workers_is_named_first(monkeyp
     from srcore.errors import SrcoreError
 
     usage = namedtuple("usage", "total used free")
-    # batches of 8: 8 x 3 x (32^2 + 8^2) x 4 bytes = 104,448; 2 workers: 5 batches = 0.5 MiB
+    # batches of 8: 8 x 3 x (32^2 + 8^2) x 4 bytes = 104,448; 2 workers: 5 handovers of one
+    # batch each = 0.5 MiB (of WORKER_CHUNK = 8 batches each: 4.0 MiB)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**20, 2**20 - 2**18, 2**18))
     with pytest.raises(SrcoreError, match=r"^train.num_workers: 2 loader workers hand over "
                        r"about 0\.5 MiB of batches in shared memory, and /dev/shm has 0\.2 "
@@ -116,3 +122,7 @@ def test_a_shared_memory_too_small_for_the_loader_workers_is_named_first(monkeyp
     take(batch_stream(make(), 8, 3, 0, 0, Dist()), 1)  # no workers, no shared memory
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 0, 2**30))
     take(batch_stream(make(), 8, 3, 0, 1, Dist()), 1)
+    sample = make()[(0, 0)]
+    assert fitting_chunk(sample, 8, 2) == WORKER_CHUNK == 8  # room for all
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 0, int(1.1 * 2**20)))
+    assert fitting_chunk(sample, 8, 2) == 2  # 1.0 MiB: the most that fits

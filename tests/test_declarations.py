@@ -69,7 +69,8 @@ OTHER = {"data.lq_kernel": "area", "model.skip": "none", "train.device": "cpu",
          "gan.perceptual.layers": ["conv1_1", "conv2_2", "conv3_3", "conv4_3", "conv5_3"],
          "gan.perceptual.activation": "post", "gan.perceptual.criterion": "l2", "train.nproc": 2, "data.patch_size": 68,
          "cnn.lr_halve_at": [50], "gan.g_steps": 60, "train.checkpoint_every": 25,
-         "train.log_every": 5, "train.num_workers": 1, "train.channels_last": True}
+         "train.log_every": 5, "train.num_workers": 1, "train.channels_last": True,
+         "train.cuda_graphs": False}
 
 
 def changed(key: str, value):

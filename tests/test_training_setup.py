@@ -1,15 +1,18 @@
-"""The GPU speed switches (train.channels_last, train.compile, train.num_workers: auto), each run
-on the CPU: the same training, the same numbers, files that load anywhere."""
+"""The GPU speed switches (train.channels_last, train.compile, train.num_workers,
+train.cuda_graphs: auto), each run on the CPU: the same training, the same numbers, files that
+load anywhere. CUDA graphs cannot be captured on a CPU: test_cuda.py runs them on a GPU."""
 
 import pytest
 import torch
 
 from srcore.models.checkpoint import load_checkpoint, load_generator
 from srcore.train.cnn import train_cnn
-from srcore.train.runtime import (LOADER_WORKERS_CUDA, loader_workers, pick_precision,
-                                  usable_cpus, use_channels_last)
+from srcore.errors import SrcoreError
+from srcore.train.runtime import (LOADER_WORKERS_CUDA, check_cuda_graphs, loader_workers,
+                                  pick_precision, step_runner, training_precision, usable_cpus,
+                                  use_channels_last, use_cuda_graphs)
 from srcore.train.state import on_host
-from conftest import run_cli, write_params, write_training_data
+from conftest import params_with, run_cli, write_params, write_training_data
 from test_gan import run_gan, tiny_setup
 from test_train_cnn import setup
 
@@ -33,6 +36,60 @@ def test_auto_settings_follow_the_device():
     assert loader_workers("auto", CUDA) == max(0, min(LOADER_WORKERS_CUDA, cpus - 1))
     assert loader_workers("auto", CUDA, processes=cpus) == 0  # one CPU per process: no room
     assert pick_precision("auto", CUDA) == "fp32"  # TF32: measured faster than bf16 there
+    assert not use_cuda_graphs("auto", CPU, "fp32") and not use_cuda_graphs("auto", CPU, "bf16")
+    assert use_cuda_graphs("auto", CUDA, "fp32") and use_cuda_graphs("auto", CUDA, "bf16")
+    assert not use_cuda_graphs("auto", CUDA, "fp16")  # its gradient scaling reads the GPU
+    assert not use_cuda_graphs("auto", CUDA, "fp32", processes=2)  # DDP stays eager
+    assert not use_cuda_graphs(False, CUDA, "fp32") and use_cuda_graphs(True, CUDA, "fp32")
+
+
+def test_training_auto_precision_is_bf16_only_where_cuda_graphs_replay_the_step(monkeypatch):
+    """Eager bf16 was slower than fp32 on CUDA (host-bound casts); replayed from graphs it is
+    faster: training's auto follows the graphs, inference's (pick_precision) stays fp32."""
+    train = params_with().train
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert training_precision(train, CUDA) == "bf16"
+    assert training_precision(train, CUDA, processes=2) == "fp32"  # DDP: eager
+    no_graphs = train.model_copy(update={"cuda_graphs": False})
+    assert training_precision(no_graphs, CUDA) == "fp32"
+    fp32 = train.model_copy(update={"precision": "fp32"})
+    assert training_precision(fp32, CUDA) == "fp32"
+    assert training_precision(train, CPU) == pick_precision("auto", CPU)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert training_precision(train, CUDA) == "fp32"
+
+
+@pytest.mark.parametrize("device, precision, processes, why", [
+    (CPU, "fp32", 1, "needs a CUDA GPU"),
+    (CUDA, "fp16", 1, "cannot hold fp16's gradient scaling"),
+    (CUDA, "fp32", 2, "is for one training process")])
+def test_cuda_graphs_true_where_they_cannot_run_is_refused(device, precision, processes, why):
+    with pytest.raises(SrcoreError, match=f"^train.cuda_graphs=true {why}.*; use auto or false$"):
+        check_cuda_graphs(True, device, precision, processes)
+    check_cuda_graphs("auto", device, precision, processes)  # auto turns them off there
+    check_cuda_graphs(False, device, precision, processes)
+
+
+def test_cuda_graphs_true_on_a_cpu_is_refused_by_check_params_and_the_stage(project):
+    """Before DVC removes any output (check_params), and by the stage itself (the same params
+    on another machine do not re-run check_params)."""
+    write_training_data(project, train=2)
+    write_params(project, train__cuda_graphs=True, train__device="cpu")
+    for command in ("check-params", "train-cnn"):
+        out = run_cli(command, cwd=project, check=False)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert "train.cuda_graphs=true needs a CUDA GPU; use auto or false" in out.stderr
+    assert not list(project.glob("models/*.pt"))
+
+
+def test_the_step_runs_as_it_is_where_no_graph_is_used():
+    def step(kind, lq, gt):
+        return {}
+
+    params = params_with()
+    assert step_runner(step, [], params.train, CPU, "fp32") is step
+    assert step_runner(step, [], params.train.model_copy(update={"cuda_graphs": False}), CUDA,
+                       "fp32") is step
 
 
 def test_channels_last_training_gives_the_nchw_numbers_and_plain_files(tmp_path):

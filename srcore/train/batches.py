@@ -40,28 +40,44 @@ class StreamSampler(torch.utils.data.Sampler):
             yield from ((data_pass, index) for index in order)
 
 
+# steps' batches a loader worker makes and hands over at once, at most: each handover costs the
+# training process a fixed time (unpickling, shared memory, pinning), which held 15 workers to
+# 14,400 crops/s on an H200 machine; 4 at once gave 22,400, 8 gave 28,800 (docs/performance.md)
+WORKER_CHUNK = 8
+
+
 def batch_stream(data, batch_size: int, seed: int, steps_done: int, num_workers: int | str,
-                 dist: Dist, device: torch.device = torch.device("cpu")) -> Iterator:
+                 dist: Dist, device: torch.device = torch.device("cpu"),
+                 chunk: int | None = None) -> Iterator:
     """This process's batches from step steps_done + 1 on, forever (`batch_size` is global),
     for training on `device`: num_workers may be train.num_workers' "auto", and batches for a
-    GPU come in pinned memory, so their copy to it does not block."""
+    GPU come in pinned memory, so their copy to it does not block. Loader workers make `chunk`
+    steps' batches at a time (default: up to WORKER_CHUNK, as many as shared memory holds),
+    which are the same batches in the same order: the sampler's stream is only cut in longer
+    pieces."""
     from torch.utils.data import DataLoader
 
     from srcore.train.runtime import loader_workers
 
     workers = loader_workers(num_workers, device, dist.world)
     per_rank = batch_size // dist.world
-    if workers > 0:
-        check_shared_memory(data[(0, 0)], per_rank, workers)
+    if workers == 0:
+        chunk = 1
+    elif chunk is None:
+        chunk = fitting_chunk(data[(0, 0)], per_rank, workers)
     sampler = StreamSampler(len(data), seed, dist, start=steps_done * per_rank)
-    loader = DataLoader(data, batch_size=per_rank, sampler=sampler, num_workers=workers,
+    loader = DataLoader(data, batch_size=per_rank * chunk, sampler=sampler, num_workers=workers,
                         pin_memory=device.type == "cuda", persistent_workers=workers > 0)
-    return iter(loader)
+    if chunk == 1:
+        return iter(loader)
+    return (batch for pieces in loader for batch in zip(*(t.split(per_rank) for t in pieces)))
 
 
-def check_shared_memory(sample, per_rank: int, workers: int, folder: str = "/dev/shm") -> None:
-    """Loader workers hand their batches over in shared memory, 2 prefetched per worker (torch's
-    default) and the one in use: a container's small /dev/shm (Docker's default is 64 MB)
+def fitting_chunk(sample, per_rank: int, workers: int, folder: str = "/dev/shm") -> int:
+    """The most steps' batches (WORKER_CHUNK, halved as needed) that `workers` loader workers
+    can hand over in the shared memory there is: each holds 2 handovers prefetched (torch's
+    default), and the training process the one in use. Where not even one batch at a time fits,
+    one error names train.num_workers: a container's small /dev/shm (Docker's default is 64 MB)
     failed the first step with torch's "unable to allocate shared memory" traceback."""
     import os
     import shutil
@@ -69,11 +85,16 @@ def check_shared_memory(sample, per_rank: int, workers: int, folder: str = "/dev
     from srcore.errors import SrcoreError
 
     if not os.path.isdir(folder):
-        return
+        return WORKER_CHUNK
     batch = per_rank * sum(t.numel() * t.element_size() for t in sample)
-    need, free = batch * (2 * workers + 1), shutil.disk_usage(folder).free
+    free = shutil.disk_usage(folder).free
+    chunk = WORKER_CHUNK
+    while chunk > 1 and batch * chunk * (2 * workers + 1) > free:
+        chunk //= 2
+    need = batch * chunk * (2 * workers + 1)
     if need > free:
         raise SrcoreError(f"train.num_workers: {workers} loader workers hand over about "
                           f"{need / 2**20:.1f} MiB of batches in shared memory, and {folder} has "
                           f"{free / 2**20:.1f} MiB free: set train.num_workers to 0, or give "
                           "the container more (docker run --shm-size=1g)")
+    return chunk

@@ -76,10 +76,14 @@ def train_cnn(model: RRDBNet, data: PatchDataset, val: list[ValImage], cnn: CnnP
     batches = batch_stream(data, cnn.batch_size, seed, state["step"], train.num_workers,
                            dist, device)
 
+    def one_step(kind: str, lq: torch.Tensor, gt: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"train_loss": pixel_step(trained, optimizer, scaler, loss_fn, lq, gt, precision,
+                                         device, channels_last)}
+
+    run_step = runtime.step_runner(one_step, [optimizer], train, device, precision, dist.world)
+
     def step_fn(step: int, batch) -> dict[str, torch.Tensor]:
-        loss = pixel_step(trained, optimizer, scaler, loss_fn, *batch, precision, device,
-                          channels_last)
-        return {"train_loss": loss}
+        return run_step("cnn", *(batch_to(t, device, channels_last) for t in batch))
 
     used = {"lr": cnn.lr}  # the learning rate of the last step (logged with its losses)
 

@@ -158,10 +158,13 @@ def pretrain_disc(generator: RRDBNet, disc: Discriminator, data: PatchDataset, *
                    mean=partial(distributed.global_mean, dist=dist))
     batches = batch_stream(data, batch_size, seed, state["step"], train.num_workers,
                            dist, device)
+    run_step = runtime.step_runner(
+        lambda kind, lq, gt: disc_step(nets, lq, gt, None, relativistic, precision, device,
+                                       learn=True), [optimizer], train, device, precision,
+        dist.world)
 
     def step_fn(step: int, batch) -> dict[str, torch.Tensor]:
-        lq, gt = (batch_to(t, device, channels_last) for t in batch)
-        return disc_step(nets, lq, gt, None, relativistic, precision, device, learn=True)
+        return run_step("D", *(batch_to(t, device, channels_last) for t in batch))
 
     hooks = loop.Hooks(state, lambda: save_state(last_path, key, objects, state),
                        on_start=on_start, on_log=on_log, history=history,
@@ -211,6 +214,10 @@ def train_gan(generator: RRDBNet, disc: Discriminator, perceptual: PerceptualLos
     batches = batch_stream(data, gan.batch_size, seed, state["step"], train.num_workers,
                            dist, device)
     current = {"phase": None}
+    run_step = runtime.step_runner(
+        lambda phase, lq, gt: gan_step(phase, nets, lq, gt, gan, precision, device,
+                                       channels_last), [opt_g, opt_d], train, device, precision,
+        dist.world)
 
     def step_fn(step: int, batch) -> dict[str, torch.Tensor]:
         phase = phase_of(step, gan)
@@ -218,7 +225,7 @@ def train_gan(generator: RRDBNet, disc: Discriminator, perceptual: PerceptualLos
             generator.requires_grad_("G" in phase)
             disc.requires_grad_("D" in phase)
             current["phase"] = phase
-        return gan_step(phase, nets, *batch, gan, precision, device, channels_last)
+        return run_step(phase, *(batch_to(t, device, channels_last) for t in batch))
 
     def after_step(step: int) -> bool:
         if "G" in phase_of(step, gan):

@@ -1,15 +1,17 @@
 """Device and numeric precision for training and inference.
 
 Precisions: fp32; bf16 (autocast, CPU and CUDA); fp16 (autocast with gradient scaling, CUDA);
-auto (CUDA: fp32 on TF32 tensor cores; CPU: bf16 where it runs natively, else fp32). Only the
+auto (CUDA: bf16 for training steps replayed from CUDA graphs, else fp32 on TF32 tensor cores;
+CPU: bf16 where it runs natively, else fp32). Only the
 forward passes run in the low precision (the perceptual loss's VGG features too): losses,
 metrics and optimizer state stay fp32.
 
 How a training step runs on the device (docs/performance.md has the measurements behind each
 choice): on CUDA, channels_last weights and batches, cuDNN's autotuner for the fixed crop
 sizes, TF32 matrix products, fused Adam, pinned host batches copied without blocking, and
-loader workers; on a CPU none of these (channels_last and compile were measured slower there, and
-the in-process loader feeds a CPU step many times over). `train.compile` adds torch.compile.
+loader workers, and the whole step replayed from a CUDA graph (cuda_graphs.py); on a CPU none
+of these (channels_last and compile were measured slower there, and the in-process loader feeds
+a CPU step many times over). `train.compile` adds torch.compile.
 """
 
 from __future__ import annotations
@@ -56,10 +58,10 @@ def native_precisions(device: torch.device) -> list[str]:
 
 def pick_precision(name: str, device: torch.device, key: str = "train.precision") -> str:
     """'auto' is fp32 on CUDA, where convs and matrix products run on TF32 tensor cores
-    (measured on an H100, 15 RRDB at 128 px: 40 ms per training step against 66 ms with bf16
-    autocast, whose casts and NHWC bf16 kernels cost more than they save for these small
-    convs); on a CPU bf16 where it has bf16 instructions, else fp32. `key` names the setting in
-    errors."""
+    (measured on an H100, 15 RRDB at 128 px, eager: 40 ms per training step against 66 ms with
+    bf16 autocast, whose casts cost the host more than the halved bytes save the GPU; training
+    replayed from CUDA graphs is the exception: training_precision); on a CPU bf16 where it
+    has bf16 instructions, else fp32. `key` names the setting in errors."""
     if name == "auto":
         if device.type == "cuda":
             return "fp32"  # TF32 tensor cores: faster than bf16 autocast here (see above)
@@ -74,6 +76,18 @@ def pick_precision(name: str, device: torch.device, key: str = "train.precision"
     return name
 
 
+def training_precision(train, device: torch.device, processes: int = 1) -> str:
+    """train.precision for training: pick_precision's, except that auto is bf16 on a CUDA GPU
+    that has it where the step is replayed from CUDA graphs (train.cuda_graphs): without the
+    host's cost of autocast's casts, bf16 is the faster (an H200, 15 RRDB at 128 px: 21.0 ms
+    against 28.3 ms in fp32; 2 RRDB at 64 px: 2.6 against 2.9 ms) at the same val PSNR-Y
+    (docs/performance.md)."""
+    if (train.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+            and use_cuda_graphs(train.cuda_graphs, device, "bf16", processes)):
+        return "bf16"
+    return pick_precision(train.precision, device)
+
+
 def configure(device: torch.device) -> None:
     """Process-wide settings for fast CUDA work: cuDNN autotuning (the crop sizes are fixed, so
     each conv shape is tuned once) and TF32 for fp32 matrix products (convs use it already)."""
@@ -86,6 +100,40 @@ def configure(device: torch.device) -> None:
 def use_channels_last(setting: str | bool, device: torch.device) -> bool:
     """train.channels_last: auto is on for CUDA, where cuDNN's tensor-core kernels want NHWC."""
     return device.type == "cuda" if setting == "auto" else bool(setting)
+
+
+def use_cuda_graphs(setting: str | bool, device: torch.device, precision: str,
+                    processes: int = 1) -> bool:
+    """train.cuda_graphs: auto is on for one CUDA training process in fp32 or bf16. fp16's
+    gradient scaling waits on the GPU from the host (which a graph cannot hold), and DDP's
+    gradient exchange is left eager; `true` where it cannot run is refused by check_cuda_graphs."""
+    if setting == "auto":
+        return device.type == "cuda" and precision != "fp16" and processes == 1
+    return bool(setting)
+
+
+def check_cuda_graphs(setting: str | bool, device: torch.device, precision: str,
+                      processes: int = 1, key: str = "train.cuda_graphs") -> None:
+    """One message naming `key` for a `true` this run cannot honour."""
+    if setting is not True:
+        return
+    why = ("needs a CUDA GPU" if device.type != "cuda" else
+           "cannot hold fp16's gradient scaling (it reads the GPU from the host)"
+           if precision == "fp16" else
+           "is for one training process (train.nproc 1)" if processes > 1 else None)
+    if why:
+        raise SrcoreError(f"{key}=true {why}; use auto or false")
+
+
+def step_runner(step, optimizers: list, train, device: torch.device, precision: str,
+                processes: int = 1):
+    """`step(kind, lq, gt)` as training calls it: replayed from CUDA graphs where
+    train.cuda_graphs says so (cuda_graphs.py), else the function itself."""
+    if not use_cuda_graphs(train.cuda_graphs, device, precision, processes):
+        return step
+    from srcore.train.cuda_graphs import GraphedSteps
+
+    return GraphedSteps(step, optimizers)
 
 
 def loader_workers(setting: str | int, device: torch.device, processes: int = 1) -> int:
@@ -108,9 +156,10 @@ def usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
-# measured on an H100 machine (16 CPUs): 2 RRDB at 64 px in fp32 takes 2,380 patches/s; the
-# loader gives 2,520 in the training process, 7,460 with 4 workers, 13,000 with 8 (5.5x)
-LOADER_WORKERS_CUDA = 8
+# measured on an H200 machine (16 CPUs): 2 RRDB at 64 px in bf16, replayed from CUDA graphs,
+# takes 6,300 crops/s; the loader gives 3,500 in the training process, 12,500 with 8 workers
+# and 28,800 with 15 (4.6x), each handing over 8 steps' batches at once (batches.WORKER_CHUNK)
+LOADER_WORKERS_CUDA = 15
 
 
 def to_training(module: torch.nn.Module, device: torch.device, channels_last: bool):
@@ -163,8 +212,10 @@ def describe_setup(train, device: torch.device, processes: int = 1) -> str:
     """What `auto` resolved to, for the training stages' first line."""
     layout = "channels_last" if use_channels_last(train.channels_last, device) else "NCHW"
     workers = loader_workers(train.num_workers, device, processes)
-    return (f"{device}, {pick_precision(train.precision, device)}, {layout}, "
-            f"{workers} loader worker(s), " + ("torch.compile" if train.compile else "eager"))
+    precision = training_precision(train, device, processes)
+    mode = ("torch.compile" if train.compile else "eager") + (
+        ", CUDA graphs" if use_cuda_graphs(train.cuda_graphs, device, precision, processes) else "")
+    return f"{device}, {precision}, {layout}, {workers} loader worker(s), {mode}"
 
 
 def autocast(precision: str, device: torch.device):

@@ -82,6 +82,39 @@ def test_cuda_graphs_true_on_a_cpu_is_refused_by_check_params_and_the_stage(proj
     assert not list(project.glob("models/*.pt"))
 
 
+def test_a_step_that_cannot_be_captured_names_the_switch(monkeypatch):
+    """Where this GPU or torch cannot capture the step, one message names train.cuda_graphs
+    (after the eager warm-up steps, which ran). The CUDA calls are stood in for on the CPU: a
+    capture that fails as torch's does on a host sync inside it."""
+    import contextlib
+
+    from srcore.train import cuda_graphs
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    def failing_capture(graph, capture_error_mode):
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore")
+
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", Stream)
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", object)
+    monkeypatch.setattr(torch.cuda, "graph", failing_capture)
+    calls = []
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.ones(1))])
+    steps = cuda_graphs.GraphedSteps(lambda kind, lq, gt: calls.append(kind) or {}, [optimizer])
+    for _ in range(cuda_graphs.WARMUP):
+        steps("cnn", torch.ones(1), torch.ones(1))
+    assert calls == ["cnn"] * cuda_graphs.WARMUP
+    with pytest.raises(SrcoreError, match=r"^train.cuda_graphs: this GPU or torch could not "
+                       r"capture the training step as a CUDA graph \(CUDA error: operation not "
+                       r"permitted when stream is capturing\); set train.cuda_graphs=false$"):
+        steps("cnn", torch.ones(1), torch.ones(1))
+    assert optimizer.param_groups[0]["capturable"] is False  # only ever set for the capture
+
+
 def test_the_step_runs_as_it_is_where_no_graph_is_used():
     def step(kind, lq, gt):
         return {}

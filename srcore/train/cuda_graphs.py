@@ -28,6 +28,9 @@ from typing import Callable
 
 import torch
 
+from srcore.errors import SrcoreError
+from srcore.train.runtime import out_of_memory
+
 WARMUP = 3  # eager steps of each kind before its capture (PyTorch's recipe uses 3)
 
 Step = Callable[[str, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
@@ -49,7 +52,6 @@ class GraphedSteps:
         self.step, self.optimizers = step, optimizers
         self.eager_runs: dict[str, int] = {}
         self.captured: dict[str, _Captured] = {}
-        self.captures = 0  # how many times a step was captured (the tests and benchmark read it)
 
     def __call__(self, kind: str, lq: torch.Tensor, gt: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.eager_runs.get(kind, 0) < WARMUP:
@@ -90,11 +92,17 @@ class GraphedSteps:
             # thread_local: the loader's pin-memory thread may allocate while this captures
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 outputs = self.step(kind, *inputs)
+        except Exception as err:  # CUDA and torch raise several types; an OOM keeps its own
+            if out_of_memory(err):
+                raise
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise SrcoreError(f"train.cuda_graphs: this GPU or torch could not capture the "
+                              f"training step as a CUDA graph ({reason}); set "
+                              "train.cuda_graphs=false") from None
         finally:
             for group, flag in zip(groups, before):
                 group["capturable"] = flag
         self.captured[kind] = _Captured(graph, lrs, inputs, outputs)
-        self.captures += 1
         return self.captured[kind]
 
 

@@ -102,7 +102,7 @@ def run_training(params_path: Path, stage: str, check_inputs: Callable[[], None]
     from srcore.train import distributed
     from srcore.train.runtime import (check_compile, check_cuda_graphs, configure,
                                       describe_setup, out_of_memory, pick_device,
-                                      training_precision)
+                                      training_precision, use_cuda_graphs)
 
     params, values = stage_params(params_path, stage)
     check_inputs()
@@ -110,8 +110,8 @@ def run_training(params_path: Path, stage: str, check_inputs: Callable[[], None]
     dist, device = distributed.setup(pick_device(params.train.device))
     configure(device)
     check_compile(params.train.compile, device)
-    check_cuda_graphs(params.train.cuda_graphs, device,
-                      training_precision(params.train, device, dist.world), dist.world)
+    precision = training_precision(params.train, device, dist.world)
+    check_cuda_graphs(params.train.cuda_graphs, device, precision, dist.world)
     if dist.main:
         print(f"{stage}: {describe_setup(params.train, device, dist.world)}")
     try:
@@ -119,7 +119,10 @@ def run_training(params_path: Path, stage: str, check_inputs: Callable[[], None]
     except (MemoryError, RuntimeError) as err:  # torch's out-of-memory errors are RuntimeErrors
         if not out_of_memory(err):
             raise
-        raise SrcoreError(f"{stage}: out of memory on {device}: lower {to_lower}") from None
+        graphs = use_cuda_graphs(params.train.cuda_graphs, device, precision, dist.world)
+        raise SrcoreError(f"{stage}: out of memory on {device}: lower {to_lower}" + (
+            "; or first set train.cuda_graphs=false (each captured step keeps its memory)"
+            if graphs else "")) from None
     distributed.teardown()  # not in a `finally`: see teardown
 
 

@@ -201,6 +201,28 @@ def test_running_out_of_memory_names_the_params_to_lower(project, monkeypatch, e
                                  "data.patch_size (or model.features / model.rrdb)")
 
 
+def test_out_of_memory_with_cuda_graphs_suggests_turning_them_off_first(project, monkeypatch):
+    """On CUDA (stood in for: no GPU is touched) with graphs on, the message names the switch."""
+    from srcore.errors import SrcoreError
+    from stages import train_cnn
+
+    write_training_data(project, train=2)
+    monkeypatch.chdir(project)
+    monkeypatch.setattr("srcore.train.runtime.pick_device", lambda name, setting="": CUDA)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+
+    def allocate(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr("srcore.train.cnn.train_cnn", allocate)
+    with pytest.raises(SrcoreError) as caught:
+        train_cnn.run(project / "params.yaml")
+    assert str(caught.value) == (
+        "train_cnn: out of memory on cuda: lower cnn.batch_size or data.patch_size (or "
+        "model.features / model.rrdb); or first set train.cuda_graphs=false (each captured "
+        "step keeps its memory)")
+
+
 def test_other_runtime_errors_of_training_pass_through(project, monkeypatch):
     from stages import train_cnn
 

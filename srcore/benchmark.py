@@ -211,7 +211,7 @@ def _cnn_step(params: Params, model, optimizer, lq, gt, precision: str, device,
 
     scaler, loss = grad_scaler(precision, device), LOSSES[params.cnn.loss]
     run = step_runner(lambda kind, a, b: {"loss": pixel_step(model, optimizer, scaler, loss, a, b,
-                                                             precision, device, channels_last)},
+                                                             precision, device)},
                       [optimizer], params.train.model_copy(update={"cuda_graphs": graphs}),
                       device, precision)
     lq, gt = batch_to(lq, device, channels_last), batch_to(gt, device, channels_last)
@@ -273,8 +273,8 @@ def _gan_steps(params: Params, device, precisions: list[str], cnn: dict, log) ->
                        adam(disc.parameters(), params.disc.lr, params.gan.betas, device),
                        grad_scaler(precision, device), grad_scaler(precision, device))
         run = step_runner(lambda phase, a, b: gan_step(phase, nets, a, b, params.gan, precision,
-                                                       device, channels_last),
-                          [nets.opt_g, nets.opt_d], params.train, device, precision)
+                                                       device), [nets.opt_g, nets.opt_d],
+                          params.train, device, precision)
         graphed = use_cuda_graphs(params.train.cuda_graphs, device, precision)
         for phase, name in (("G", "generator"), ("D", "discriminator"), ("GD", "joint")):
             log(f"GAN {name} step, {precision}" + (", CUDA graphs" if graphed else ""))

@@ -10,6 +10,11 @@ class SrcoreError(Exception):
     """A problem the user can fix. The message names the file or key and the remedy."""
 
 
+def first_line(err: BaseException) -> str:
+    """An error's first line, for a one-line message (its type where it says nothing)."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 class Interrupted(BaseException):
     """Ctrl-C (SIGINT) or SIGTERM. Raised instead of KeyboardInterrupt, which the CLI framework
     would swallow; a training loop raises it once its resumable state is saved."""

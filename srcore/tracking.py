@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from srcore.atomic import signals_deferred
-from srcore.errors import Interrupted, SrcoreError
+from srcore.errors import Interrupted, SrcoreError, first_line
 
 
 def project_root() -> Path:
@@ -385,7 +385,7 @@ def store_failure(err: BaseException) -> str:
     or disk is full"), not SQLAlchemy's notes around them, nor its SQL."""
     while isinstance(inner := getattr(err, "orig", None) or err.__cause__, BaseException):
         err = inner
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return first_line(err)
 
 
 def log_on_pipeline_run(mlflow, metrics: dict[str, float]) -> None:

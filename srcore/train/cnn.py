@@ -32,11 +32,12 @@ LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss}
 
 
 def pixel_step(model, optimizer, scaler, loss_fn, lq: torch.Tensor, gt: torch.Tensor,
-               precision: str, device, channels_last: bool = False) -> torch.Tensor:
-    """One optimizer step of the CNN phase; returns the loss, left on the device."""
+               precision: str, device) -> torch.Tensor:
+    """One optimizer step of the CNN phase on a batch already on the device (batch_to);
+    returns the loss, left on the device."""
     with autocast(precision, device):
-        sr = model(batch_to(lq, device, channels_last))
-    loss = loss_fn(sr.float(), batch_to(gt, device, channels_last))
+        sr = model(lq)
+    loss = loss_fn(sr.float(), gt)
     optimize(loss, optimizer, scaler)
     return loss.detach()
 
@@ -78,7 +79,7 @@ def train_cnn(model: RRDBNet, data: PatchDataset, val: list[ValImage], cnn: CnnP
 
     def one_step(kind: str, lq: torch.Tensor, gt: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"train_loss": pixel_step(trained, optimizer, scaler, loss_fn, lq, gt, precision,
-                                         device, channels_last)}
+                                         device)}
 
     run_step = runtime.step_runner(one_step, [optimizer], train, device, precision, dist.world)
 

@@ -28,7 +28,7 @@ from typing import Callable
 
 import torch
 
-from srcore.errors import SrcoreError
+from srcore.errors import SrcoreError, first_line
 from srcore.train.runtime import out_of_memory
 
 WARMUP = 3  # eager steps of each kind before its capture (PyTorch's recipe uses 3)
@@ -95,9 +95,8 @@ class GraphedSteps:
         except Exception as err:  # CUDA and torch raise several types; an OOM keeps its own
             if out_of_memory(err):
                 raise
-            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise SrcoreError(f"train.cuda_graphs: this GPU or torch could not capture the "
-                              f"training step as a CUDA graph ({reason}); set "
+                              f"training step as a CUDA graph ({first_line(err)}); set "
                               "train.cuda_graphs=false") from None
         finally:
             for group, flag in zip(groups, before):

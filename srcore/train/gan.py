@@ -125,9 +125,9 @@ def disc_step(nets: GanNets, lq: torch.Tensor, gt: torch.Tensor, fake: torch.Ten
 
 
 def gan_step(phase: str, nets: GanNets, lq: torch.Tensor, gt: torch.Tensor, gan: GanParams,
-             precision: str, device, channels_last: bool = False) -> dict[str, torch.Tensor]:
-    """One step of the GAN phase: "G", "D" or "GD" says which networks learn."""
-    lq, gt = batch_to(lq, device, channels_last), batch_to(gt, device, channels_last)
+             precision: str, device) -> dict[str, torch.Tensor]:
+    """One step of the GAN phase on a batch already on the device (batch_to): "G", "D" or
+    "GD" says which networks learn."""
     logged, fake = {}, None
     if "G" in phase:
         logged, fake = generator_step(nets, lq, gt, gan, precision, device)
@@ -215,9 +215,8 @@ def train_gan(generator: RRDBNet, disc: Discriminator, perceptual: PerceptualLos
                            dist, device)
     current = {"phase": None}
     run_step = runtime.step_runner(
-        lambda phase, lq, gt: gan_step(phase, nets, lq, gt, gan, precision, device,
-                                       channels_last), [opt_g, opt_d], train, device, precision,
-        dist.world)
+        lambda phase, lq, gt: gan_step(phase, nets, lq, gt, gan, precision, device),
+        [opt_g, opt_d], train, device, precision, dist.world)
 
     def step_fn(step: int, batch) -> dict[str, torch.Tensor]:
         phase = phase_of(step, gan)

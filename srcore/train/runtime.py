@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from srcore.errors import SrcoreError
+from srcore.errors import SrcoreError, first_line
 
 
 def out_of_memory(err: BaseException) -> bool:
@@ -113,8 +113,8 @@ def use_cuda_graphs(setting: str | bool, device: torch.device, precision: str,
 
 
 def check_cuda_graphs(setting: str | bool, device: torch.device, precision: str,
-                      processes: int = 1, key: str = "train.cuda_graphs") -> None:
-    """One message naming `key` for a `true` this run cannot honour."""
+                      processes: int = 1) -> None:
+    """One message naming train.cuda_graphs for a `true` this run cannot honour."""
     if setting is not True:
         return
     why = ("needs a CUDA GPU" if device.type != "cuda" else
@@ -122,7 +122,7 @@ def check_cuda_graphs(setting: str | bool, device: torch.device, precision: str,
            if precision == "fp16" else
            "is for one training process (train.nproc 1)" if processes > 1 else None)
     if why:
-        raise SrcoreError(f"{key}=true {why}; use auto or false")
+        raise SrcoreError(f"train.cuda_graphs=true {why}; use auto or false")
 
 
 def step_runner(step, optimizers: list, train, device: torch.device, precision: str,
@@ -197,7 +197,7 @@ def check_compile(enabled: bool, device: torch.device, key: str = "train.compile
     try:
         torch.compile(_compile_probe)(torch.ones(2, device=device))
     except Exception as err:  # Inductor raises many types; none is expected here
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        reason = first_line(err)
         needs = ("Triton (pip install triton)" if device.type == "cuda"
                  else "a C++ compiler (g++ or clang++ on the PATH, or named by $CXX)")
         raise SrcoreError(f"{key}: torch.compile does not work on this {device.type}: "

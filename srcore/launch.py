@@ -66,10 +66,14 @@ def run_under_torchrun(nproc: int, argv: list[str]) -> int:
     # Out of the terminal's session it would not see the terminal close: that stops it too.
     process = subprocess.Popen(torchrun_command(nproc, argv), env=env, start_new_session=True)
     hang_up = signal.signal(signal.SIGHUP, raise_interrupted)
+    term = signal.getsignal(signal.SIGTERM)
     try:
         return process.wait()
     except BaseException as err:
-        # torchrun passes it on to the training processes: give them time to save and stop
+        # torchrun passes it on to the training processes: give them time to save and stop.
+        # A SIGTERM meanwhile is the same stop, not one to leave them over: one `kill` of DVC
+        # can bring two (srcore.train.loop._stop_requests). Ctrl-C again still leaves at once.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         process.send_signal(signal.SIGINT)
         try:
             process.wait(timeout=60)
@@ -81,6 +85,7 @@ def run_under_torchrun(nproc: int, argv: list[str]) -> int:
         raise
     finally:
         signal.signal(signal.SIGHUP, hang_up)
+        signal.signal(signal.SIGTERM, term)
 
 
 if __name__ == "__main__":

@@ -115,11 +115,14 @@ def test_train_cnn_with_nproc_2_launches_torchrun_and_records_once(project):
     assert list(runs["status"]) == ["FINISHED"] and list(runs["params.processes"]) == ["2"]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
-def test_a_signal_to_the_launcher_stops_every_process_after_the_save(project, signum):
+@pytest.mark.parametrize("signals", [[signal.SIGTERM], [signal.SIGHUP],
+                                     [signal.SIGTERM, signal.SIGTERM]],
+                         ids=["SIGTERM", "SIGHUP", "SIGTERM twice"])
+def test_a_signal_to_the_launcher_stops_every_process_after_the_save(project, signals):
     """A scheduler's SIGTERM (or Ctrl-C, or the terminal closing: SIGHUP) reaches the launching
     `python -m srcore`: torchrun passes it on, the processes save and stop, and the user reads
-    two lines (where it saved, how to resume), no torchrun traceback."""
+    two lines (where it saved, how to resume), no torchrun traceback. A second SIGTERM while
+    they save (one `kill` of DVC can bring the stage two) changes nothing."""
     from srcore.models.checkpoint import load_checkpoint
 
     write_training_data(project, train=2)
@@ -130,7 +133,9 @@ def test_a_signal_to_the_launcher_stops_every_process_after_the_save(project, si
     while not (project / "models/cnn_last.pt").exists():
         assert process.poll() is None, process.communicate()
         time.sleep(0.05)
-    process.send_signal(signum)
+    for signum in signals:
+        process.send_signal(signum)
+        time.sleep(0.5)
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 128 + signum, stderr
     assert "Traceback" not in stderr and "signal" not in stderr  # torchrun's warnings

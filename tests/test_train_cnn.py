@@ -302,17 +302,23 @@ def test_the_saved_log_window_is_the_mean_of_the_processes_windows(tmp_path, mon
     assert count == 2 and total.item() == (1 + 2) * 4 / 2
 
 
-def test_the_same_signal_again_stops_at_once_another_one_is_the_same_request():
+def test_ctrl_c_again_stops_at_once_a_sigterm_is_always_the_same_request():
     """A scheduler's SIGTERM to every process reaches torchrun too, which passes on a SIGINT to
-    the training processes: that must not cut short the save the SIGTERM asked for."""
+    the training processes; one `kill` of DVC can bring the stage two parent-death SIGTERMs:
+    neither may cut short the save the first signal asked for. A second Ctrl-C does."""
     from srcore.train.loop import _stop_requests
 
     with _stop_requests(quiet=True) as requested:
         signal.raise_signal(signal.SIGTERM)
         assert requested.is_set() and requested.signum == signal.SIGTERM
         signal.raise_signal(signal.SIGINT)  # ignored: the stop is already asked for
+        signal.raise_signal(signal.SIGTERM)  # the same
+        assert requested.is_set()
+    with _stop_requests(quiet=True) as requested:
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGTERM)  # ignored
         with pytest.raises(Interrupted, match="stopped before the state was saved"):
-            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(signal.SIGINT)
 
 
 def test_state_of_another_configuration_is_not_resumed(tmp_path):

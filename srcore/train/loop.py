@@ -163,27 +163,30 @@ class _Request(threading.Event):
 @contextlib.contextmanager
 def _stop_requests(quiet: bool):
     """SIGINT and SIGTERM ask the loop to stop after the current step (it saves, then raises
-    Interrupted); the same signal again stops at once. Outside the main thread: no handlers.
-    quiet: no message (the other training processes, which stop with the main one)."""
+    Interrupted); Ctrl-C again stops at once. A SIGTERM never does: one `kill` of DVC can bring
+    two, as the kernel sends the parent-death signal each time the stage is handed from a DVC
+    thread that ended to the next (srcore.errors.stop_with_parent); a scheduler's SIGTERM to
+    every process reaches torchrun too, which passes on a SIGINT: the same stop request, not a
+    second one. Outside the main thread: no handlers. quiet: no message (the other training
+    processes, which stop with the main one)."""
     requested = _Request()
     if threading.current_thread() is not threading.main_thread():
         yield requested
         return
 
     def handler(signum, frame):
-        if requested.is_set() and signum == requested.signum:
-            raise Interrupted(signum, "stopped before the state was saved; the last "
-                              "checkpoint is kept")
         if requested.is_set():
-            # a scheduler's SIGTERM to every process reaches torchrun too, which passes on a
-            # SIGINT: the same stop request, not a second one
+            if signum == requested.signum == signal.SIGINT:
+                raise Interrupted(signum, "stopped before the state was saved; the last "
+                                  "checkpoint is kept")
             return
         requested.signum = signum
         requested.set()
         if not quiet:
-            name = signal.Signals(signum).name
-            print(f"\n{name}: stopping after this step to save the state (send {name} again "
-                  "to stop at once)", flush=True)
+            at_once = ("Ctrl-C again stops at once" if signum == signal.SIGINT else
+                       "SIGKILL stops at once, keeping the last checkpoint")
+            print(f"\n{signal.Signals(signum).name}: stopping after this step to save the "
+                  f"state ({at_once})", flush=True)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

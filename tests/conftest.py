@@ -99,6 +99,20 @@ def write_training_data(project: Path, train: int, val: int = 1, test: int = 1) 
                                              "test": names[train + val:]})
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_tracking_uri_restored():
+    """srcore.tracking calls mlflow.set_tracking_uri, which sets MLFLOW_TRACKING_URI in
+    os.environ and MLflow's own module state behind monkeypatch's back: without this, which
+    store a later test in the same worker (or its subprocesses) used would hang on xdist's
+    order."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if "mlflow" in sys.modules:
+        sys.modules["mlflow"].set_tracking_uri(None)  # None: unset, in os.environ too
+    if before is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """An empty project folder with the repo's params.yaml and its own MLflow store."""

@@ -81,3 +81,27 @@ def test_a_signal_while_the_cli_is_still_imported_is_one_line_not_a_traceback(tm
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 128 + signum, out.stderr
         assert out.stderr == "interrupted: stopped\n"
+
+
+@pytest.mark.parametrize("launch", [
+    "runpy.run_module('srcore', run_name='__main__', alter_sys=True)\n",  # python -m srcore
+    "console script"])
+def test_a_signal_while_python_exits_is_one_line_not_an_ignored_traceback(tmp_path, launch):
+    """Ctrl-C or SIGTERM after the command has ended, as Python runs its atexit handlers
+    (MLflow's flush of its logging): it printed "Exception ignored in atexit callback" with a
+    traceback and exited 0."""
+    import signal
+
+    if launch == "console script":
+        launch = _console_script()
+    # registered first, so run last: after the atexit handlers the command's imports put in
+    script = ("import atexit, os, runpy, signal, sys, time\n"
+              "signum = int(sys.argv[1])\n"
+              "atexit.register(lambda: (os.kill(os.getpid(), signum), time.sleep(5)))\n"
+              "sys.argv[1:] = ['--version']\n" + launch)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        out = subprocess.run([sys.executable, "-c", script, str(int(signum))], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 128 + signum, out.stderr
+        assert out.stdout.startswith("srcore ")  # the command's own output is kept
+        assert out.stderr == "interrupted: stopped while exiting (the command had ended)\n"

@@ -494,8 +494,11 @@ def test_ctrl_c_in_an_upscale_batch_says_what_is_done_and_a_rerun_finishes(upsca
     from images import photo
 
     folder = upscale_inputs / "in"
-    for i in range(6):  # each takes a while on a CPU at --tile 32
-        cv2.imwrite(str(folder / f"p{i:02d}.png"), photo(64, 96, seed=i))
+    # a_x4.png comes first; the rest must take long enough (about 3 s, here on 2 cores) that
+    # the signal, sent up to 50 ms after it appears plus any delay of a loaded machine, finds
+    # images left: at 64 x 96 they took 0.22 s, and a 0.2 s delay failed the test 3 times in 4
+    for i in range(6):
+        cv2.imwrite(str(folder / f"p{i:02d}.png"), photo(256, 384, seed=i))
     args = [sys.executable, "-m", "srcore", "upscale", "in", "-o", "out", "--model", "cnn.pt",
             "--device", "cpu", "--tile", "32"]
     process = subprocess.Popen(args, cwd=upscale_inputs, stdout=subprocess.PIPE,

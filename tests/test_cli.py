@@ -54,15 +54,15 @@ def _console_script() -> str:
     return f"from {module} import {function}\nsys.exit({function}())\n"
 
 
-@pytest.mark.parametrize("launch", [
-    "runpy.run_module('srcore', run_name='__main__', alter_sys=True)\n",  # python -m srcore
-    "console script"])
+LAUNCHES = ["runpy.run_module('srcore', run_name='__main__', alter_sys=True)\n",  # python -m
+            "console script"]
+
+
+@pytest.mark.parametrize("launch", LAUNCHES)
 def test_a_signal_while_the_cli_is_still_imported_is_one_line_not_a_traceback(tmp_path, launch):
     """Ctrl-C or SIGTERM in the first fraction of a second of `python -m srcore` or of the
     installed `srcore` command (importing typer, before the CLI's handlers are in) printed a
     KeyboardInterrupt traceback."""
-    import signal
-
     if launch == "console script":
         launch = _console_script()
 
@@ -76,22 +76,30 @@ def test_a_signal_while_the_cli_is_still_imported_is_one_line_not_a_traceback(tm
               "            time.sleep(5)\n"
               "sys.meta_path.insert(0, Signal())\n"
               "sys.argv[1:] = ['download']\n" + launch)
+    _stopped_by_each_signal(script, tmp_path, "interrupted: stopped\n")
+
+
+def _stopped_by_each_signal(script: str, cwd, stderr: str) -> list[str]:
+    """Run `script` with SIGINT's number, then SIGTERM's, as its argument (it sends that signal
+    to itself): each run must exit with 128 + N, printing `stderr` alone there. Returns their
+    stdouts."""
+    import signal
+
+    stdouts = []
     for signum in (signal.SIGINT, signal.SIGTERM):
-        out = subprocess.run([sys.executable, "-c", script, str(int(signum))], cwd=tmp_path,
+        out = subprocess.run([sys.executable, "-c", script, str(int(signum))], cwd=cwd,
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 128 + signum, out.stderr
-        assert out.stderr == "interrupted: stopped\n"
+        assert out.stderr == stderr
+        stdouts.append(out.stdout)
+    return stdouts
 
 
-@pytest.mark.parametrize("launch", [
-    "runpy.run_module('srcore', run_name='__main__', alter_sys=True)\n",  # python -m srcore
-    "console script"])
+@pytest.mark.parametrize("launch", LAUNCHES)
 def test_a_signal_while_python_exits_is_one_line_not_an_ignored_traceback(tmp_path, launch):
     """Ctrl-C or SIGTERM after the command has ended, as Python runs its atexit handlers
     (MLflow's flush of its logging): it printed "Exception ignored in atexit callback" with a
     traceback and exited 0."""
-    import signal
-
     if launch == "console script":
         launch = _console_script()
     # registered first, so run last: after the atexit handlers the command's imports put in
@@ -99,9 +107,6 @@ def test_a_signal_while_python_exits_is_one_line_not_an_ignored_traceback(tmp_pa
               "signum = int(sys.argv[1])\n"
               "atexit.register(lambda: (os.kill(os.getpid(), signum), time.sleep(5)))\n"
               "sys.argv[1:] = ['--version']\n" + launch)
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        out = subprocess.run([sys.executable, "-c", script, str(int(signum))], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=60)
-        assert out.returncode == 128 + signum, out.stderr
-        assert out.stdout.startswith("srcore ")  # the command's own output is kept
-        assert out.stderr == "interrupted: stopped while exiting (the command had ended)\n"
+    stdouts = _stopped_by_each_signal(
+        script, tmp_path, "interrupted: stopped while exiting (the command had ended)\n")
+    assert all(out.startswith("srcore ") for out in stdouts)  # the command's output is kept

@@ -96,8 +96,9 @@ def resume_hint() -> str:
 def run_training(params_path: Path, stage: str, check_inputs: Callable[[], None], train,
                  to_lower: str) -> None:
     """What every training stage does: check params and inputs, then call
-    `train(params, values, split, dist, device)` as this process, which under torchrun is one
-    of several (srcore/train/distributed.py). `values` are the declared params (stages/declared.py).
+    `train(params, values, split, dist, device, precision)` as this process, which under
+    torchrun is one of several (srcore/train/distributed.py). `values` are the declared params
+    (stages/declared.py); `precision` is train.precision resolved for this training.
     `to_lower`: the stage's own params that an out-of-memory error tells the user to lower."""
     from srcore.train import distributed
     from srcore.train.runtime import (check_compile, check_cuda_graphs, configure,
@@ -113,9 +114,9 @@ def run_training(params_path: Path, stage: str, check_inputs: Callable[[], None]
     precision = training_precision(params.train, device, dist.world)
     check_cuda_graphs(params.train.cuda_graphs, device, precision, dist.world)
     if dist.main:
-        print(f"{stage}: {describe_setup(params.train, device, dist.world)}")
+        print(f"{stage}: {describe_setup(params.train, device, precision, dist.world)}")
     try:
-        train(params, values, split, dist, device)
+        train(params, values, split, dist, device, precision)
     except (MemoryError, RuntimeError) as err:  # torch's out-of-memory errors are RuntimeErrors
         if not out_of_memory(err):
             raise

@@ -27,18 +27,16 @@ def run(params_path: Path) -> None:
                  "gan.batch_size or data.patch_size (or disc.widths)")
 
 
-def _train(params, values, split, dist, device) -> None:
+def _train(params, values, split, dist, device, precision: str) -> None:
     import torch
 
     from srcore.models.checkpoint import load_generator
     from srcore.models.discriminator import Discriminator, save_discriminator
     from srcore.plots import write_curves
     from srcore.train.gan import pretrain_disc
-    from srcore.train.runtime import training_precision
 
     disc_params = params.disc
     generator, _ = load_generator(CNN)
-    precision = training_precision(params.train, device, dist.world)
     dataset = training_data(params, split)
     torch.manual_seed(params.seed)
     disc = Discriminator(disc_params.widths, disc_params.hidden)

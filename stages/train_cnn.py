@@ -29,18 +29,16 @@ def run(params_path: Path) -> None:
                  "cnn.batch_size or data.patch_size (or model.features / model.rrdb)")
 
 
-def _train(params, values, split, dist, device) -> None:
+def _train(params, values, split, dist, device, precision: str) -> None:
     import torch
 
     from srcore.models.checkpoint import load_generator
     from srcore.models.rrdb import RRDBNet
     from srcore.plots import write_curves
     from srcore.train.cnn import train_cnn
-    from srcore.train.runtime import training_precision
     from srcore.train.validate import bicubic_scores
 
     data, cnn = params.data, params.cnn
-    precision = training_precision(params.train, device, dist.world)
     dataset, val = training_data(params, split), val_data(params, split)
     torch.manual_seed(params.seed)
     model = RRDBNet(params.model.rrdb, params.model.features, params.model.growth,

@@ -48,14 +48,13 @@ def describe(gan) -> str:
     return f"{schedule}, {gan.loss} loss: {' + '.join(terms)}"
 
 
-def _train(params, values, split, dist, device) -> None:
+def _train(params, values, split, dist, device, precision: str) -> None:
     from srcore.losses import PerceptualLoss
     from srcore.models.checkpoint import load_generator, save_generator
     from srcore.models.discriminator import load_discriminator, save_discriminator
     from srcore.plots import write_curves
     from srcore.pretrained import load_features, load_lpips
     from srcore.train.gan import train_gan
-    from srcore.train.runtime import training_precision
     from srcore.train.validate import validate
 
     gan = params.gan
@@ -63,7 +62,6 @@ def _train(params, values, split, dist, device) -> None:
     disc = load_discriminator(DISC)
     features = load_features(PRETRAINED, gan.perceptual.net)
     lpips_model = load_lpips(PRETRAINED, device) if dist.main else None  # validation: rank 0
-    precision = training_precision(params.train, device, dist.world)
     dataset, val = training_data(params, split), val_data(params, split)
     perceptual = PerceptualLoss.from_params(features, gan.perceptual)
     key = run_key(STAGE, values)

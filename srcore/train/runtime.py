@@ -208,11 +208,11 @@ def _compile_probe(x: torch.Tensor) -> torch.Tensor:
     return torch.sin(x) + 1
 
 
-def describe_setup(train, device: torch.device, processes: int = 1) -> str:
-    """What `auto` resolved to, for the training stages' first line."""
+def describe_setup(train, device: torch.device, precision: str, processes: int = 1) -> str:
+    """What `auto` resolved to, for the training stages' first line (precision: as
+    training_precision resolved it)."""
     layout = "channels_last" if use_channels_last(train.channels_last, device) else "NCHW"
     workers = loader_workers(train.num_workers, device, processes)
-    precision = training_precision(train, device, processes)
     mode = ("torch.compile" if train.compile else "eager") + (
         ", CUDA graphs" if use_cuda_graphs(train.cuda_graphs, device, precision, processes) else "")
     return f"{device}, {precision}, {layout}, {workers} loader worker(s), {mode}"

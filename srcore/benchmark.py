@@ -118,7 +118,7 @@ def run(params: Params, device: torch.device, log: Callable[[str], None],
         trained_in, log))
     # in the precision the evaluate stage and upscale use (auto: fp32 on CUDA, no graphs there)
     out.update(_inference(params, device, _generator(params, device).eval(),
-                          pick_precision(params.train.precision, device), log))
+                          pick_precision(params.train.precision, device), native, log))
     out.update(_evaluation(params, log))
     return out
 
@@ -403,10 +403,13 @@ def _random_features(net: str) -> torch.nn.Module:
     return features
 
 
-def _inference(params: Params, device, model, precision: str, log) -> dict:
+def _inference(params: Params, device, model, precision: str, native: list[str],
+               log) -> dict:
     """Upscaling one image of DIV2K's LR size (510x339: a 2040x1356 output) whole and in
     DEFAULT_TILE tiles, batched as upscale_array batches them on this device; on a GPU also the
-    peak memory of the whole-image pass. A CPU pass takes seconds at the default model (3.3 s
+    peak memory of the whole-image pass. The whole image also in the other of fp32 and bf16
+    where the device runs it natively: what auto's choice for inference rests on. A CPU pass
+    takes seconds at the default model (3.3 s
     on a 2-core CPU in bf16), so there it gets no warm-up (the GPU's first pass pays for cuDNN's
     set-up) and BUDGET_S stops it after one or two timed runs; a tiny test image gets 3 and
     their median, which drops the first's set-up."""
@@ -438,6 +441,14 @@ def _inference(params: Params, device, model, precision: str, log) -> dict:
                 (torch.cuda.max_memory_allocated(device) - before) / 2 ** 30
     out["inference_tiled_over_untiled_x"] = (out["inference_tiled_megapixels_per_s"]
                                              / out["inference_untiled_megapixels_per_s"])
+    for other in [p for p in ("fp32", "bf16") if p != precision and p in native]:
+        log(f"inference, untiled, {other}")
+        seconds, _ = median_seconds(
+            lambda: upscale_array(model, lq, tile=0, device=device, precision=other),
+            device, warmup=1 if cuda else 0, repeats=3)
+        out[f"inference_untiled_{other}_megapixels_per_s"] = megapixels / seconds
+        out[f"inference_untiled_{other}_over_{precision}_x"] = \
+            megapixels / seconds / out["inference_untiled_megapixels_per_s"]
     return out
 
 
@@ -465,7 +476,7 @@ def _evaluation(params: Params, log) -> dict:
 
 UNITS = (("_patches_per_s", "patches/s"), ("_megapixels_per_s", "MP/s"), ("_images_per_s",
          "images/s"), ("_step_s", "s"), ("_over_cnn_step", "x"), ("_speedup_over_fp32", "x"),
-         ("_headroom_x", "x"), ("_efficiency_x", "x"), ("_over_untiled_x", "x"),
+         ("_x", "x"),  # ratios: loader_headroom_x, loop_efficiency_x, inference's
          ("_steps_per_s", "steps/s"), ("validation_s", "s"), ("_peak_gib", "GiB"),
          ("_untuned_fp32", "x"), ("_over_eager", "x"), ("compile_s", "s"),
          ("_syncs_per_step", "syncs"), ("_over_ungraphed", "x"))

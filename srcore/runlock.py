@@ -48,6 +48,11 @@ def one_at_a_time(path: Path) -> Iterator[None]:
 
 
 def _open(path: Path) -> int:
+    """The lock file, made with its folder where need be; failing, one error that names it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise SrcoreError(f"cannot create the lock file {path}: {err.strerror or err}. Check that "
+                          f"{path.parent} is a writable folder, then run again.") from err

@@ -76,7 +76,7 @@ def _train(params, values, split, dist, device, precision: str) -> None:
 
 
 def _last_row(path: Path) -> dict:
-    """The last logged means (the log is the history: the state does not carry it)."""
+    """The last logged means, read back from the stage's CSV log."""
     import csv
 
     with open(path, newline="", encoding="utf-8") as f:

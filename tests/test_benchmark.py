@@ -52,6 +52,15 @@ def test_benchmark_json_reports_every_figure(tmp_path):
     assert figures["inference_tiled_over_untiled_x"] == pytest.approx(
         figures["inference_tiled_megapixels_per_s"] / figures["inference_untiled_megapixels_per_s"])
     assert "inference_untiled_peak_gib" not in figures  # GPUs only
+    # the whole image also in the other precision, where this CPU runs it natively
+    chosen = figures["inference_precision"]
+    for other in {"fp32", "bf16"} - {chosen}:
+        key = f"inference_untiled_{other}_megapixels_per_s"
+        if other in native:
+            assert figures[key] > 0 and figures[f"inference_untiled_{other}_over_{chosen}_x"] \
+                == pytest.approx(figures[key] / figures["inference_untiled_megapixels_per_s"])
+        else:
+            assert key not in figures
     # the real train_cnn loop for one checkpoint interval, against the isolated step
     assert figures["loop_steps"] == 50 and figures["loop_steps_per_s"] > 0
     assert figures["loop_efficiency_x"] == pytest.approx(

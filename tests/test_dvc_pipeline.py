@@ -318,6 +318,11 @@ def test_evaluation_and_two_experiments_side_by_side(repo):
     assert {"cnn_train_loss", "cnn_val_psnr_y", "gan_g_perceptual", "gan_d_outputs",
             "gan_val_lpips", "metrics/comparison.png", "metrics/train_cnn.png",
             "metrics/train_gan.png", "metrics/pretrain_disc.png"} <= set(plots)
+    # the project's smooth template (.dvc/plots/smooth.json): smoothed from the start, where
+    # DVC's own starts its slider at 0.001, which draws the raw line again
+    smooth = plots["cnn_train_loss"][0]["content"]["params"]
+    assert {"name": "smooth", "value": 0.2} in [{k: p[k] for k in ("name", "value")}
+                                                 for p in smooth]
 
 
 def _get(url, data=None):

@@ -282,6 +282,17 @@ def test_unwritable_output_folder_is_named(tmp_path):
         write_json(tmp_path / "metrics" / "train_cnn.json", {"a": 1})
 
 
+def test_a_training_stage_names_a_models_folder_it_cannot_write(training_project):
+    # the stage's lock file is its first write; as root, chmod does not stop writes, so a file
+    # stands where the folder should be
+    shutil.rmtree(training_project / "models", ignore_errors=True)
+    (training_project / "models").write_text("a file where a folder should be")
+    out = run_cli("train-cnn", cwd=training_project, check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "cannot create the lock file models/.train_cnn.lock" in out.stderr
+    assert "Check that models is a writable folder" in out.stderr
+
+
 def test_unwritable_folder_names_the_output_not_a_temporary_file(tmp_path, monkeypatch):
     # as root, chmod does not stop writes: make the temporary file's creation fail instead
     def refuse(*args, **kwargs):

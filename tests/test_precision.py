@@ -20,13 +20,15 @@ def test_auto_is_bf16_only_where_the_cpu_has_it(monkeypatch):
     # this machine's choice: one the CPU runs natively, whichever that is
     assert pick_precision("auto", CPU) in native_precisions(CPU)
     assert native_precisions(CPU)[0] == "fp32"
-    # both kinds of CPU, on any machine: only /proc/cpuinfo's answer is stood in for
-    import srcore.train.runtime as runtime
-
-    for has_bf16, expected in ((True, "bf16"), (False, "fp32")):
-        monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: has_bf16)
+    # both kinds of CPU, on any machine: SRCORE_CPU_BF16 overrides /proc/cpuinfo's answer
+    for has_bf16, expected in (("1", "bf16"), ("0", "fp32")):
+        monkeypatch.setenv("SRCORE_CPU_BF16", has_bf16)
         assert pick_precision("auto", CPU) == expected
-    assert pick_precision("bf16", CPU) == "bf16"  # asked for: allowed, even if emulated
+        assert native_precisions(CPU) == ["fp32", "bf16"][:1 + (has_bf16 == "1")]
+        assert pick_precision("bf16", CPU) == "bf16"  # asked for: allowed, even if emulated
+    monkeypatch.setenv("SRCORE_CPU_BF16", "yes")
+    with pytest.raises(SrcoreError, match="SRCORE_CPU_BF16 is 'yes': set it to 0 .* or 1"):
+        pick_precision("auto", CPU)
 
 
 def test_fp16_on_a_cpu_is_refused_with_the_key_named():

@@ -130,6 +130,37 @@ def test_validation_keeps_few_outputs_waiting_to_be_scored(monkeypatch):
     assert most[0] == 3  # one per thread and one more (before: all 8)
 
 
+def test_validation_tiles_an_image_whose_whole_pass_would_not_fit_on_the_gpu(monkeypatch):
+    """Where auto_tile finds the whole pass too big for free GPU memory, the val image is
+    upscaled in its tiles (as upscale and evaluate do) rather than running out of memory; the
+    output is the whole pass's to within one 8-bit level. The GPU's memory is stood in for:
+    probes_memory and auto_tile answer as they would on a small card."""
+    import srcore.train.validate as validation
+
+    torch.manual_seed(0)
+    model = RRDBNet(rrdb=1, features=8, growth=8, skip="bicubic")
+    model.conv_last.reset_parameters()  # zero at init: the output would be bicubic alone
+    val = make_val_images([photo(200, 264, seed=3)], 4, "bicubic")
+    whole_scores = validation.validate(model, val, CPU, "fp32", 4)
+    whole = val[0].sr
+    tiles_used = []
+    real_upscale_array = validation.upscale_array
+    monkeypatch.setattr(validation, "upscale_array",
+                        lambda m, img, tile, **kw: tiles_used.append(tile) or
+                        real_upscale_array(m, img, tile, **kw))
+    monkeypatch.setattr(validation, "probes_memory", lambda m, device: True)
+    monkeypatch.setattr(validation, "auto_tile", lambda m, h, w, **kw: 0)  # it fits
+    assert validation.validate(model, val, CPU, "fp32", 4) == whole_scores
+    assert tiles_used == []
+    monkeypatch.setattr(validation, "auto_tile", lambda m, h, w, **kw: 32)  # it does not
+    tiled_scores = validation.validate(model, val, CPU, "fp32", 4)
+    assert tiles_used == [32]
+    tiled = val[0].sr
+    assert tiled.shape == whole.shape == (200, 264, 3)
+    assert np.abs(tiled.astype(int) - whole.astype(int)).max() <= 1
+    assert abs(tiled_scores["psnr_y"] - whole_scores["psnr_y"]) < 0.01
+
+
 def test_ema_warms_up_then_follows_the_decay():
     model = torch.nn.Linear(2, 1, bias=False)
     torch.nn.init.zeros_(model.weight)

@@ -17,6 +17,7 @@ a CPU step many times over). `train.compile` adds torch.compile.
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import torch
@@ -41,7 +42,15 @@ def pick_device(name: str, setting: str = "train.device") -> torch.device:
 
 
 def cpu_has_native_bf16() -> bool:
-    """bf16 autocast on a CPU without bf16 instructions is emulated and many times slower."""
+    """bf16 autocast on a CPU without bf16 instructions is emulated and many times slower.
+    SRCORE_CPU_BF16=0 (or 1) overrides what the CPU says, so that the tests run on one machine
+    as they do on a CPU without (with) native bf16: what precision auto means depends on it."""
+    forced = os.environ.get("SRCORE_CPU_BF16")
+    if forced is not None:
+        if forced not in ("0", "1"):
+            raise SrcoreError(f"SRCORE_CPU_BF16 is {forced!r}: set it to 0 (treat this CPU as "
+                              "without native bf16) or 1 (with it), or unset it")
+        return forced == "1"
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:

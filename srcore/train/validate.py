@@ -12,6 +12,7 @@ import torch
 
 from srcore.data.dataset import to_tensor
 from srcore.data.kernels import downscale, upscale
+from srcore.infer import auto_tile, probes_memory, upscale_array
 from srcore.metrics import image_metrics, mean_scores, psnr_ssim, to_uint8
 from srcore.train.runtime import autocast, inference_layout, usable_cpus
 
@@ -46,7 +47,11 @@ def validate(model: torch.nn.Module, val: list[ValImage], device, precision: str
 
     At most one output more than there are threads waits to be scored: on a GPU the upscaling
     outruns the scoring, and the queue would otherwise hold every val image's output at once
-    (DIV2K at 2040 pixels: 100 of 8 MB each)."""
+    (DIV2K at 2040 pixels: 100 of 8 MB each).
+
+    On a GPU an image whose whole pass does not fit in free memory (a large val image, a small
+    card, the memory that CUDA graphs keep reserved) is upscaled in the largest tiles that fit,
+    as upscale and evaluate do (srcore.infer.auto_tile), instead of running out of memory."""
     from functools import partial
 
     was_training = model.training
@@ -58,11 +63,22 @@ def validate(model: torch.nn.Module, val: list[ValImage], device, precision: str
         for i, v in enumerate(val):
             if len(pending) > threads:
                 scores.append(pending.popleft().result())
-            with autocast(precision, device):
-                sr = to_uint8(model(inference_layout(v.lq.to(device))).float())
+            sr = _upscaled(model, v.lq, device, precision)
             if i == 0:  # the sample grid's; the others are not kept
                 v.sr = sr
             pending.append(pool.submit(score, v.gt, sr, crop_border))
         scores += [future.result() for future in pending]
     model.train(was_training)
     return mean_scores(scores)
+
+
+def _upscaled(model, lq: torch.Tensor, device, precision: str) -> np.ndarray:
+    """The model's 8-bit output for one val image: one whole pass, or tiles where it would not
+    fit on the GPU (tiled == whole to within an 8-bit level: srcore.infer)."""
+    height, width = lq.shape[-2:]
+    if probes_memory(model, device):
+        tile = auto_tile(model, height, width, device=device, precision=precision)
+        if tile:
+            return upscale_array(model, to_uint8(lq), tile, device=device, precision=precision)
+    with autocast(precision, device):
+        return to_uint8(model(inference_layout(lq.to(device))).float())

@@ -356,6 +356,10 @@ def benchmark(
     compile_too: bool = typer.Option(None, "--compile/--no-compile", show_default=False,
                                      help="also time torch.compile (default: on CUDA or with "
                                           "train.compile; it costs a minute or more)."),
+    overrides: list[str] = typer.Option(None, "--set", "-S", show_default=False,
+                                        help="KEY=VALUE, repeatable: measure params.yaml with "
+                                             "these changed, as dvc exp run -S changes them "
+                                             "(e.g. -S model.rrdb=15)."),
 ) -> None:
     """Speed on this machine at the params.yaml config: training steps per precision, GAN
     steps, data loading, inference and evaluation (medians after warm-up; ~1-2 min on a CPU)."""
@@ -366,7 +370,7 @@ def benchmark(
     from srcore.config import load_params
     from srcore.train.runtime import pick_device
 
-    config = load_params(params)
+    config = load_params(params, overrides or ())
     if device not in (None, *DEVICES):
         raise SrcoreError(f"--device {device}: use one of {', '.join(DEVICES)}")
     dev = pick_device(device, "--device") if device else pick_device(config.train.device)

@@ -8,6 +8,7 @@ No key has a default here: params.yaml is the one place where values live.
 from __future__ import annotations
 
 import reprlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -275,8 +276,9 @@ class Params(_Section):
         return self
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml; every problem is one SrcoreError naming the key."""
+def load_params(path: str | Path = "params.yaml", overrides: Sequence[str] = ()) -> Params:
+    """Read and validate params.yaml; every problem is one SrcoreError naming the key.
+    overrides: KEY=VALUE items (the value read as YAML), as `dvc exp run -S` takes them."""
     import yaml
 
     path = Path(path)
@@ -298,10 +300,33 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise SrcoreError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(raw, dict):
         raise SrcoreError(f"{path}: expected a mapping of sections at the top level")
+    for item in overrides:
+        _override(raw, item, path)
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        raise SrcoreError(f"{path}: invalid params:\n" + _describe(err)) from None
+        changed = f" with -S {' -S '.join(overrides)}" if overrides else ""
+        raise SrcoreError(f"{path}{changed}: invalid params:\n" + _describe(err)) from None
+
+
+def _override(raw: dict, item: str, path: Path) -> None:
+    """Set one -S KEY=VALUE in the params read from path; the key must be one of path's."""
+    import yaml
+
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise SrcoreError(f"-S {item}: write KEY=VALUE, e.g. -S model.rrdb=15")
+    *sections, leaf = key.split(".")
+    node = raw
+    for section in sections:
+        node = node.get(section) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or leaf not in node:
+        raise SrcoreError(f"-S {key}: no such key in {path} (check the spelling against it)")
+    try:
+        node[leaf] = yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise SrcoreError(f"-S {item}: the value is not valid YAML "
+                          f"({getattr(err, 'problem', None) or err})") from None
 
 
 def _refuse_duplicate_keys(node, path: Path, key: str = "", seen: set | None = None) -> None:

@@ -26,7 +26,8 @@ else the largest tile that does. Measured on an H100 (2 RRDB blocks, bf16, a 510
 whole image 145 MP/s; 64-pixel tiles 16 MP/s one at a time, 46 MP/s batched (the network
 alone on 16 such tiles: 93 MP/s; the rest was host work per tile: rounding and one copy per
 tile, and the border tiles' smaller windows in batches of their own; since then one window shape
-and one copy per batch, not yet measured on a GPU).
+and one copy per batch: on an H200, 256-pixel tiles batched ran at 0.95x (2 RRDB) and 1.04x
+(15 RRDB) of the whole image's speed, docs/performance.md).
 The memory a pass needs is measured once per model, device and precision by a probe on a small
 input: bytes per LR pixel, since activations grow linearly with the pixels (on that H100,
 8.5 KiB in bf16; the whole-image peaks at 510x339 and 1500x1000 were within 0.5% of the

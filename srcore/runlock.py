@@ -20,7 +20,11 @@ from srcore.errors import SrcoreError
 @contextlib.contextmanager
 def exclusive(path: Path, what: str) -> Iterator[None]:
     """Hold the lock file `path` (it records our process id) while `what` runs."""
-    fd = _open(path)
+    try:
+        fd = _open(path)
+    except OSError as err:  # the stage's first write
+        raise SrcoreError(f"cannot create the lock file {path}: {err.strerror or err}. Check that "
+                          f"{path.parent} is a writable folder, then run again.") from err
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -38,7 +42,8 @@ def exclusive(path: Path, what: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def one_at_a_time(path: Path) -> Iterator[None]:
-    """Hold the lock file `path`, waiting while another process holds it."""
+    """Hold the lock file `path`, waiting while another process holds it. Where the file cannot
+    be made: OSError, for the caller to say what to do."""
     fd = _open(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -48,11 +53,7 @@ def one_at_a_time(path: Path) -> Iterator[None]:
 
 
 def _open(path: Path) -> int:
-    """The lock file, made with its folder where need be; failing, one error that names it."""
+    """The lock file, made with its folder where need be (an OSError where it cannot be)."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as err:
-        raise SrcoreError(f"cannot create the lock file {path}: {err.strerror or err}. Check that "
-                          f"{path.parent} is a writable folder, then run again.") from err
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
 
 from srcore.atomic import atomic_dir
+from srcore.errors import SrcoreError
 from srcore.tracking import stage_run
 from stages.declared import stage_params
 from stages.paths import DOWNLOADS, MANIFEST, RAW, check_data_dir
@@ -82,7 +84,12 @@ def _div2k(out: Path) -> list[dict]:
     # the 4 GB are fetched (or placed by hand) once for every experiment, and experiments
     # running side by side wait for each other instead of writing the same partial file.
     downloads = project_root() / DOWNLOADS
-    with one_at_a_time(downloads / ".lock"):
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(one_at_a_time(downloads / ".lock"))
+        except OSError as err:  # its first write: name it, not the data/raw being written
+            raise SrcoreError(f"could not write {downloads / '.lock'}: {err.strerror or err}. "
+                              f"Make {downloads} a writable folder, then re-run.") from None
         names = download_div2k(downloads, out, DIV2K_FILES)
     images = []
     for file_name in names:

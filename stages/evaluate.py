@@ -29,13 +29,15 @@ ENDS = ("mean", "low", "high")  # what the headline and MLflow keep of each pair
 
 
 def headline(summary: dict, differences: dict) -> dict:
-    """Each method's PSNR-Y, SSIM-Y and LPIPS, and each paired difference's mean and interval:
+    """Each method's PSNR-Y, SSIM-Y and LPIPS, each paired difference's mean and interval, and
+    how the intervals were made (bootstrap or min-max: one method, the images being the same):
     what `dvc exp show` and `dvc metrics diff` compare across experiments."""
     scores = {method: {k: s[k] for k in HEADLINE} for method, s in summary.items()}
     intervals = {pair: {metric: {end: d[end] for end in ENDS}
                         for metric, d in by_metric.items()}
                  for pair, by_metric in differences.items()}
-    return {**scores, **intervals}
+    methods = {d["interval"] for by_metric in differences.values() for d in by_metric.values()}
+    return {**scores, **intervals, "interval": " / ".join(sorted(methods))}
 
 
 def _test_images(names: list[str], crop_border: int):

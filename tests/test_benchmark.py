@@ -19,12 +19,14 @@ TINY = {"model__rrdb": 1, "model__features": 8, "model__growth": 8, "data__patch
 
 def test_benchmark_json_reports_every_figure(tmp_path):
     write_params(tmp_path, **TINY)
-    result = run_cli("benchmark", "--json", cwd=tmp_path)
+    # -S changes params.yaml's values for this measurement, as dvc exp run -S does
+    result = run_cli("benchmark", "--json", "-S", "cnn.batch_size=3", "--set",
+                     "data.patch_size=20", cwd=tmp_path)
     figures = json.loads(result.stdout)
     assert "measuring: CNN training step, fp32" in result.stderr
     native = native_precisions(torch.device("cpu"))
     assert figures["native_precisions"] == native and figures["device"] == "cpu"
-    assert figures["batch_size"] == 4 and figures["patch_size_px"] == 16
+    assert figures["batch_size"] == 3 and figures["patch_size_px"] == 20
     assert figures["channels_last"] is False and figures["loader_num_workers"] == 0  # auto, CPU
     assert "compile_s" not in figures  # timed on CUDA, or when asked for (next test)
     for precision in ("fp32", "bf16"):
@@ -80,6 +82,14 @@ def test_benchmark_table_and_bad_device(tmp_path):
     write_params(tmp_path, **TINY, train__device="cuda")
     bad = run_cli("benchmark", cwd=tmp_path, env=no_gpu, check=False)
     assert bad.returncode == 2 and "error: train.device=cuda but no CUDA GPU" in bad.stderr
+    for setting, message in (
+            ("model.rrbd=3", "error: -S model.rrbd: no such key in params.yaml (check the spelling"),
+            ("model.rrdb", "error: -S model.rrdb: write KEY=VALUE, e.g. -S model.rrdb=15"),
+            ("model.rrdb=[1", "error: -S model.rrdb=[1: the value is not valid YAML"),
+            ("model.rrdb=0", "error: params.yaml with -S model.rrdb=0: invalid params:\n"
+                             "  model.rrdb = 0: Input should be greater than or equal to 1")):
+        bad = run_cli("benchmark", "-S", setting, cwd=tmp_path, check=False)
+        assert bad.returncode == 2 and message in bad.stderr and "measuring" not in bad.stderr
 
 
 @pytest.mark.slow

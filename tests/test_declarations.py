@@ -20,7 +20,9 @@ DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 
 
 def stage_module(stage: str) -> str:
-    """stages/X.py that the stage's command runs (the CLI imports it by name)."""
+    """stages/X.py that the stage's command runs (the CLI imports it by name). The walk starts
+    there: srcore/__main__.py and srcore/cli.py only hand the stage its params file, and as deps
+    they would re-run every stage whenever any command's options (upscale's, say) change."""
     command = re.fullmatch(r"exec python -m srcore (\S+)", DVC[stage]["cmd"])[1]
     callback = next(c.callback for c in app.registered_commands
                     if (c.name or c.callback.__name__) == command)

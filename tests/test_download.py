@@ -284,3 +284,18 @@ def test_the_stage_uses_the_projects_downloads_from_a_queued_experiments_copy(
     images = _div2k(copy / "data/raw")
     assert [(i["name"], i["width"], i["height"]) for i in images] == [("0801", 1, 1)]
     assert not (copy / "data/downloads").exists()
+
+
+def test_the_stage_names_a_downloads_folder_it_cannot_write(tmp_path, monkeypatch):
+    """The lock in data/downloads is the stage's first write there: where it cannot be made,
+    the error names it, not the data/raw folder the stage was writing."""
+    from stages.download import _div2k
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/downloads").write_text("a file where the folder should be")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    with pytest.raises(SrcoreError) as err:
+        _div2k(tmp_path / "data/raw")
+    assert str(err.value).startswith(f"could not write {tmp_path}/data/downloads/.lock: ")
+    assert f"Make {tmp_path}/data/downloads a writable folder" in str(err.value)

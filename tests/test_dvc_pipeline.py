@@ -282,6 +282,7 @@ def test_evaluation_and_two_experiments_side_by_side(repo):
     assert headline["cnn"] == {k: scores["cnn"][k] for k in ("psnr_y", "ssim_y", "lpips")}
     assert headline["gan_vs_cnn"]["lpips"] == {
         k: differences["gan_vs_cnn"]["lpips"][k] for k in ("mean", "low", "high")}
+    assert headline["interval"] == "min-max (fewer than 5 images)"  # how low and high were made
     # dvc metrics show lists the headline alone: five methods x 3 scores, 2 x 2 x 3 differences
     shown = json.loads(dvc("metrics", "show", "--json", cwd=root, env=env))
     files = shown[0]["data"] if isinstance(shown, list) else next(iter(shown.values()))["data"]

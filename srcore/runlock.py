@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from srcore.atomic import write_error
 from srcore.errors import SrcoreError
 
 
@@ -23,8 +24,7 @@ def exclusive(path: Path, what: str) -> Iterator[None]:
     try:
         fd = _open(path)
     except OSError as err:  # the stage's first write
-        raise SrcoreError(f"cannot create the lock file {path}: {err.strerror or err}. Check that "
-                          f"{path.parent} is a writable folder, then run again.") from err
+        raise write_error(path, err) from err
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

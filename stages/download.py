@@ -7,8 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from srcore.atomic import atomic_dir
-from srcore.errors import SrcoreError
+from srcore.atomic import atomic_dir, write_error
 from srcore.tracking import stage_run
 from stages.declared import stage_params
 from stages.paths import DOWNLOADS, MANIFEST, RAW, check_data_dir
@@ -88,8 +87,7 @@ def _div2k(out: Path) -> list[dict]:
         try:
             held.enter_context(one_at_a_time(downloads / ".lock"))
         except OSError as err:  # its first write: name it, not the data/raw being written
-            raise SrcoreError(f"could not write {downloads / '.lock'}: {err.strerror or err}. "
-                              f"Make {downloads} a writable folder, then re-run.") from None
+            raise write_error(downloads / ".lock", err) from None
         names = download_div2k(downloads, out, DIV2K_FILES)
     images = []
     for file_name in names:

@@ -298,4 +298,4 @@ def test_the_stage_names_a_downloads_folder_it_cannot_write(tmp_path, monkeypatc
     with pytest.raises(SrcoreError) as err:
         _div2k(tmp_path / "data/raw")
     assert str(err.value).startswith(f"could not write {tmp_path}/data/downloads/.lock: ")
-    assert f"Make {tmp_path}/data/downloads a writable folder" in str(err.value)
+    assert f"that {tmp_path}/data/downloads is writable, then re-run." in str(err.value)

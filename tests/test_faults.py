@@ -289,8 +289,8 @@ def test_a_training_stage_names_a_models_folder_it_cannot_write(training_project
     (training_project / "models").write_text("a file where a folder should be")
     out = run_cli("train-cnn", cwd=training_project, check=False)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
-    assert "cannot create the lock file models/.train_cnn.lock" in out.stderr
-    assert "Check that models is a writable folder" in out.stderr
+    assert "could not write models/.train_cnn.lock: " in out.stderr
+    assert "Check free disk space and that models is writable, then re-run." in out.stderr
 
 
 def test_unwritable_folder_names_the_output_not_a_temporary_file(tmp_path, monkeypatch):
